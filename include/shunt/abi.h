@@ -1,0 +1,221 @@
+// shunt shared-memory ABI, version 1.
+//
+// One region per application process: a memfd created by shuntd at attach time,
+// mapped by the daemon and by the application (at different addresses, so every
+// reference inside is an offset from the region base, never a pointer).
+//
+//   RegionHeader                      (offset 0)
+//   QueuePair[queue_pair_count]       (queues_offset)   one per application thread
+//   SocketSlot[slot_count]            (slots_offset)    per-socket state + ring indices
+//   ring bytes                        (rings_offset)    slot i: rx at i*(rx+tx), tx after it
+//
+// Who writes what. Every field below names its single writer. The daemon treats
+// every app-written field as untrusted input: indices are masked before use and a
+// value that breaks an invariant disconnects that application (DESIGN.md 2.3).
+//
+// Ordering. Producers write payload, then publish the index with a release store;
+// consumers read the index with an acquire load, then the payload. Sleep/wake uses
+// the Dekker pattern with seq_cst on both sides: a sleeper announces itself
+// (waiters++), re-checks, then blocks on an eventfd; a waker publishes, then reads
+// the sleeper count and rings the eventfd only if someone sleeps. So the data path
+// makes no syscall while both sides are busy.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+namespace shunt::abi {
+
+inline constexpr uint32_t kMagic = 0x544e4853;  // "SHNT" little-endian
+inline constexpr uint32_t kVersion = 1;
+inline constexpr size_t kCacheLine = 64;
+inline constexpr uint32_t kNoSlot = 0xffffffffu;
+
+// A free-running 32-bit index alone on its cache line (one writer per line).
+struct alignas(kCacheLine) Index {
+  std::atomic<uint32_t> value{0};
+};
+static_assert(sizeof(Index) == kCacheLine);
+static_assert(std::atomic<uint32_t>::is_always_lock_free);
+
+// Indices of a single-producer single-consumer ring. head: producer, tail: consumer.
+// Entries (or bytes) in use = head - tail (mod 2^32), never above the capacity.
+struct RingIndices {
+  Index head;
+  Index tail;
+};
+static_assert(sizeof(RingIndices) == 2 * kCacheLine);
+
+// ---- Control operations: application thread -> daemon (command queue) ----
+
+enum class Op : uint16_t {
+  kNop = 0,
+  kBind = 1,       // ip, port (0 = ephemeral), arg = SO_REUSEADDR; -> slot, bound port
+  kListen = 2,     // slot, arg = backlog
+  kConnect = 3,    // slot (kNoSlot = auto-bind), ip, port; -> slot, local ip/port
+  kAccept = 4,     // slot = listener; -> new slot, peer ip/port (-EAGAIN when none)
+  kClose = 5,      // slot; no completion
+  kShutdown = 6,   // slot, arg = SHUT_RD/WR/RDWR
+  kTxReady = 7,    // slot has new bytes in its tx ring; no completion
+  kRxDrained = 8,  // app freed rx ring space after the daemon asked; no completion
+  kSetOption = 9,  // slot, arg = ShuntOption, arg2 = value
+};
+
+enum class SockOption : int32_t {
+  kNoDelay = 1,
+  kKeepAlive = 2,
+  kLingerZero = 3,  // SO_LINGER {on, 0}: close sends RST
+};
+
+struct Command {
+  uint64_t cookie;  // echoed in the completion
+  uint16_t op;      // Op
+  uint16_t flags;
+  uint32_t slot;
+  uint32_t ip;      // network byte order
+  uint16_t port;    // network byte order
+  uint16_t reserved;
+  int32_t arg;
+  uint64_t arg2;    // kBind/kConnect: inode of the kernel placeholder socket
+  uint8_t pad[24];
+};
+static_assert(sizeof(Command) == 64);
+static_assert(offsetof(Command, arg2) == 32);
+
+struct Completion {
+  uint64_t cookie;
+  int32_t result;        // >= 0 success, else -errno
+  uint32_t slot;
+  uint32_t local_ip;     // network byte order
+  uint32_t remote_ip;
+  uint16_t local_port;
+  uint16_t remote_port;
+  uint8_t pad[36];
+};
+static_assert(sizeof(Completion) == 64);
+
+inline constexpr uint32_t kQueueDepth = 256;  // power of two
+
+// One per application thread. sq: app produces, daemon consumes. cq: the reverse.
+struct QueuePair {
+  RingIndices sq_idx;
+  RingIndices cq_idx;
+  Command sq[kQueueDepth];
+  Completion cq[kQueueDepth];
+};
+static_assert(sizeof(QueuePair) % kCacheLine == 0);
+
+// ---- Per-socket slot ----
+
+enum class SlotState : uint32_t {
+  kFree = 0,
+  kBound = 1,
+  kListening = 2,
+  kConnecting = 3,
+  kConnected = 4,
+  kClosed = 5,  // connection over (reset, refused, timed out, or fully closed)
+  kZombie = 6,  // closed by the app; daemon still drains its tx ring
+};
+
+// Slot flags (daemon writes).
+inline constexpr uint32_t kFlagPeerFin = 1u << 0;    // no more bytes will arrive
+inline constexpr uint32_t kFlagReset = 1u << 1;      // connection reset / failed
+inline constexpr uint32_t kFlagWriteShut = 1u << 2;  // our side sent FIN
+inline constexpr uint32_t kFlagWantRxDrain = 1u << 3;  // tell me (kRxDrained) when rx frees up
+
+struct alignas(kCacheLine) SocketSlot {
+  // Written by the daemon.
+  std::atomic<uint32_t> state;        // SlotState
+  std::atomic<uint32_t> flags;        // kFlag*
+  std::atomic<int32_t> error;         // pending SO_ERROR (errno), 0 if none
+  std::atomic<uint32_t> accept_ready; // listener: connections waiting in its queue
+  std::atomic<uint32_t> event_seq;    // bumped on every change an app may wait for
+  std::atomic<uint32_t> generation;   // bumped each time the slot is handed out
+  uint8_t pad0[kCacheLine - 24];
+  // Written by the application.
+  std::atomic<uint32_t> tx_notice;    // 1 while a kTxReady is queued and unhandled
+  std::atomic<uint32_t> rx_notice;    // 1 while a kRxDrained is queued and unhandled
+  uint8_t pad1[kCacheLine - 8];
+  RingIndices rx;  // daemon produces bytes, app consumes
+  RingIndices tx;  // app produces bytes, daemon consumes
+};
+static_assert(sizeof(SocketSlot) == 6 * kCacheLine);
+static_assert(offsetof(SocketSlot, tx_notice) == kCacheLine);
+static_assert(offsetof(SocketSlot, rx) == 2 * kCacheLine);
+
+struct alignas(kCacheLine) RegionHeader {
+  // Written once by the daemon before the region is handed over; read-only after.
+  uint32_t magic;
+  uint32_t version;
+  uint64_t size;
+  uint32_t region_id;
+  uint32_t queue_pair_count;
+  uint32_t slot_count;
+  uint32_t rx_ring_size;  // power of two
+  uint32_t tx_ring_size;  // power of two
+  uint32_t nic_ip;        // network byte order
+  uint32_t nic_prefix_len;
+  uint32_t gateway_ip;    // network byte order, 0 if none
+  uint64_t queues_offset;
+  uint64_t slots_offset;
+  uint64_t rings_offset;
+  // Written by the daemon: nonzero while it sleeps and wants its doorbell rung.
+  alignas(kCacheLine) std::atomic<uint32_t> daemon_sleeping;
+  // Written by the application.
+  alignas(kCacheLine) std::atomic<uint32_t> app_waiters;  // threads blocked on the app doorbell
+  std::atomic<uint32_t> queue_pairs_claimed;               // threads that took a queue pair
+};
+static_assert(sizeof(RegionHeader) == 4 * kCacheLine);
+static_assert(offsetof(RegionHeader, rings_offset) == 64);
+static_assert(offsetof(RegionHeader, daemon_sleeping) == 2 * kCacheLine);
+static_assert(offsetof(RegionHeader, app_waiters) == 3 * kCacheLine);
+
+// Layout helpers: the single place that says where things are.
+struct Layout {
+  uint32_t queue_pair_count;
+  uint32_t slot_count;
+  uint32_t rx_ring_size;
+  uint32_t tx_ring_size;
+
+  constexpr uint64_t queues_offset() const { return sizeof(RegionHeader); }
+  constexpr uint64_t slots_offset() const {
+    return queues_offset() + uint64_t{queue_pair_count} * sizeof(QueuePair);
+  }
+  constexpr uint64_t rings_offset() const {
+    uint64_t end = slots_offset() + uint64_t{slot_count} * sizeof(SocketSlot);
+    return (end + 4095) & ~uint64_t{4095};
+  }
+  constexpr uint64_t ring_stride() const { return uint64_t{rx_ring_size} + tx_ring_size; }
+  constexpr uint64_t size() const { return rings_offset() + uint64_t{slot_count} * ring_stride(); }
+};
+
+// Accessors used by both sides over a mapped region. The header's offsets are
+// trusted only by the daemon that wrote them; the application validates them at
+// attach (region_fits) before it uses any of these.
+inline RegionHeader* header(void* base) { return static_cast<RegionHeader*>(base); }
+inline QueuePair* queue_pair(void* base, const RegionHeader& h, uint32_t i) {
+  return reinterpret_cast<QueuePair*>(static_cast<char*>(base) + h.queues_offset) + i;
+}
+inline SocketSlot* slot(void* base, const RegionHeader& h, uint32_t i) {
+  return reinterpret_cast<SocketSlot*>(static_cast<char*>(base) + h.slots_offset) + i;
+}
+inline uint8_t* rx_bytes(void* base, const RegionHeader& h, uint32_t i) {
+  return static_cast<uint8_t*>(base) + h.rings_offset +
+         uint64_t{i} * (uint64_t{h.rx_ring_size} + h.tx_ring_size);
+}
+inline uint8_t* tx_bytes(void* base, const RegionHeader& h, uint32_t i) {
+  return rx_bytes(base, h, i) + h.rx_ring_size;
+}
+
+// True when the header describes a region of `mapped` bytes laid out by Layout.
+inline bool region_fits(const RegionHeader& h, uint64_t mapped) {
+  Layout l{h.queue_pair_count, h.slot_count, h.rx_ring_size, h.tx_ring_size};
+  auto pow2 = [](uint32_t v) { return v != 0 && (v & (v - 1)) == 0; };
+  return h.magic == kMagic && h.version == kVersion && pow2(h.rx_ring_size) &&
+         pow2(h.tx_ring_size) && h.queues_offset == l.queues_offset() &&
+         h.slots_offset == l.slots_offset() && h.rings_offset == l.rings_offset() &&
+         h.size == l.size() && l.size() <= mapped;
+}
+
+}  // namespace shunt::abi

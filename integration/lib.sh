@@ -1,0 +1,72 @@
+# shellcheck shell=bash
+# Helpers shared by the integration tests. Each test: `source lib.sh`, then it_setup.
+
+it_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/lib-netns.sh
+source "$it_root/scripts/lib-netns.sh"
+# shellcheck source=scripts/lib-nginx.sh
+source "$it_root/scripts/lib-nginx.sh"
+
+it_failures=0
+it_name=$(basename "$0" .sh)
+
+it_log() { echo "[$it_name] $*"; }
+it_fail() {
+  echo "[$it_name] FAIL: $*" >&2
+  it_failures=$((it_failures + 1))
+}
+it_pass() { echo "[$it_name] ok: $*"; }
+# it_check DESCRIPTION COMMAND...: runs COMMAND, records pass or fail.
+it_check() {
+  local what=$1
+  shift
+  if "$@"; then it_pass "$what"; else it_fail "$what"; fi
+}
+
+# it_setup BUILD_DIR: checks what every test needs; sets IT_BUILD IT_SHUNT IT_SHUNTD
+# IT_PRELOAD and IT_TMP (removed at exit, with the hooks in it_cleanup_hooks).
+it_cleanup_hooks=()
+# shellcheck disable=SC2034  # IT_* are for the tests that source this file
+it_setup() {
+  local build=${1:-}
+  if [[ -z $build ]]; then
+    echo "usage: $0 BUILD_DIR" >&2
+    exit 2
+  fi
+  if ((EUID != 0)); then
+    echo "[$it_name] SKIP: needs root (network namespaces)"
+    exit 77
+  fi
+  IT_BUILD=$(cd "$build" && pwd)
+  IT_SHUNT=$IT_BUILD/bin/shunt
+  IT_SHUNTD=$IT_BUILD/bin/shuntd
+  IT_PRELOAD=$IT_BUILD/lib/libshunt.so
+  IT_TMP=$(mktemp -d "/tmp/shunt-$it_name.XXXXXX")
+  chmod 755 "$IT_TMP"
+  trap it_exit EXIT
+  trap 'exit 130' INT TERM
+}
+
+it_exit() {
+  local rc=$? hook
+  trap - EXIT INT TERM
+  for hook in "${it_cleanup_hooks[@]}"; do
+    $hook || true
+  done
+  rm -rf "$IT_TMP"
+  if ((rc == 0 && it_failures > 0)); then rc=1; fi
+  if ((rc == 0)); then echo "[$it_name] PASS"; else echo "[$it_name] FAILED ($it_failures checks, exit $rc)" >&2; fi
+  exit "$rc"
+}
+
+# it_need FILE...: each must exist, else the test fails (the build must make them).
+it_need() {
+  local f missing=0
+  for f in "$@"; do
+    if [[ ! -e $f ]]; then
+      echo "[$it_name] FAIL: $f does not exist (not built?)" >&2
+      missing=1
+    fi
+  done
+  ((missing == 0)) || exit 1
+}

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# shellcheck disable=SC2154  # it_failures: defined in lib.sh
+# Stock nginx (master + 1 worker) under shunt on a veth end; clients in the kernel
+# host's namespace.
+#
+#   integration/nginx_test.sh BUILD_DIR [--kernel]
+#
+# Asserts: a 1 KiB and a 1 MiB file come back over curl with matching sha256; a 5 s
+# wrk run (16 connections) ends with no socket errors and no non-2xx answers; shunt
+# stat shows the traffic (port rx/tx packets at least the request count, accepted
+# connections at least wrk's and curl's). --kernel runs the same on the kernel stack
+# (a check of the test itself and a baseline; no shunt involved).
+set -uo pipefail
+# shellcheck source=integration/lib.sh
+source "$(dirname "$0")/lib.sh"
+
+it_setup "${1:-}"
+mode=shunt
+[[ ${2:-} == --kernel ]] && mode=kernel
+net=${SHUNT_TEST_NET:-7}
+name=shunt-it-nginx-$$
+site=$IT_TMP/site
+export SHUNT_RUNDIR=$IT_TMP/run
+
+stop_all() {
+  nginx_stop "$site"
+  if [[ $mode == shunt && -S $SHUNT_RUNDIR/shuntd.sock ]]; then
+    timeout 15 "$IT_SHUNT" stop
+  fi
+  netns_down "$name"
+}
+show_logs() {
+  echo "---- nginx error.log" >&2
+  tail -n 30 "$site/error.log" >&2 2>/dev/null
+  if [[ -f $SHUNT_RUNDIR/shuntd.log ]]; then
+    echo "---- shuntd.log" >&2
+    tail -n 50 "$SHUNT_RUNDIR/shuntd.log" >&2
+  fi
+}
+it_cleanup_hooks+=(stop_all)
+
+command -v nginx curl wrk sha256sum >/dev/null || { it_fail "nginx, curl, wrk, sha256sum needed (scripts/install-deps.sh)"; exit 1; }
+[[ $mode == shunt ]] && it_need "$IT_SHUNT" "$IT_SHUNTD" "$IT_PRELOAD"
+
+netns_up "$name" "$net"
+addr=$NETNS_SHUNT_IP
+client=(ip netns exec "$NETNS_KERNEL")
+nginx_site "$site" "$addr" 80
+head -c 1024 /dev/urandom >"$site/www/1k.bin"
+head -c $((1024 * 1024)) /dev/urandom >"$site/www/1m.bin"
+chmod 644 "$site/www/"*.bin
+
+nginx_cmd=(nginx -p "$site" -c "$site/nginx.conf" -e "$site/error.log")
+if [[ $mode == shunt ]]; then
+  it_log "shunt run --nic $NETNS_SHUNT_IF --ip $addr/$NETNS_PREFIX -- nginx"
+  ip netns exec "$NETNS_SHUNT" "$IT_SHUNT" run --nic "$NETNS_SHUNT_IF" --ip "$addr/$NETNS_PREFIX" \
+    -- "${nginx_cmd[@]}" &
+else
+  it_log "nginx on the kernel stack"
+  netns_kernel_baseline
+  ip netns exec "$NETNS_SHUNT" "${nginx_cmd[@]}" &
+fi
+nginx_pid=$!
+if ! nginx_wait_up "http://$addr/" "$NETNS_KERNEL" "$nginx_pid"; then
+  it_fail "nginx answers on http://$addr/"
+  show_logs
+  exit 1
+fi
+it_pass "nginx answers on http://$addr/"
+
+# The worker count is what we asked for: one master, one worker.
+workers=$(pgrep -c -P "$(<"$site/nginx.pid")" || true)
+it_check "nginx runs master + 1 worker (workers: $workers)" test "$workers" = 1
+
+for f in 1k.bin 1m.bin; do
+  want=$(sha256sum <"$site/www/$f" | cut -d' ' -f1)
+  got=$("${client[@]}" curl -sS --fail --max-time 30 "http://$addr/$f" | sha256sum | cut -d' ' -f1)
+  it_check "curl $f sha256 matches" test "$got" = "$want"
+done
+
+out=$("${client[@]}" timeout 60 wrk -t1 -c16 -d5s --timeout 5s "http://$addr/1k.bin" 2>&1)
+wrk_rc=$?
+echo "$out"
+requests=$(sed -n 's/^ *\([0-9][0-9]*\) requests in .*/\1/p' <<<"$out")
+requests=${requests:-0}
+it_check "wrk exits 0 (rc $wrk_rc)" test "$wrk_rc" = 0
+it_check "wrk completed requests ($requests)" test "$requests" -ge 100
+socket_errors=$(grep -E '^ *Socket errors:' <<<"$out" || true)
+if [[ -z $socket_errors ]] || [[ $socket_errors =~ connect\ 0,\ read\ 0,\ write\ 0,\ timeout\ 0$ ]]; then
+  it_pass "wrk: no socket errors"
+else
+  it_fail "wrk: ${socket_errors# }"
+fi
+non2xx=$(sed -n 's/^ *Non-2xx or 3xx responses: *\([0-9]*\).*/\1/p' <<<"$out")
+it_check "wrk: no non-2xx answers (${non2xx:-0})" test "${non2xx:-0}" = 0
+
+# The answers still came back byte for byte after the load.
+got=$("${client[@]}" curl -sS --fail --max-time 30 "http://$addr/1m.bin" | sha256sum | cut -d' ' -f1)
+it_check "curl 1m.bin after wrk sha256 matches" test "$got" = "$(sha256sum <"$site/www/1m.bin" | cut -d' ' -f1)"
+
+if [[ $mode == shunt ]]; then
+  stat=$(timeout 15 "$IT_SHUNT" stat 2>&1)
+  echo "$stat"
+  counter() { awk -v k="$1" '$1 == k { print $2; exit }' <<<"$stat"; }
+  rx=$(counter port.rx_packets)
+  tx=$(counter port.tx_packets)
+  accepted=$(counter tcp.connections_accepted)
+  # Each request is at least one frame in and one out; the 1 MiB file alone is
+  # more than 700 frames out.
+  it_check "port.rx_packets ${rx:-missing} >= requests $requests" test "${rx:-0}" -ge "$requests"
+  it_check "port.tx_packets ${tx:-missing} >= requests $requests + 700" test "${tx:-0}" -ge $((requests + 700))
+  it_check "tcp.connections_accepted ${accepted:-missing} >= 16" test "${accepted:-0}" -ge 16
+  if ! kill -0 "$nginx_pid" 2>/dev/null; then it_fail "nginx still runs after the load"; fi
+fi
+((it_failures == 0)) || show_logs

@@ -1,0 +1,119 @@
+#include "daemon/config.hh"
+
+#include <arpa/inet.h>
+
+#include <cstdlib>
+#include <sstream>
+
+namespace shunt {
+
+bool parse_ipv4(const std::string& text, uint32_t* out) {
+  in_addr a;
+  if (inet_pton(AF_INET, text.c_str(), &a) != 1) return false;
+  *out = ntohl(a.s_addr);
+  return true;
+}
+
+bool parse_ipv4_prefix(const std::string& text, uint32_t* ip, uint8_t* prefix) {
+  auto slash = text.find('/');
+  std::string addr = text.substr(0, slash);
+  if (!parse_ipv4(addr, ip)) return false;
+  if (slash == std::string::npos) {
+    *prefix = 32;
+    return true;
+  }
+  std::string p = text.substr(slash + 1);
+  if (p.empty() || p.size() > 2 || p.find_first_not_of("0123456789") != std::string::npos)
+    return false;
+  int v = std::atoi(p.c_str());
+  if (v < 1 || v > 32) return false;
+  *prefix = uint8_t(v);
+  return true;
+}
+
+std::string format_ipv4(uint32_t ip) {
+  std::ostringstream s;
+  s << (ip >> 24) << '.' << ((ip >> 16) & 255) << '.' << ((ip >> 8) & 255) << '.' << (ip & 255);
+  return s.str();
+}
+
+namespace {
+const char* env(const char* name) {
+  const char* v = std::getenv(name);
+  return v && *v ? v : nullptr;
+}
+std::string bad(const char* var, const char* value, const std::string& why) {
+  return std::string(var) + "=" + value + ": " + why;
+}
+}  // namespace
+
+bool load_config(DaemonConfig* cfg, std::string* error) {
+  const char* v = env("SHUNT_NIC");
+  if (!v) {
+    *error = "SHUNT_NIC is not set: give a DPDK device (e.g. net_af_xdp0,iface=veth0) "
+             "or a network interface name";
+    return false;
+  }
+  cfg->nic = v;
+  v = env("SHUNT_IP");
+  if (!v) {
+    *error = "SHUNT_IP is not set: give the NIC's address as ADDR/PREFIX (e.g. 198.18.7.1/24)";
+    return false;
+  }
+  if (!parse_ipv4_prefix(v, &cfg->ip, &cfg->prefix_len)) {
+    *error = bad("SHUNT_IP", v, "not an IPv4 address with an optional /PREFIX (1-32)");
+    return false;
+  }
+  if (cfg->ip == 0 || (cfg->ip >> 24) == 127 || (cfg->ip >> 28) >= 0xe) {
+    *error = bad("SHUNT_IP", v, "not a usable unicast address");
+    return false;
+  }
+  if ((v = env("SHUNT_GATEWAY"))) {
+    if (!parse_ipv4(v, &cfg->gateway)) {
+      *error = bad("SHUNT_GATEWAY", v, "not an IPv4 address");
+      return false;
+    }
+    uint32_t mask = ~uint32_t{0} << (32 - cfg->prefix_len);
+    if ((cfg->gateway & mask) != (cfg->ip & mask)) {
+      *error = bad("SHUNT_GATEWAY", v, "not inside the subnet of SHUNT_IP");
+      return false;
+    }
+  }
+  if ((v = env("SHUNT_RUNDIR"))) cfg->rundir = v;
+  if ((v = env("SHUNT_EAL"))) {
+    std::istringstream s(v);
+    for (std::string arg; s >> arg;) cfg->eal_extra.push_back(arg);
+  }
+  if ((v = env("SHUNT_HUGE"))) {
+    std::string h = v;
+    if (h == "1" || h == "yes") cfg->huge = 1;
+    else if (h == "0" || h == "no") cfg->huge = 0;
+    else if (h == "auto") cfg->huge = -1;
+    else {
+      *error = bad("SHUNT_HUGE", v, "expected 0, 1 or auto");
+      return false;
+    }
+  }
+  if ((v = env("SHUNT_MODE"))) {
+    std::string m = v;
+    if (m == "busy") cfg->mode = PollMode::kBusy;
+    else if (m == "adaptive") cfg->mode = PollMode::kAdaptive;
+    else {
+      *error = bad("SHUNT_MODE", v, "expected busy or adaptive");
+      return false;
+    }
+  }
+  if ((v = env("SHUNT_LOG"))) {
+    std::string l = v;
+    if (l == "error") cfg->log_level = 0;
+    else if (l == "info") cfg->log_level = 1;
+    else if (l == "debug") cfg->log_level = 2;
+    else {
+      *error = bad("SHUNT_LOG", v, "expected error, info or debug");
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace shunt

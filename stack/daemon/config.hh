@@ -1,0 +1,36 @@
+// shuntd configuration from SHUNT_* environment variables, validated at start.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace shunt {
+
+enum class PollMode { kBusy, kAdaptive };
+
+struct DaemonConfig {
+  std::string nic;            // SHUNT_NIC: DPDK device spec, or a Linux interface name
+  uint32_t ip = 0;            // SHUNT_IP (host order)
+  uint8_t prefix_len = 24;
+  uint32_t gateway = 0;       // SHUNT_GATEWAY (host order), 0 = none
+  std::string rundir = "/run/shunt";  // SHUNT_RUNDIR
+  std::vector<std::string> eal_extra;  // SHUNT_EAL, split on spaces
+  int huge = -1;              // SHUNT_HUGE: 1 use hugepages, 0 --no-huge, -1 auto
+  PollMode mode = PollMode::kAdaptive;  // SHUNT_MODE
+  int log_level = 1;          // SHUNT_LOG: 0 error, 1 info, 2 debug
+  uint32_t max_apps = 64;
+  uint32_t slots_per_app = 4096;  // sockets per application
+  uint32_t ring_size = 1 << 18;   // bytes per direction per socket
+  uint32_t queue_pairs = 16;      // threads per application with their own queues
+};
+
+// Parses the environment. On error returns false and sets *error to a message
+// that names the variable and its value.
+bool load_config(DaemonConfig* cfg, std::string* error);
+
+bool parse_ipv4(const std::string& text, uint32_t* out);
+bool parse_ipv4_prefix(const std::string& text, uint32_t* ip, uint8_t* prefix);
+std::string format_ipv4(uint32_t ip);
+
+}  // namespace shunt

@@ -1,0 +1,74 @@
+// The device layer: one DPDK port, one rx and one tx queue. The only code in
+// shunt that includes DPDK headers (DESIGN.md section 1).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "engine/engine.hh"
+
+struct rte_mbuf;
+struct rte_mempool;
+
+namespace shunt {
+
+struct DeviceStats {
+  uint64_t rx_packets = 0, tx_packets = 0, rx_bytes = 0, tx_bytes = 0;
+  uint64_t rx_missed = 0, rx_errors = 0, tx_errors = 0, rx_nombuf = 0;
+  uint64_t tx_dropped = 0;  // frames the port would not take after retries
+  uint64_t rx_multiseg_dropped = 0;
+};
+
+class Device : public FrameSink {
+ public:
+  static constexpr uint16_t kBurst = 32;
+
+  // Initializes EAL and the port. On failure returns false with *error naming
+  // the setting (SHUNT_NIC …) and what DPDK said.
+  bool open(const std::string& nic, int huge, const std::vector<std::string>& eal_extra,
+            std::string* error);
+  void close();
+
+  wire::MacAddr mac() const { return mac_; }
+  const std::string& driver() const { return driver_; }
+  uint16_t mtu() const { return mtu_; }
+
+  // Receives up to kBurst frames and hands each to fn(frame bytes).
+  template <typename Fn>
+  uint16_t receive(Fn&& fn) {
+    uint16_t n = rx_burst();
+    for (uint16_t i = 0; i < n; ++i) {
+      auto frame = frame_of(i);
+      if (!frame.empty()) fn(frame);
+    }
+    release_rx(n);
+    return n;
+  }
+
+  // FrameSink: frames are batched and sent by flush().
+  std::span<uint8_t> tx_buffer() override;
+  void tx_commit(size_t len) override;
+  void flush();
+
+  DeviceStats stats();
+
+ private:
+  uint16_t rx_burst();
+  std::span<const uint8_t> frame_of(uint16_t i);
+  void release_rx(uint16_t n);
+
+  uint16_t port_ = 0;
+  bool opened_ = false;
+  rte_mempool* pool_ = nullptr;
+  rte_mbuf* rx_[kBurst] = {};
+  rte_mbuf* tx_[kBurst] = {};
+  uint16_t tx_count_ = 0;
+  rte_mbuf* tx_spare_ = nullptr;  // allocated by tx_buffer, not yet committed
+  wire::MacAddr mac_{};
+  std::string driver_;
+  uint16_t mtu_ = 1500;
+  DeviceStats own_;
+};
+
+}  // namespace shunt

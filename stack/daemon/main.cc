@@ -1,0 +1,63 @@
+// shuntd: one per dedicated NIC. Configuration comes from SHUNT_* variables.
+#include <signal.h>
+
+#include <cstdio>
+#include <random>
+
+#include "daemon/config.hh"
+#include "daemon/daemon.hh"
+#include "daemon/device.hh"
+#include "daemon/log.hh"
+
+namespace {
+shunt::Daemon* g_daemon = nullptr;
+void on_signal(int) {
+  if (g_daemon) g_daemon->stop();
+}
+}  // namespace
+
+int main() {
+  using namespace shunt;
+  DaemonConfig cfg;
+  std::string error;
+  if (!load_config(&cfg, &error)) {
+    std::fprintf(stderr, "shuntd: %s\n", error.c_str());
+    return 2;
+  }
+  g_log_level = cfg.log_level;
+  Device dev;
+  if (!dev.open(cfg.nic, cfg.huge, cfg.eal_extra, &error)) {
+    std::fprintf(stderr, "shuntd: %s\n", error.c_str());
+    return 1;
+  }
+  EngineConfig ecfg;
+  ecfg.mac = dev.mac();
+  ecfg.ip = cfg.ip;
+  ecfg.prefix_len = cfg.prefix_len;
+  ecfg.gateway = cfg.gateway;
+  ecfg.mtu = dev.mtu();
+  ecfg.isn_secret = std::random_device{}() * 0x100000001ull ^ std::random_device{}();
+  ecfg.staging_size = std::min<uint32_t>(ecfg.staging_size, cfg.ring_size);
+  Engine engine(ecfg, dev);
+  Daemon daemon(cfg, dev, engine);
+  if (!daemon.start(&error)) {
+    std::fprintf(stderr, "shuntd: %s\n", error.c_str());
+    dev.close();
+    return 1;
+  }
+  g_daemon = &daemon;
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  log_info("serving %s/%u on %s (mac %02x:%02x:%02x:%02x:%02x:%02x, mtu %u), control %s/%s",
+           format_ipv4(cfg.ip).c_str(), cfg.prefix_len, dev.driver().c_str(), ecfg.mac[0],
+           ecfg.mac[1], ecfg.mac[2], ecfg.mac[3], ecfg.mac[4], ecfg.mac[5], ecfg.mtu,
+           cfg.rundir.c_str(), ctl::kSocketName);
+  daemon.run();
+  log_info("stopping");
+  g_daemon = nullptr;
+  dev.close();
+  return 0;
+}
