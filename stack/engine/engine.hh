@@ -83,6 +83,7 @@ struct Tcb {
   // RFC 9293 3.3.1 send and receive sequence variables.
   struct {
     tcp::SeqNum una, nxt, wl1, wl2;
+    tcp::SeqNum max;  // highest sequence number sent + 1; snd.nxt goes back on RTO
     uint32_t wnd = 0;
     uint16_t mss = 536;  // peer's MSS (RFC 9293 3.7.1 default)
   } snd;
@@ -112,9 +113,11 @@ struct Tcb {
   Time persist_at = 0;
   Time time_wait_at = 0;
 
+  tcp::SeqNum fin_seq;     // sequence number of our FIN, once fin_sent
+  uint8_t probes = 0;      // zero-window probes since the window closed
   int error = 0;           // errno to report (ECONNRESET, ECONNREFUSED, ETIMEDOUT)
   bool fin_queued = false; // application shut down writing
-  bool fin_sent = false;
+  bool fin_sent = false;   // our FIN went out at least once
   bool peer_fin = false;
   bool ack_pending = false;
   bool user_attached = false;  // an application holds it (accepted or connected)
@@ -168,7 +171,7 @@ class Engine {
   void flush(Time now);
   // Gratuitous ARP announcing our address (RFC 5227 style), at start.
   void announce();
-  // Earliest time poll() has work, or 0 if no timer is armed.
+  // True while any timer is armed.
   bool has_timers() const { return wheel_.size() != 0; }
 
   // ---- Listeners ----
@@ -264,9 +267,10 @@ class Engine {
   bool seq_acceptable(const Tcb& t, const wire::TcpSegment& seg) const;
   Drop process_rst(ConnId c, const wire::TcpSegment& seg);
   Drop process_ack(ConnId c, const wire::TcpSegment& seg, Time now);
-  void process_text(ConnId c, const wire::TcpSegment& seg, Time now);
+  Drop process_text(ConnId c, const wire::TcpSegment& seg, Time now);
   void process_fin(ConnId c, const wire::TcpSegment& seg, Time now);
   void update_rtt(Tcb& t, Time sample);
+  Time current_rto(const Tcb& t) const;  // rto with the backoff applied
   void send_reset_for(const wire::TcpSegment& seg, Time now);
   void output(ConnId c, Time now);
   void send_segment(Tcb& t, tcp::SeqNum seq, uint8_t flags, uint32_t len, Time now);

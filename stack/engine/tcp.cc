@@ -53,12 +53,13 @@ uint32_t Engine::rx_window(const Tcb& t) const {
 // Bytes in the tx ring past snd.nxt. The head is written by the application, so
 // it is clamped to the ring's capacity.
 uint32_t Engine::tx_unsent(const Tcb& t) const {
-  if (!t.tx.valid() || t.fin_sent || t.snd.nxt == t.iss) return 0;
+  if (!t.tx.valid() || t.snd.nxt == t.iss) return 0;
   uint32_t tail = t.tx.tail();
   uint32_t used = std::min(t.tx.head() - tail, t.tx.capacity());
   uint32_t sent_index = t.tx_base + uint32_t(t.snd.nxt - (t.iss + 1));
-  uint32_t unsent = tail + used - sent_index;
-  return unsent > used ? 0 : unsent;
+  // Past the end once our FIN is sent (snd.nxt = fin_seq + 1): nothing unsent.
+  int32_t unsent = int32_t(tail + used - sent_index);
+  return unsent <= 0 ? 0 : std::min(uint32_t(unsent), used);
 }
 
 // ---- Bookkeeping ----
@@ -214,7 +215,7 @@ void Engine::abort_conn(ConnId c, Time now) {
   Tcb& t = conns_[c];
   if (is_synchronized(t.state) && t.state != TcpState::kTimeWait) {
     // RFC 9293 3.10.4 ABORT: <SEQ=SND.NXT><CTL=RST>; Linux adds ACK.
-    send_segment(t, t.snd.nxt, kRst | kAck, 0, now);
+    send_segment(t, t.snd.max, kRst | kAck, 0, now);
     ++ctr_.tcp_resets_sent;
   }
   reset_conn(c, ECONNRESET);
@@ -227,6 +228,10 @@ void Engine::arm_timer(ConnId c) {
     if (d != 0 && (next == 0 || d < next)) next = d;
   if (next == 0) wheel_.cancel(c);
   else wheel_.schedule(c, (next + kMillisecond - 1) / kMillisecond);
+}
+
+Time Engine::current_rto(const Tcb& t) const {
+  return std::min(t.rto << std::min<uint32_t>(t.backoff, 12), kMaxRto);
 }
 
 void Engine::update_rtt(Tcb& t, Time r) {
@@ -328,7 +333,7 @@ Drop Engine::listen_input(Listener& l, ListenerId lid, const TcpSegment& seg, Ti
   t.irs = SeqNum(seg.seq);
   t.rcv.nxt = t.irs + 1;
   t.iss = make_isn(seg.src_ip, seg.src_port, seg.dst_port, now);
-  t.snd.una = t.snd.nxt = t.iss;
+  t.snd.una = t.snd.nxt = t.snd.max = t.iss;
   t.snd.wnd = seg.window;
   t.snd.wl1 = SeqNum(seg.seq);
   t.snd.mss = seg.mss ? std::min(seg.mss, our_mss()) : 536;
@@ -347,7 +352,7 @@ Drop Engine::syn_sent_input(ConnId c, const TcpSegment& seg, Time now) {
   SeqNum ack(seg.ack);
   bool ack_ok = false;
   if (seg.flags & kAck) {
-    if (ack <= t.iss || ack > t.snd.nxt) {
+    if (ack <= t.iss || ack > t.snd.max) {
       if (!(seg.flags & kRst)) send_reset_for(seg, now);
       return Drop::kTcpBadAck;
     }
@@ -393,8 +398,11 @@ bool Engine::seq_acceptable(const Tcb& t, const TcpSegment& seg) const {
   uint32_t len = seg.seq_len();
   uint32_t wnd = std::max(t.rcv.adv_wnd, rx_window(t));
   SeqNum seq(seg.seq);
-  if (len == 0) return wnd == 0 ? seq == t.rcv.nxt : seq.in_window(t.rcv.nxt, wnd);
-  if (wnd == 0) return false;
+  // At zero window RFC 9293 accepts only empty segments at rcv.nxt; like Linux we
+  // also take a bare FIN there, so a closed socket's zero window does not strand
+  // the peer's FIN. Data at zero window stays unacceptable (answered with an ACK).
+  if (wnd == 0) return seq == t.rcv.nxt && seg.payload.empty();
+  if (len == 0) return seq.in_window(t.rcv.nxt, wnd);
   return seq.in_window(t.rcv.nxt, wnd) || (seq + (len - 1)).in_window(t.rcv.nxt, wnd);
 }
 
@@ -404,6 +412,16 @@ Drop Engine::segment_arrives(ConnId c, const TcpSegment& seg, Time now) {
   if (t.state == TcpState::kSynReceived && (seg.flags & kSyn) && !(seg.flags & kAck) &&
       SeqNum(seg.seq) == t.irs) {
     t.snd.nxt = t.iss;
+    queue_output(c);
+    return Drop::kNone;
+  }
+  // A retransmitted FIN in TIME-WAIT: our last ACK was lost. Acknowledge it and
+  // restart the 2 MSL timer (RFC 9293 3.10.7.4, eighth check).
+  if (t.state == TcpState::kTimeWait && (seg.flags & kFin) && !(seg.flags & kRst) &&
+      SeqNum(seg.seq) + uint32_t(seg.payload.size()) + 1 == t.rcv.nxt) {
+    t.time_wait_at = now + cfg_.time_wait;
+    arm_timer(c);
+    t.ack_pending = true;
     queue_output(c);
     return Drop::kNone;
   }
@@ -428,9 +446,9 @@ Drop Engine::segment_arrives(ConnId c, const TcpSegment& seg, Time now) {
   if (Drop d = process_ack(c, seg, now); d != Drop::kNone || t.state == TcpState::kClosed)
     return d;
   // Seventh and eighth: text and FIN.
-  if (!seg.payload.empty()) process_text(c, seg, now);
+  Drop d = seg.payload.empty() ? Drop::kNone : process_text(c, seg, now);
   if ((seg.flags & kFin) && t.state != TcpState::kClosed) process_fin(c, seg, now);
-  return Drop::kNone;
+  return d;
 }
 
 // RFC 9293 3.10.7.4 second check, with RFC 5961 3.2: only an exact match resets;
@@ -466,7 +484,7 @@ Drop Engine::process_ack(ConnId c, const TcpSegment& seg, Time now) {
   SeqNum ack(seg.ack);
   SeqNum seq(seg.seq);
   if (t.state == TcpState::kSynReceived) {
-    if (!(t.snd.una < ack && ack <= t.snd.nxt)) {
+    if (!(t.snd.una < ack && ack <= t.snd.max)) {
       send_reset_for(seg, now);
       return Drop::kTcpBadAck;
     }
@@ -477,7 +495,7 @@ Drop Engine::process_ack(ConnId c, const TcpSegment& seg, Time now) {
     if (t.listener != kInvalidId) enqueue_accept(c);
     else note_event(c, kEvWritable);
   }
-  if (ack > t.snd.nxt) {
+  if (ack > t.snd.max) {
     // Acks something not yet sent: RFC 9293 says send an ACK and drop.
     t.ack_pending = true;
     queue_output(c);
@@ -486,13 +504,15 @@ Drop Engine::process_ack(ConnId c, const TcpSegment& seg, Time now) {
   if (t.snd.una < ack) {
     uint32_t acked = uint32_t(ack - t.snd.una);
     if (t.snd.una == t.iss) --acked;  // our SYN
-    bool fin_acked = t.fin_sent && ack == t.snd.nxt;
+    bool fin_acked = t.fin_sent && ack > t.fin_seq && t.snd.una <= t.fin_seq;
     if (fin_acked) --acked;           // our FIN
     if (acked > 0 && t.tx.valid()) {
       t.tx.consume(std::min(acked, t.tx.capacity()));
       note_event(c, kEvWritable);
     }
     t.snd.una = ack;
+    // After a go-back-N rewind the peer may acknowledge beyond snd.nxt.
+    if (t.snd.nxt < ack) t.snd.nxt = ack;
     if (t.rtt_timing && ack > t.rtt_seq) {
       update_rtt(t, now - t.rtt_start);
       t.rtt_timing = false;
@@ -502,7 +522,7 @@ Drop Engine::process_ack(ConnId c, const TcpSegment& seg, Time now) {
     uint32_t mss = t.snd.mss;
     if (t.cwnd < t.ssthresh) t.cwnd += std::min(acked, mss);
     else t.cwnd += std::max<uint32_t>(1, mss * mss / std::max<uint32_t>(t.cwnd, 1));
-    t.rto_at = t.snd.una == t.snd.nxt ? 0 : now + t.rto;  // RFC 6298 5.2, 5.3
+    t.rto_at = t.snd.una == t.snd.max ? 0 : now + current_rto(t);  // RFC 6298 5.2, 5.3
     arm_timer(c);
     queue_output(c);
     if (fin_acked) {
@@ -524,20 +544,20 @@ Drop Engine::process_ack(ConnId c, const TcpSegment& seg, Time now) {
     t.snd.wl2 = ack;
     if (t.snd.wnd > 0 && t.persist_at != 0) {
       t.persist_at = 0;
+      t.probes = 0;
       arm_timer(c);
     }
   }
   return Drop::kNone;
 }
 
-void Engine::process_text(ConnId c, const TcpSegment& seg, Time now) {
+Drop Engine::process_text(ConnId c, const TcpSegment& seg, Time now) {
   Tcb& t = conns_[c];
-  if (!may_receive_data(t.state)) return;  // after the peer's FIN: ignore (RFC 9293)
+  if (!may_receive_data(t.state)) return Drop::kNone;  // after the peer's FIN: ignore (RFC 9293)
   if (t.user_closed) {
     // Linux: data for a socket the application closed resets it.
-    ++ctr_.drops[static_cast<size_t>(Drop::kTcpAfterClose)];
     abort_conn(c, now);
-    return;
+    return Drop::kTcpAfterClose;
   }
   SeqNum seq(seg.seq);
   auto payload = seg.payload;
@@ -545,20 +565,21 @@ void Engine::process_text(ConnId c, const TcpSegment& seg, Time now) {
   queue_output(c);
   if (seq < t.rcv.nxt) {
     uint32_t dup = uint32_t(t.rcv.nxt - seq);
-    if (dup >= payload.size()) return;
+    if (dup >= payload.size()) return Drop::kNone;
     payload = payload.subspan(dup);
     seq = t.rcv.nxt;
   }
   if (seq != t.rcv.nxt) {
     // Out of order: no reassembly in this version; the duplicate ACK asks again.
-    ++ctr_.drops[static_cast<size_t>(Drop::kTcpOutOfOrder)];
-    return;
+    return Drop::kTcpOutOfOrder;
   }
   uint32_t n = t.rx.valid() ? t.rx.write(payload.data(), uint32_t(payload.size())) : 0;
-  if (n < payload.size()) ++ctr_.drops[static_cast<size_t>(Drop::kTcpRxRingFull)];
-  if (n == 0) return;
+  if (n == 0) return Drop::kTcpRxRingFull;
   t.rcv.nxt += n;
   note_event(c, kEvReadable);
+  // Part of the segment fit: take it, count the overrun, the ACK asks for the rest.
+  if (n < payload.size()) ++ctr_.drops[static_cast<size_t>(Drop::kTcpRxRingFull)];
+  return Drop::kNone;
 }
 
 void Engine::process_fin(ConnId c, const TcpSegment& seg, Time now) {
@@ -589,6 +610,8 @@ void Engine::process_fin(ConnId c, const TcpSegment& seg, Time now) {
 // ---- Output ----
 
 void Engine::send_segment(Tcb& t, SeqNum seq, uint8_t flags, uint32_t len, Time now) {
+  SeqNum end = seq + len + ((flags & kSyn) ? 1 : 0) + ((flags & kFin) ? 1 : 0);
+  if (end > t.snd.max) t.snd.max = end;  // also when no buffer: RTO resends it
   uint8_t* f = begin_ip_frame(t.remote_ip, now);
   if (!f) return;
   uint32_t wnd = rx_window(t);
@@ -632,10 +655,10 @@ void Engine::output(ConnId c, Time now) {
           t.rtt_seq = t.iss;
           t.rtt_start = now;
         }
-        if (t.rto_at == 0) t.rto_at = now + t.rto;
+        if (t.rto_at == 0) t.rto_at = now + current_rto(t);
         arm_timer(c);
       } else if (t.ack_pending && t.state == TcpState::kSynReceived) {
-        send_segment(t, t.snd.nxt, kAck, 0, now);
+        send_segment(t, t.snd.max, kAck, 0, now);
       }
       return;
     default:
@@ -649,7 +672,7 @@ void Engine::output(ConnId c, Time now) {
       uint32_t wnd = std::min(t.snd.wnd, t.cwnd);
       if (in_flight >= wnd) {
         // Zero window with nothing in flight: the persist timer probes it.
-        if (t.snd.wnd == 0 && in_flight == 0 && t.persist_at == 0) t.persist_at = now + t.rto;
+        if (t.snd.wnd == 0 && in_flight == 0 && t.persist_at == 0) t.persist_at = now + current_rto(t);
         break;
       }
       uint32_t len = std::min({unsent, wnd - in_flight, uint32_t(t.snd.mss)});
@@ -657,9 +680,10 @@ void Engine::output(ConnId c, Time now) {
       if (len < t.snd.mss && len < unsent && in_flight > 0) break;
       uint8_t flags = kAck;
       if (len == unsent) flags |= kPsh;
-      bool with_fin = t.fin_queued && !t.fin_sent && len == unsent;
+      bool with_fin = t.fin_queued && len == unsent && (!t.fin_sent || t.snd.nxt + len == t.fin_seq);
       if (with_fin) flags |= kFin;
-      if (!t.rtt_timing && t.backoff == 0) {
+      // Karn: time only new data, never a retransmission.
+      if (!t.rtt_timing && t.backoff == 0 && t.snd.nxt == t.snd.max) {
         t.rtt_timing = true;
         t.rtt_seq = t.snd.nxt;
         t.rtt_start = now;
@@ -668,23 +692,27 @@ void Engine::output(ConnId c, Time now) {
       t.snd.nxt += len;
       if (with_fin) {
         t.fin_sent = true;
+        t.fin_seq = t.snd.nxt;
         t.snd.nxt += 1;
       }
-      if (t.rto_at == 0) t.rto_at = now + t.rto;
+      if (t.rto_at == 0) t.rto_at = now + current_rto(t);
       if (with_fin) break;
     }
-    if (t.fin_queued && !t.fin_sent && tx_unsent(t) == 0) {
+    if (t.fin_queued && tx_unsent(t) == 0 && (!t.fin_sent || t.snd.nxt == t.fin_seq)) {
       send_segment(t, t.snd.nxt, kFin | kAck, 0, now);
       t.fin_sent = true;
+      t.fin_seq = t.snd.nxt;
       t.snd.nxt += 1;
-      if (t.rto_at == 0) t.rto_at = now + t.rto;
+      if (t.rto_at == 0) t.rto_at = now + current_rto(t);
     }
     if (t.fin_sent) {
       if (t.state == TcpState::kEstablished) set_state(c, TcpState::kFinWait1, now);
       else if (t.state == TcpState::kCloseWait) set_state(c, TcpState::kLastAck, now);
     }
   }
-  if (t.ack_pending) send_segment(t, t.snd.nxt, kAck, 0, now);
+  // A pure ACK carries the highest sequence number sent: after a rewind, snd.nxt
+  // lies below what the peer already expects.
+  if (t.ack_pending) send_segment(t, t.snd.max, kAck, 0, now);
   if (t.rx.valid() && !t.window_low && t.rcv.adv_wnd < std::min(t.rx.capacity(), kMaxWindow) / 2) {
     t.window_low = true;
     note_event(c, kEvWindowLow);
@@ -707,21 +735,24 @@ void Engine::on_timer(ConnId c, Time now) {
       reset_conn(c, ETIMEDOUT);
       return;
     }
-    // RFC 6298 5.5-5.7 and Karn: back off, stop timing, go back to snd.una.
-    t.rto = std::min(t.rto * 2, kMaxRto);
+    // RFC 6298 5.5-5.7 and Karn: back off, stop timing, go back to snd.una. The
+    // backoff is a shift on the computed RTO that the next ACK of new data ends
+    // (as BSD and Linux do), so that a go-back-N run, which yields no RTT sample,
+    // does not keep the doubled value.
     t.rtt_timing = false;
-    uint32_t flight = uint32_t(t.snd.nxt - t.snd.una);
+    uint32_t flight = uint32_t(t.snd.max - t.snd.una);
     t.ssthresh = std::max(flight / 2, 2u * t.snd.mss);  // RFC 5681 (4)
     t.cwnd = t.snd.mss;
-    t.snd.nxt = t.snd.una;
-    if (t.fin_sent) t.fin_sent = false;  // FIN unacked (else no timer): send it again
-    t.rto_at = now + t.rto;
+    t.snd.nxt = t.snd.una;  // go back N; snd.max remembers how far we got
+    t.rto_at = now + current_rto(t);
     queue_output(c);
   }
   if (t.persist_at != 0 && now >= t.persist_at) {
-    // Zero-window probe: an old sequence number makes the peer answer with its window.
+    // Zero-window probe: an old sequence number makes the peer answer with its
+    // window. Probes back off exponentially (RFC 9293 3.8.6.1).
     send_segment(t, t.snd.una + uint32_t(-1), kAck, 0, now);
-    t.persist_at = now + std::min(t.rto << std::min<uint32_t>(t.backoff, 6), kMaxRto);
+    t.probes = uint8_t(std::min<uint32_t>(t.probes + 1u, 16u));
+    t.persist_at = now + std::min(t.rto << std::min<uint32_t>(t.probes, 6), kMaxRto);
   }
   arm_timer(c);
 }
@@ -825,7 +856,7 @@ int Engine::connect(uint16_t local_port, uint32_t remote_ip, uint16_t remote_por
   t.user = user;
   t.user_attached = true;
   t.iss = make_isn(remote_ip, remote_port, local_port, now);
-  t.snd.una = t.snd.nxt = t.iss;
+  t.snd.una = t.snd.nxt = t.snd.max = t.iss;
   t.tx_base = tx.tail();
   t.cwnd = kInitialWindowSegments * t.snd.mss;
   table_insert(c);

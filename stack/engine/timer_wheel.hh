@@ -53,14 +53,17 @@ class TimerWheel {
     // Visit each slot at most once per call.
     uint64_t last = now - current_ > mask_ ? current_ + mask_ : now;
     for (uint64_t t = current_; t <= last; ++t) {
+      // fn may cancel or reschedule any id, so after each call the slot is walked
+      // again from its head; fired entries are gone, so this ends.
       uint32_t id = heads_[t & mask_];
       while (id != kNone) {
-        uint32_t next = nodes_[id].next;
         if (nodes_[id].tick <= now) {
           unlink(id);
           fn(id);
+          id = heads_[t & mask_];
+        } else {
+          id = nodes_[id].next;
         }
-        id = next;
       }
     }
     current_ = now;
