@@ -1,0 +1,524 @@
+#include "epoll.hh"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <mutex>
+#include <new>
+#include <vector>
+
+#include "libc.hh"
+#include "log.hh"
+
+namespace shunt::preload {
+namespace {
+
+// The kernel half of a dual listener is registered with this tag in the high bits
+// and its fd in the low 24, so its events merge with the shunt half's.
+constexpr uint64_t kDualTag = 0x5348554e54000000ull;  // "SHUNT"
+constexpr uint64_t kDualMask = 0xffffffffff000000ull;
+constexpr uint32_t kInnerBell = 0, kInnerCtl = 1, kInnerUser = 2;
+constexpr uint32_t kAlwaysReported = EPOLLERR | EPOLLHUP;
+constexpr uint32_t kReadinessBits =
+    EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLRDNORM | EPOLLWRNORM | EPOLLERR | EPOLLHUP;
+
+struct Interest {
+  int fd = -1;
+  Socket* sock = nullptr;
+  uint32_t events = 0;  // as given: readiness bits plus EPOLLET, EPOLLONESHOT, …
+  epoll_data_t data{};
+  uint32_t last_seq = 0;
+  uint64_t round = 0;        // collect() round that last reported it
+  bool armed = true;         // EPOLLONESHOT fired → false until EPOLL_CTL_MOD
+  bool pending = false;      // undecided socket: lives in the kernel epoll for now
+  bool kernel_half = false;  // dual listener: kernel half registered with the tag
+};
+
+void destroy_epoll(FdObject* o);
+
+struct EpollObj : FdObject {
+  EpollObj() : FdObject(FdKind::kEpoll, destroy_epoll) {}
+  std::mutex mu;
+  std::vector<Interest> list;
+  int epfd = -1;
+  int inner = -1;  // private epoll: the user's epfd + the app doorbell
+  uint64_t inner_epoch = 0;
+  size_t rotor = 0;
+  uint64_t round = 0;
+  std::atomic<uint32_t> shunt_count{0};  // entries that are not pending
+};
+
+constinit NoDestroy<Pool<EpollObj>> g_pool_storage;
+Pool<EpollObj>& g_pool = g_pool_storage.value;
+std::mutex g_reg_mu;  // order: Socket::mu → g_reg_mu → EpollObj::mu
+constinit NoDestroy<std::vector<EpollObj*>> g_reg_storage;
+std::vector<EpollObj*>& g_reg = g_reg_storage.value;
+
+void drop_entry(EpollObj& ep, size_t i) {
+  Interest& e = ep.list[i];
+  if (!e.pending) ep.shunt_count.fetch_sub(1, std::memory_order_relaxed);
+  e.sock->epoll_refs.fetch_sub(1, std::memory_order_acq_rel);
+  ep.list.erase(ep.list.begin() + long(i));
+}
+
+void destroy_epoll(FdObject* o) {
+  auto* ep = static_cast<EpollObj*>(o);
+  {
+    std::lock_guard<std::mutex> r(g_reg_mu);
+    g_reg.erase(std::remove(g_reg.begin(), g_reg.end(), ep), g_reg.end());
+    std::lock_guard<std::mutex> g(ep->mu);
+    while (!ep->list.empty()) drop_entry(*ep, ep->list.size() - 1);
+    if (ep->inner >= 0) libc().close(ep->inner);
+    ep->inner = -1;
+  }
+  g_pool.give(ep);
+}
+
+// The EpollObj for epfd, created on first use. `check_fd`: a socket not in the
+// kernel epoll, used to make the kernel say whether epfd is an epoll at all.
+Ref<EpollObj> epoll_at(int epfd, int check_fd, int* err) {
+  Ref<EpollObj> ep = fd_table().get<EpollObj>(epfd, FdKind::kEpoll);
+  if (ep) return ep;
+  if (check_fd >= 0 && libc().epoll_ctl(epfd, EPOLL_CTL_DEL, check_fd, nullptr) < 0 &&
+      errno != ENOENT) {
+    *err = errno;
+    return {};
+  }
+  if (fd_table().peek(epfd) != nullptr) {  // another kind of object: not an epoll
+    *err = EINVAL;
+    return {};
+  }
+  EpollObj* o = g_pool.take();
+  if (o == nullptr) o = new (std::nothrow) EpollObj;
+  if (o == nullptr) {
+    *err = ENOMEM;
+    return {};
+  }
+  o->epfd = epfd;
+  o->inner = -1;
+  o->rotor = 0;
+  o->shunt_count.store(0, std::memory_order_relaxed);
+  o->refs.store(1, std::memory_order_relaxed);  // ours, for the Ref returned
+  if (!fd_table().install(epfd, o, nullptr)) {
+    o->refs.store(0, std::memory_order_relaxed);
+    g_pool.give(o);
+    *err = ENOMEM;
+    return {};
+  }
+  std::lock_guard<std::mutex> r(g_reg_mu);
+  g_reg.push_back(o);
+  return Ref<EpollObj>(o);
+}
+
+long find(const EpollObj& ep, int fd, const Socket* s) {
+  for (size_t i = 0; i < ep.list.size(); ++i)
+    if (ep.list[i].fd == fd && ep.list[i].sock == s) return long(i);
+  return -1;
+}
+
+epoll_event kernel_half_event(const Interest& e) {
+  epoll_event ev{};
+  ev.events = e.events;
+  ev.data.u64 = kDualTag | uint64_t(uint32_t(e.fd));
+  return ev;
+}
+
+// Arms an entry so that its current readiness is reported (the kernel checks
+// readiness on ADD and MOD, edge-triggered or not).
+void arm(Interest& e) {
+  e.armed = true;
+  e.last_seq = e.sock->shunted() ? e.sock->s->event_seq.load(std::memory_order_acquire) - 1 : 0;
+}
+
+// Ready shunted entries into out[0..cap). ep.mu held.
+int scan(EpollObj& ep, epoll_event* out, int cap) {
+  int n = 0;
+  size_t count = ep.list.size();
+  if (count == 0 || cap <= 0) return 0;
+  size_t start = ep.rotor % count;
+  for (size_t k = 0; k < count && n < cap; ++k) {
+    size_t i = (start + k) % count;
+    Interest& e = ep.list[i];
+    if (e.pending || !e.armed || e.round == ep.round) continue;
+    uint32_t seq = 0;
+    uint32_t mask = e.sock->readiness(&seq) & ((e.events & kReadinessBits) | kAlwaysReported);
+    if (e.events & EPOLLET) {
+      if (seq == e.last_seq) continue;
+      e.last_seq = seq;
+    }
+    if (mask == 0) continue;
+    out[n].events = mask;
+    out[n].data = e.data;
+    ++n;
+    e.round = ep.round;
+    if (e.events & EPOLLONESHOT) e.armed = false;
+    ep.rotor = i + 1;
+  }
+  return n;
+}
+
+// Kernel events (timeout 0) into out[0..max), dual-listener tags translated and
+// merged with shunt events already in out[0..first). ep.mu held; returns the count
+// kept (>= first) or -errno.
+int harvest(EpollObj& ep, std::unique_lock<std::mutex>& g, int epfd, epoll_event* out, int first,
+            int max) {
+  g.unlock();
+  int k = libc().epoll_wait(epfd, out + first, max - first, 0);
+  int err = errno;
+  g.lock();
+  if (k < 0) return -err;
+  int total = first;
+  for (int j = first; j < first + k; ++j) {
+    epoll_event ev = out[j];
+    if ((ev.data.u64 & kDualMask) == kDualTag) {
+      int fd = int(ev.data.u64 & ~kDualMask);
+      long idx = -1;
+      for (size_t i = 0; i < ep.list.size(); ++i)
+        if (ep.list[i].fd == fd && ep.list[i].kernel_half) idx = long(i);
+      if (idx < 0) continue;  // deregistered meanwhile
+      Interest& e = ep.list[size_t(idx)];
+      ev.data = e.data;
+      if (e.round == ep.round) {  // the shunt half is already in this batch: merge
+        for (int t = 0; t < first; ++t)
+          if (out[t].data.u64 == e.data.u64) out[t].events |= ev.events;
+        continue;
+      }
+      e.round = ep.round;
+    }
+    out[total++] = ev;
+  }
+  return total;
+}
+
+// Shunt events and kernel events, merged. Neither side can starve the other: the
+// first pass takes at most half the room (all of it on alternate rounds when only
+// one event fits), the second pass fills what is left.
+int collect(EpollObj& ep, int epfd, epoll_event* out, int max) {
+  std::unique_lock<std::mutex> g(ep.mu);
+  ++ep.round;
+  const bool kernel_first = max == 1 && (ep.round & 1) != 0;
+  int n = 0;
+  if (!kernel_first) n = scan(ep, out, max > 1 ? max - max / 2 : max);
+  int total = n < max ? harvest(ep, g, epfd, out, n, max) : n;
+  if (total < 0) return n > 0 ? n : total;
+  if (total < max) total += scan(ep, out + total, max - total);
+  return total;
+}
+
+int ep_inner(EpollObj& ep, Region& r) {
+  std::lock_guard<std::mutex> g(ep.mu);
+  uint64_t epoch = Runtime::get().epoch();
+  if (ep.inner >= 0 && ep.inner_epoch == epoch) return ep.inner;
+  if (ep.inner >= 0) libc().close(ep.inner);
+  ep.inner = libc().epoll_create1(EPOLL_CLOEXEC);
+  if (ep.inner < 0) return -1;
+  ep.inner_epoch = epoch;
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u32 = kInnerUser;
+  libc().epoll_ctl(ep.inner, EPOLL_CTL_ADD, ep.epfd, &ev);
+  ev.events = EPOLLIN | EPOLLET;
+  ev.data.u32 = kInnerBell;
+  libc().epoll_ctl(ep.inner, EPOLL_CTL_ADD, r.app_bell, &ev);
+  if (r.ctl_fd >= 0) {
+    ev.events = EPOLLRDHUP | EPOLLET;
+    ev.data.u32 = kInnerCtl;
+    libc().epoll_ctl(ep.inner, EPOLL_CTL_ADD, r.ctl_fd, &ev);
+  }
+  return ep.inner;
+}
+
+bool any_ready(EpollObj& ep) {
+  std::lock_guard<std::mutex> g(ep.mu);
+  for (const Interest& e : ep.list) {
+    if (e.pending || !e.armed) continue;
+    uint32_t seq = 0;
+    uint32_t mask = e.sock->readiness(&seq) & ((e.events & kReadinessBits) | kAlwaysReported);
+    if (mask != 0 && (!(e.events & EPOLLET) || seq != e.last_seq)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+int ep_ctl(Socket& s, int epfd, int op, int fd, epoll_event* ev) {
+  const Libc& c = libc();
+  if (op != EPOLL_CTL_ADD && op != EPOLL_CTL_MOD && op != EPOLL_CTL_DEL) return -EINVAL;
+  if (epfd == fd) return -EINVAL;
+  if (op != EPOLL_CTL_DEL && ev == nullptr) return -EFAULT;
+  std::lock_guard<std::mutex> sg(s.mu);
+  Mode m = s.mode.load(std::memory_order_acquire);
+  if (m == Mode::kKernel) return c.epoll_ctl(epfd, op, fd, ev) < 0 ? -errno : 0;
+  int err = 0;
+  if (m == Mode::kCandidate || m == Mode::kWildcard) {
+    // Still a kernel socket: the kernel epoll has it; remember it for the decision.
+    if (c.epoll_ctl(epfd, op, fd, ev) < 0) return -errno;
+    Ref<EpollObj> ep = epoll_at(epfd, -1, &err);
+    if (!ep) return 0;
+    std::lock_guard<std::mutex> g(ep->mu);
+    long i = find(*ep, fd, &s);
+    if (op == EPOLL_CTL_DEL) {
+      if (i >= 0) drop_entry(*ep, size_t(i));
+    } else if (i >= 0) {
+      ep->list[size_t(i)].events = ev->events;
+      ep->list[size_t(i)].data = ev->data;
+    } else {
+      Interest e;
+      e.fd = fd;
+      e.sock = &s;
+      e.events = ev->events;
+      e.data = ev->data;
+      e.pending = true;
+      s.epoll_refs.fetch_add(1, std::memory_order_acq_rel);
+      ep->list.push_back(e);
+    }
+    return 0;
+  }
+  const bool dual = m == Mode::kDual;
+  Ref<EpollObj> ep = epoll_at(epfd, dual ? -1 : fd, &err);
+  if (!ep) return -err;
+  std::lock_guard<std::mutex> g(ep->mu);
+  long i = find(*ep, fd, &s);
+  switch (op) {
+    case EPOLL_CTL_ADD: {
+      if (i >= 0) return -EEXIST;
+      for (size_t j = 0; j < ep->list.size(); ++j) {  // a closed fd's leftover entry
+        if (ep->list[j].fd == fd) {
+          drop_entry(*ep, j);
+          break;
+        }
+      }
+      Interest e;
+      e.fd = fd;
+      e.sock = &s;
+      e.events = ev->events;
+      e.data = ev->data;
+      e.kernel_half = dual;
+      arm(e);
+      if (dual) {
+        epoll_event kev = kernel_half_event(e);
+        if (c.epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &kev) < 0) return -errno;
+      }
+      s.epoll_refs.fetch_add(1, std::memory_order_acq_rel);
+      ep->shunt_count.fetch_add(1, std::memory_order_relaxed);
+      ep->list.push_back(e);
+      return 0;
+    }
+    case EPOLL_CTL_MOD: {
+      if (i < 0) return -ENOENT;
+      Interest& e = ep->list[size_t(i)];
+      if ((e.events | ev->events) & EPOLLEXCLUSIVE) return -EINVAL;
+      e.events = ev->events;
+      e.data = ev->data;
+      arm(e);
+      if (dual) {
+        epoll_event kev = kernel_half_event(e);
+        if (c.epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &kev) < 0) return -errno;
+      }
+      return 0;
+    }
+    default: {
+      if (i < 0) return -ENOENT;
+      if (dual) c.epoll_ctl(epfd, EPOLL_CTL_DEL, fd, nullptr);
+      drop_entry(*ep, size_t(i));
+      return 0;
+    }
+  }
+}
+
+int ep_wait(int epfd, epoll_event* evs, int max, int timeout_ms, const sigset_t* sigmask,
+            bool pwait) {
+  const Libc& c = libc();
+  auto passthrough = [&] {
+    int r = pwait ? c.epoll_pwait(epfd, evs, max, timeout_ms, sigmask)
+                  : c.epoll_wait(epfd, evs, max, timeout_ms);
+    return r < 0 ? -errno : r;
+  };
+  if (max <= 0 || fd_table().peek(epfd) == nullptr) return passthrough();
+  Ref<EpollObj> ep = fd_table().get<EpollObj>(epfd, FdKind::kEpoll);
+  Region* r = Runtime::get().region();
+  if (!ep || ep->shunt_count.load(std::memory_order_relaxed) == 0 || r == nullptr)
+    return passthrough();
+  Runtime& rt = Runtime::get();
+  const Deadline d = Deadline::after_ms(timeout_ms);
+  bool spun = false;
+  for (;;) {
+    int n = collect(*ep, epfd, evs, max);
+    if (n != 0 || timeout_ms == 0 || d.passed()) return n;
+    if (!spun) {
+      spun = true;
+      int64_t until = Deadline::now() + rt.spin_ns();
+      while (Deadline::now() < until && !any_ready(*ep)) {
+        for (int i = 0; i < 64; ++i) cpu_relax();
+      }
+      continue;
+    }
+    int inner = ep_inner(*ep, *r);
+    if (inner < 0) return passthrough();
+    r->hdr->app_waiters.fetch_add(1, std::memory_order_seq_cst);
+    if (any_ready(*ep)) {
+      r->hdr->app_waiters.fetch_sub(1, std::memory_order_seq_cst);
+      continue;
+    }
+    epoll_event woke[4];
+    int k = c.epoll_pwait(inner, woke, 4, d.remaining_ms(), pwait ? sigmask : nullptr);
+    int err = errno;
+    r->hdr->app_waiters.fetch_sub(1, std::memory_order_seq_cst);
+    if (k < 0) {
+      if (err == EINTR) return -EINTR;
+      return -err;
+    }
+    for (int i = 0; i < k; ++i)
+      if (woke[i].data.u32 == kInnerCtl) rt.set_daemon_gone();
+  }
+}
+
+int poll_mixed(pollfd* fds, nfds_t n, const Deadline& d, const sigset_t* sigmask, bool* handled) {
+  *handled = false;
+  nfds_t shunted = 0;
+  for (nfds_t i = 0; i < n; ++i) {
+    FdObject* o = fd_table().peek(fds[i].fd);
+    if (o != nullptr && o->kind == FdKind::kSocket && static_cast<Socket*>(o)->shunted())
+      ++shunted;
+  }
+  Region* r = Runtime::get().region();
+  if (shunted == 0 || r == nullptr) return 0;
+  *handled = true;
+  Runtime& rt = Runtime::get();
+  const Libc& c = libc();
+  // Working copies: kernel view (shunt-only sockets masked out with fd = -1, which
+  // poll ignores), plus one slot for the doorbell waiter when sleeping.
+  std::vector<pollfd> tmp(n + 1);
+  std::vector<Ref<Socket>> socks(n);
+  for (nfds_t i = 0; i < n; ++i) socks[i] = shunted_at(fds[i].fd);
+  auto pass = [&](bool* any_shunt) -> int {
+    for (nfds_t i = 0; i < n; ++i) {
+      tmp[i] = fds[i];
+      tmp[i].revents = 0;
+      if (socks[i] && socks[i]->mode.load() != Mode::kDual) tmp[i].fd = -1;
+    }
+    timespec zero{0, 0};
+    int k = c.ppoll(tmp.data(), n, &zero, nullptr);
+    if (k < 0) return -errno;
+    int count = 0;
+    *any_shunt = false;
+    for (nfds_t i = 0; i < n; ++i) {
+      short rev = tmp[i].revents;
+      if (socks[i]) {
+        uint32_t m = socks[i]->readiness() & (uint32_t(uint16_t(fds[i].events)) | kAlwaysReported);
+        if (m != 0) *any_shunt = true;
+        rev = short(rev | short(m));
+      }
+      fds[i].revents = rev;
+      if (rev != 0) ++count;
+    }
+    return count;
+  };
+  auto shunt_ready = [&] {
+    for (nfds_t i = 0; i < n; ++i)
+      if (socks[i] && (socks[i]->readiness() & (uint32_t(uint16_t(fds[i].events)) | kAlwaysReported)))
+        return true;
+    return false;
+  };
+  bool spun = false, any = false;
+  for (;;) {
+    int count = pass(&any);
+    if (count != 0 || d.passed() || (!d.never() && d.at <= Deadline::now())) return count;
+    if (!spun) {
+      spun = true;
+      int64_t until = Deadline::now() + rt.spin_ns();
+      while (Deadline::now() < until && !shunt_ready()) {
+        for (int i = 0; i < 64; ++i) cpu_relax();
+      }
+      continue;
+    }
+    int wfd = rt.waiter_fd(*r);
+    tmp[n] = pollfd{wfd, POLLIN, 0};
+    r->hdr->app_waiters.fetch_add(1, std::memory_order_seq_cst);
+    if (shunt_ready()) {
+      r->hdr->app_waiters.fetch_sub(1, std::memory_order_seq_cst);
+      continue;
+    }
+    timespec ts{};
+    const timespec* tsp = nullptr;
+    if (!d.never()) {
+      int64_t left = std::max<int64_t>(0, d.at - Deadline::now());
+      ts.tv_sec = left / 1000000000;
+      ts.tv_nsec = left % 1000000000;
+      tsp = &ts;
+    }
+    int k = c.ppoll(tmp.data(), n + 1, tsp, sigmask);
+    int err = errno;
+    r->hdr->app_waiters.fetch_sub(1, std::memory_order_seq_cst);
+    if (tmp[n].revents != 0) rt.drain_waiter(*r);
+    if (k < 0) return -err;
+  }
+}
+
+void epolls_on_decision(Socket& s, int) {
+  const Libc& c = libc();
+  Mode m = s.mode.load(std::memory_order_acquire);
+  std::lock_guard<std::mutex> r(g_reg_mu);
+  for (EpollObj* ep : g_reg) {
+    std::lock_guard<std::mutex> g(ep->mu);
+    for (size_t i = 0; i < ep->list.size();) {
+      Interest& e = ep->list[i];
+      if (e.sock != &s || !e.pending) {
+        ++i;
+        continue;
+      }
+      if (m == Mode::kKernel) {  // stays in the kernel epoll, as registered
+        drop_entry(*ep, i);
+        continue;
+      }
+      if (m == Mode::kDual) {
+        epoll_event kev = kernel_half_event(e);
+        c.epoll_ctl(ep->epfd, EPOLL_CTL_MOD, e.fd, &kev);
+        e.kernel_half = true;
+      } else if (m == Mode::kShunted) {
+        c.epoll_ctl(ep->epfd, EPOLL_CTL_DEL, e.fd, nullptr);
+      } else {
+        ++i;  // kWildcard: still a kernel socket
+        continue;
+      }
+      e.pending = false;
+      arm(e);
+      ep->shunt_count.fetch_add(1, std::memory_order_relaxed);
+      ++i;
+    }
+  }
+}
+
+void epolls_forget(Socket& s) {
+  std::lock_guard<std::mutex> r(g_reg_mu);
+  for (EpollObj* ep : g_reg) {
+    std::lock_guard<std::mutex> g(ep->mu);
+    for (size_t i = ep->list.size(); i-- > 0;)
+      if (ep->list[i].sock == &s) drop_entry(*ep, i);
+  }
+}
+
+void epolls_fork_prepare() {
+  g_pool.mutex().lock();
+  g_reg_mu.lock();
+}
+
+void epolls_fork_parent() {
+  g_reg_mu.unlock();
+  g_pool.mutex().unlock();
+}
+
+void epolls_fork_child() {
+  new (&g_pool.mutex()) std::mutex;
+  new (&g_reg_mu) std::mutex;
+  // The private epolls are shared with the parent now and hold its doorbell: drop
+  // ours (the parent keeps its own) and build new ones on the next wait.
+  for (EpollObj* ep : g_reg) {
+    new (&ep->mu) std::mutex;
+    if (ep->inner >= 0) libc().close(ep->inner);
+    ep->inner = -1;
+  }
+}
+
+}  // namespace shunt::preload

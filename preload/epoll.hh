@@ -1,0 +1,41 @@
+// epoll and poll over sets that mix kernel fds and shunted sockets.
+//
+// The application's epoll fd stays a real kernel epoll holding its kernel fds.
+// Shunted sockets are kept in a per-epfd interest list here (never their
+// placeholder in the kernel epoll, except the kernel half of a dual wildcard
+// listener, registered with a tag so its events merge with the shunt half).
+// epoll_wait scans the interest list (readiness from the slot; edge-triggered
+// entries fire when event_seq moved), harvests kernel events with timeout 0, and
+// when nothing is ready sleeps on a private epoll holding the application's epfd
+// and the app doorbell.
+//
+// A socket whose routing is not decided yet is registered in the kernel epoll (it
+// is a plain kernel socket until then) and remembered here; the decision moves it.
+#pragma once
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/epoll.h>
+
+#include "socket.hh"
+
+namespace shunt::preload {
+
+// epoll_ctl where fd is a socket of ours (any mode but kKernel).
+int ep_ctl(Socket& s, int epfd, int op, int fd, epoll_event* ev);
+// epoll_wait/epoll_pwait. Falls through to libc when epfd has no shunted interest.
+int ep_wait(int epfd, epoll_event* evs, int max, int timeout_ms, const sigset_t* sigmask,
+            bool pwait);
+// poll/ppoll. *handled false: no shunted fd in the set, the caller uses libc.
+int poll_mixed(pollfd* fds, nfds_t n, const Deadline& d, const sigset_t* sigmask, bool* handled);
+
+// Routing decided for a socket registered before the decision (s.mu held).
+void epolls_on_decision(Socket& s, int fd);
+// The socket is gone: drop every interest naming it.
+void epolls_forget(Socket& s);
+// An fd of ours is being closed/replaced: an epoll object there goes away.
+void epolls_fork_prepare();
+void epolls_fork_parent();
+void epolls_fork_child();
+
+}  // namespace shunt::preload

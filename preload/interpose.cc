@@ -1,0 +1,326 @@
+// The exported symbols: one thin wrapper per entry of SHUNT_LIBC_SYMBOLS (libc.hh).
+// Each looks the fd up in the table and calls either libc or one implementation
+// function (socket.cc, epoll.cc), which returns a value or -errno; Ret turns that
+// into the POSIX contract (-1 + errno) and leaves errno untouched on success.
+// No C++ exception can cross these functions (-fno-exceptions).
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <sys/ioctl.h>
+#include <sys/sendfile.h>
+#include <unistd.h>
+
+#include "epoll.hh"
+#include "libc.hh"
+#include "socket.hh"
+
+#define SHUNT_EXPORT extern "C" __attribute__((visibility("default")))
+
+extern "C" void __chk_fail(void) __attribute__((noreturn));
+
+using namespace shunt::preload;
+
+namespace {
+
+// Converts an implementation result; errno is restored on success (the kernel
+// never writes errno on success; our paths may have made failing libc calls).
+class Ret {
+ public:
+  Ret() : saved_(errno) {}
+  template <typename T>
+  T operator()(T r) const {
+    if (r < 0) {
+      errno = int(-r);
+      return T(-1);
+    }
+    errno = saved_;
+    return r;
+  }
+
+ private:
+  int saved_;
+};
+
+ssize_t recv_one(Socket& s, int fd, void* buf, size_t len, int flags) {
+  iovec v{buf, len};
+  return sock_recv(s, fd, &v, 1, flags);
+}
+
+ssize_t send_one(Socket& s, int fd, const void* buf, size_t len, int flags) {
+  iovec v{const_cast<void*>(buf), len};
+  return sock_send(s, fd, &v, 1, flags);
+}
+
+Deadline ppoll_deadline(const timespec* ts) {
+  if (ts == nullptr) return Deadline{};
+  return Deadline{Deadline::now() + int64_t(ts->tv_sec) * 1000000000 + ts->tv_nsec};
+}
+
+}  // namespace
+
+// ---- sockets: setup ----
+
+SHUNT_EXPORT int socket(int domain, int type, int protocol) {
+  Ret ret;
+  return ret(sock_socket(domain, type, protocol));
+}
+
+SHUNT_EXPORT int bind(int fd, const sockaddr* addr, socklen_t len) {
+  if (auto s = socket_at(fd)) return Ret()(sock_bind(*s, fd, addr, len));
+  return libc().bind(fd, addr, len);
+}
+
+SHUNT_EXPORT int listen(int fd, int backlog) {
+  if (auto s = socket_at(fd)) return Ret()(sock_listen(*s, fd, backlog));
+  return libc().listen(fd, backlog);
+}
+
+SHUNT_EXPORT int accept4(int fd, sockaddr* addr, socklen_t* len, int flags) {
+  if (auto s = socket_at(fd)) return Ret()(sock_accept(*s, fd, addr, len, flags));
+  int r = libc().accept4(fd, addr, len, flags);
+  if (r >= 0) fd_forget_stale(r);
+  return r;
+}
+
+SHUNT_EXPORT int accept(int fd, sockaddr* addr, socklen_t* len) {
+  if (auto s = socket_at(fd)) return Ret()(sock_accept(*s, fd, addr, len, 0));
+  int r = libc().accept(fd, addr, len);
+  if (r >= 0) fd_forget_stale(r);
+  return r;
+}
+
+SHUNT_EXPORT int connect(int fd, const sockaddr* addr, socklen_t len) {
+  if (auto s = socket_at(fd)) return Ret()(sock_connect(*s, fd, addr, len));
+  return libc().connect(fd, addr, len);
+}
+
+SHUNT_EXPORT int shutdown(int fd, int how) {
+  if (auto s = socket_at(fd)) return Ret()(sock_shutdown(*s, fd, how));
+  return libc().shutdown(fd, how);
+}
+
+SHUNT_EXPORT int close(int fd) {
+  if (fd_table().peek(fd) != nullptr) return Ret()(fd_close(fd));
+  return libc().close(fd);
+}
+
+SHUNT_EXPORT int getsockname(int fd, sockaddr* addr, socklen_t* len) {
+  if (auto s = socket_at(fd)) return Ret()(sock_getsockname(*s, fd, addr, len));
+  return libc().getsockname(fd, addr, len);
+}
+
+SHUNT_EXPORT int getpeername(int fd, sockaddr* addr, socklen_t* len) {
+  if (auto s = socket_at(fd)) return Ret()(sock_getpeername(*s, fd, addr, len));
+  return libc().getpeername(fd, addr, len);
+}
+
+SHUNT_EXPORT int setsockopt(int fd, int level, int name, const void* val, socklen_t len) {
+  if (auto s = socket_at(fd)) return Ret()(sock_setsockopt(*s, fd, level, name, val, len));
+  return libc().setsockopt(fd, level, name, val, len);
+}
+
+SHUNT_EXPORT int getsockopt(int fd, int level, int name, void* val, socklen_t* len) {
+  if (auto s = socket_at(fd)) return Ret()(sock_getsockopt(*s, fd, level, name, val, len));
+  return libc().getsockopt(fd, level, name, val, len);
+}
+
+// fcntl's third argument is an int or a pointer; like glibc, pass it on as a word.
+SHUNT_EXPORT int fcntl(int fd, int cmd, ...) {
+  va_list ap;
+  va_start(ap, cmd);
+  unsigned long arg = va_arg(ap, unsigned long);
+  va_end(ap);
+  if (auto s = socket_at(fd)) return Ret()(sock_fcntl(*s, fd, cmd, arg, false));
+  return libc().fcntl(fd, cmd, arg);
+}
+
+SHUNT_EXPORT int fcntl64(int fd, int cmd, ...) {
+  va_list ap;
+  va_start(ap, cmd);
+  unsigned long arg = va_arg(ap, unsigned long);
+  va_end(ap);
+  if (auto s = socket_at(fd)) return Ret()(sock_fcntl(*s, fd, cmd, arg, true));
+  return libc().fcntl64(fd, cmd, arg);
+}
+
+SHUNT_EXPORT int ioctl(int fd, unsigned long req, ...) {
+  va_list ap;
+  va_start(ap, req);
+  void* arg = va_arg(ap, void*);
+  va_end(ap);
+  if (auto s = socket_at(fd)) return Ret()(sock_ioctl(*s, fd, req, arg));
+  return libc().ioctl(fd, req, arg);
+}
+
+SHUNT_EXPORT int dup(int fd) {
+  if (fd_table().peek(fd) != nullptr) return Ret()(fd_dup(fd));
+  int r = libc().dup(fd);
+  if (r >= 0) fd_forget_stale(r);
+  return r;
+}
+
+SHUNT_EXPORT int dup2(int oldfd, int newfd) {
+  if (fd_table().peek(oldfd) != nullptr || fd_table().peek(newfd) != nullptr)
+    return Ret()(fd_dup2(oldfd, newfd, 0, false));
+  return libc().dup2(oldfd, newfd);
+}
+
+SHUNT_EXPORT int dup3(int oldfd, int newfd, int flags) {
+  if (fd_table().peek(oldfd) != nullptr || fd_table().peek(newfd) != nullptr)
+    return Ret()(fd_dup2(oldfd, newfd, flags, true));
+  return libc().dup3(oldfd, newfd, flags);
+}
+
+// ---- sockets: data ----
+
+SHUNT_EXPORT ssize_t read(int fd, void* buf, size_t len) {
+  if (auto s = shunted_at(fd)) return Ret()(recv_one(*s, fd, buf, len, 0));
+  return libc().read(fd, buf, len);
+}
+
+SHUNT_EXPORT ssize_t __read_chk(int fd, void* buf, size_t len, size_t buflen) {
+  if (len > buflen) __chk_fail();
+  if (auto s = shunted_at(fd)) return Ret()(recv_one(*s, fd, buf, len, 0));
+  return libc().__read_chk(fd, buf, len, buflen);
+}
+
+SHUNT_EXPORT ssize_t write(int fd, const void* buf, size_t len) {
+  if (auto s = shunted_at(fd)) return Ret()(send_one(*s, fd, buf, len, 0));
+  return libc().write(fd, buf, len);
+}
+
+SHUNT_EXPORT ssize_t readv(int fd, const iovec* iov, int iovcnt) {
+  if (auto s = shunted_at(fd)) return Ret()(sock_recv(*s, fd, iov, iovcnt, 0));
+  return libc().readv(fd, iov, iovcnt);
+}
+
+SHUNT_EXPORT ssize_t writev(int fd, const iovec* iov, int iovcnt) {
+  if (auto s = shunted_at(fd)) return Ret()(sock_send(*s, fd, iov, iovcnt, 0));
+  return libc().writev(fd, iov, iovcnt);
+}
+
+SHUNT_EXPORT ssize_t recv(int fd, void* buf, size_t len, int flags) {
+  if (auto s = shunted_at(fd)) return Ret()(recv_one(*s, fd, buf, len, flags));
+  return libc().recv(fd, buf, len, flags);
+}
+
+SHUNT_EXPORT ssize_t __recv_chk(int fd, void* buf, size_t len, size_t buflen, int flags) {
+  if (len > buflen) __chk_fail();
+  if (auto s = shunted_at(fd)) return Ret()(recv_one(*s, fd, buf, len, flags));
+  return libc().__recv_chk(fd, buf, len, buflen, flags);
+}
+
+SHUNT_EXPORT ssize_t send(int fd, const void* buf, size_t len, int flags) {
+  if (auto s = shunted_at(fd)) return Ret()(send_one(*s, fd, buf, len, flags));
+  return libc().send(fd, buf, len, flags);
+}
+
+// A stream socket has no source address per read: Linux stores a length of 0.
+SHUNT_EXPORT ssize_t recvfrom(int fd, void* buf, size_t len, int flags, sockaddr* addr,
+                              socklen_t* alen) {
+  if (auto s = shunted_at(fd)) {
+    ssize_t r = Ret()(recv_one(*s, fd, buf, len, flags));
+    if (r >= 0 && addr != nullptr && alen != nullptr) *alen = 0;
+    return r;
+  }
+  return libc().recvfrom(fd, buf, len, flags, addr, alen);
+}
+
+SHUNT_EXPORT ssize_t __recvfrom_chk(int fd, void* buf, size_t len, size_t buflen, int flags,
+                                    sockaddr* addr, socklen_t* alen) {
+  if (len > buflen) __chk_fail();
+  if (auto s = shunted_at(fd)) {
+    ssize_t r = Ret()(recv_one(*s, fd, buf, len, flags));
+    if (r >= 0 && addr != nullptr && alen != nullptr) *alen = 0;
+    return r;
+  }
+  return libc().__recvfrom_chk(fd, buf, len, buflen, flags, addr, alen);
+}
+
+// A connected stream socket ignores the destination (Linux tcp_sendmsg).
+SHUNT_EXPORT ssize_t sendto(int fd, const void* buf, size_t len, int flags, const sockaddr* addr,
+                            socklen_t alen) {
+  if (auto s = shunted_at(fd)) return Ret()(send_one(*s, fd, buf, len, flags));
+  return libc().sendto(fd, buf, len, flags, addr, alen);
+}
+
+SHUNT_EXPORT ssize_t recvmsg(int fd, msghdr* msg, int flags) {
+  if (auto s = shunted_at(fd)) {
+    if (msg->msg_iovlen > IOV_MAX) return Ret()(ssize_t(-EMSGSIZE));
+    ssize_t r = Ret()(sock_recv(*s, fd, msg->msg_iov, int(msg->msg_iovlen), flags));
+    if (r >= 0) {
+      msg->msg_namelen = 0;
+      msg->msg_controllen = 0;
+      msg->msg_flags = 0;
+    }
+    return r;
+  }
+  return libc().recvmsg(fd, msg, flags);
+}
+
+SHUNT_EXPORT ssize_t sendmsg(int fd, const msghdr* msg, int flags) {
+  if (auto s = shunted_at(fd)) {
+    if (msg->msg_iovlen > IOV_MAX) return Ret()(ssize_t(-EMSGSIZE));
+    return Ret()(sock_send(*s, fd, msg->msg_iov, int(msg->msg_iovlen), flags));
+  }
+  return libc().sendmsg(fd, msg, flags);
+}
+
+SHUNT_EXPORT ssize_t sendfile(int out_fd, int in_fd, off_t* offset, size_t count) {
+  if (auto s = shunted_at(out_fd)) return Ret()(sock_sendfile(*s, in_fd, offset, count));
+  return libc().sendfile(out_fd, in_fd, offset, count);
+}
+
+SHUNT_EXPORT ssize_t sendfile64(int out_fd, int in_fd, off64_t* offset, size_t count) {
+  static_assert(sizeof(off64_t) == sizeof(off_t));
+  if (auto s = shunted_at(out_fd))
+    return Ret()(sock_sendfile(*s, in_fd, reinterpret_cast<off_t*>(offset), count));
+  return libc().sendfile64(out_fd, in_fd, offset, count);
+}
+
+// ---- readiness ----
+
+SHUNT_EXPORT int epoll_create(int size) {
+  int r = libc().epoll_create(size);
+  if (r >= 0) fd_forget_stale(r);
+  return r;
+}
+
+SHUNT_EXPORT int epoll_create1(int flags) {
+  int r = libc().epoll_create1(flags);
+  if (r >= 0) fd_forget_stale(r);
+  return r;
+}
+
+SHUNT_EXPORT int epoll_ctl(int epfd, int op, int fd, epoll_event* ev) {
+  if (auto s = socket_at(fd)) return Ret()(ep_ctl(*s, epfd, op, fd, ev));
+  return libc().epoll_ctl(epfd, op, fd, ev);
+}
+
+SHUNT_EXPORT int epoll_wait(int epfd, epoll_event* evs, int max, int timeout) {
+  Ret ret;
+  return ret(ep_wait(epfd, evs, max, timeout, nullptr, false));
+}
+
+SHUNT_EXPORT int epoll_pwait(int epfd, epoll_event* evs, int max, int timeout,
+                             const sigset_t* sigmask) {
+  Ret ret;
+  return ret(ep_wait(epfd, evs, max, timeout, sigmask, true));
+}
+
+SHUNT_EXPORT int poll(pollfd* fds, nfds_t n, int timeout) {
+  Ret ret;
+  bool handled = false;
+  int r = poll_mixed(fds, n, Deadline::after_ms(timeout < 0 ? -1 : timeout), nullptr, &handled);
+  if (!handled) return libc().poll(fds, n, timeout);
+  return ret(r);
+}
+
+SHUNT_EXPORT int ppoll(pollfd* fds, nfds_t n, const timespec* ts, const sigset_t* sigmask) {
+  Ret ret;
+  bool handled = false;
+  int r = poll_mixed(fds, n, ppoll_deadline(ts), sigmask, &handled);
+  if (!handled) return libc().ppoll(fds, n, ts, sigmask);
+  return ret(r);
+}

@@ -1,0 +1,81 @@
+// Slot readiness (docs/abi.md "Slot readiness") as poll/epoll bits. Pure: a snapshot
+// of the daemon-written slot plus the app's local view in, EPOLL* bits out (POLL*
+// bits have the same values on Linux).
+#pragma once
+
+#include <sys/epoll.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "shunt/abi.h"
+#include "shunt/ring.h"
+
+namespace shunt::preload {
+
+struct SlotSnapshot {
+  uint32_t state = 0;  // abi::SlotState
+  uint32_t flags = 0;  // abi::kFlag*
+  int32_t error = 0;
+  uint32_t accept_ready = 0;
+  uint32_t rx_readable = 0;
+  uint32_t tx_writable = 0;
+};
+
+// What the application side knows that the slot does not say.
+struct LocalView {
+  bool error_consumed = false;  // SO_ERROR or a failed call already reported `error`
+  bool shut_rd = false;         // shutdown(SHUT_RD) called here
+  bool shut_wr = false;         // shutdown(SHUT_WR) called here
+  bool daemon_gone = false;     // control socket hung up: every socket is reset
+};
+
+// Reads the daemon-written fields. event_seq is read first by the caller when it
+// needs edge detection, so a change after it is seen again next time.
+inline SlotSnapshot snapshot(const abi::SocketSlot& s, const abi::ByteRing& rx,
+                             const abi::ByteRing& tx) {
+  SlotSnapshot v;
+  v.state = s.state.load(std::memory_order_acquire);
+  v.flags = s.flags.load(std::memory_order_acquire);
+  v.error = s.error.load(std::memory_order_acquire);
+  v.accept_ready = s.accept_ready.load(std::memory_order_acquire);
+  v.rx_readable = rx.valid() ? std::min(rx.readable(), rx.capacity()) : 0;
+  v.tx_writable = tx.valid() ? tx.writable() : 0;
+  return v;
+}
+
+inline SlotSnapshot apply_daemon_gone(SlotSnapshot v) {
+  v.flags |= abi::kFlagReset | abi::kFlagPeerFin;
+  if (v.error == 0) v.error = 104;  // ECONNRESET
+  if (v.state != uint32_t(abi::SlotState::kListening)) v.state = uint32_t(abi::SlotState::kClosed);
+  return v;
+}
+
+inline uint32_t readiness(SlotSnapshot v, const LocalView& local) {
+  using abi::SlotState;
+  if (local.daemon_gone) v = apply_daemon_gone(v);
+  const auto state = SlotState(v.state);
+  const bool reset = (v.flags & abi::kFlagReset) != 0;
+  const bool peer_fin = (v.flags & abi::kFlagPeerFin) != 0 || local.shut_rd;
+  const bool write_shut = (v.flags & abi::kFlagWriteShut) != 0 || local.shut_wr;
+  const bool error = v.error != 0 && !local.error_consumed;
+  uint32_t m = 0;
+  if (state == SlotState::kListening) {
+    if (v.accept_ready > 0) m |= EPOLLIN | EPOLLRDNORM;
+    if (error) m |= EPOLLERR;
+    return m;
+  }
+  if (v.rx_readable > 0 || peer_fin || reset) m |= EPOLLIN | EPOLLRDNORM;
+  if (peer_fin || reset) m |= EPOLLRDHUP;
+  // Writable: a connected socket with room; a reset one (the write fails at once);
+  // like Linux, a socket that is not connecting and not connected (bound, closed)
+  // polls writable and hung up.
+  const bool idle = state == SlotState::kBound || state == SlotState::kClosed;
+  if ((state == SlotState::kConnected && !write_shut && v.tx_writable > 0) || reset || idle)
+    m |= EPOLLOUT | EPOLLWRNORM;
+  if (reset || (peer_fin && write_shut) || idle) m |= EPOLLHUP;
+  if (error) m |= EPOLLERR;
+  return m;
+}
+
+}  // namespace shunt::preload

@@ -1,0 +1,163 @@
+// The attachment to shuntd: control socket, mapped region, doorbells, per-thread
+// queue pairs, command round trips, and the sleep/wake protocol (docs/abi.md).
+//
+// State machine of the process: kUnknown --first AF_INET stream socket()--> kAttached
+// or kFailed (fail-open: one warning on stderr, the kernel for everything). A fork
+// child re-attaches in the pthread_atfork child handler (see fork_child()).
+#pragma once
+
+#include <time.h>
+
+#include <atomic>
+#include <cstdint>
+
+#include "route.hh"
+#include "shunt/abi.h"
+#include "shunt/ring.h"
+
+namespace shunt::preload {
+
+// One mapped region with its doorbells. A fork child keeps its parent's region
+// mapped while inherited connected sockets still move bytes through it.
+struct Region {
+  void* base = nullptr;
+  uint64_t size = 0;
+  abi::RegionHeader* hdr = nullptr;
+  int app_bell = -1;     // daemon → app eventfd
+  int daemon_bell = -1;  // app → daemon eventfd
+  int ctl_fd = -1;       // control socket whose hang-up means the daemon is gone, or -1
+  uint32_t id = 0;
+  uint64_t epoch = 0;    // attach generation this region belongs to
+
+  uint32_t slot_count() const { return hdr->slot_count; }
+  abi::SocketSlot* slot(uint32_t i) const { return abi::slot(base, *hdr, i); }
+  abi::ByteRing rx(uint32_t i) const {
+    return abi::ByteRing(&slot(i)->rx, abi::rx_bytes(base, *hdr, i), hdr->rx_ring_size);
+  }
+  abi::ByteRing tx(uint32_t i) const {
+    return abi::ByteRing(&slot(i)->tx, abi::tx_bytes(base, *hdr, i), hdr->tx_ring_size);
+  }
+};
+
+// Monotonic deadline in nanoseconds; kNever for "block forever".
+struct Deadline {
+  static constexpr int64_t kNever = INT64_MAX;
+  int64_t at = kNever;
+  static int64_t now();
+  static Deadline after_ms(int ms) {  // poll/epoll convention: < 0 forever
+    return ms < 0 ? Deadline{} : Deadline{now() + int64_t(ms) * 1000000};
+  }
+  static Deadline after_ns(int64_t ns) { return ns <= 0 ? Deadline{} : Deadline{now() + ns}; }
+  bool never() const { return at == kNever; }
+  bool passed() const { return !never() && now() >= at; }
+  // Milliseconds left, rounded up, for epoll_wait/poll; -1 when never.
+  int remaining_ms() const;
+};
+
+// One step of a spin loop.
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// Result of a wait.
+enum class Wake { kReady, kTimeout, kInterrupted, kDaemonGone, kExtraFd };
+
+class Runtime {
+ public:
+  static Runtime& get();
+
+  // Attaches on first call (fail-open). True when shunted sockets may be created
+  // (false too once the daemon has hung up).
+  bool ensure_attached();
+  bool attached() const { return state_.load(std::memory_order_acquire) == kAttached; }
+  Region* region() const { return region_.load(std::memory_order_acquire); }
+  uint64_t epoch() const { return epoch_.load(std::memory_order_acquire); }
+  NicRoute nic() const { return nic_; }
+  bool daemon_gone() const { return daemon_gone_.load(std::memory_order_acquire); }
+  void set_daemon_gone();
+  uint32_t spin_ns() const { return spin_ns_; }
+
+  // A command with a completion, through the calling thread's queue pair. Returns
+  // the completion's result (>= 0 or -errno); -ENETDOWN when not attached or the
+  // daemon is gone. Never interrupted by signals (control ops are short).
+  int call(abi::Command cmd, abi::Completion* out);
+  // A command without completion (kClose, kTxReady, kRxDrained).
+  void post(abi::Command cmd);
+
+  // Sleeps on r's app doorbell (and optionally on a kernel fd, POLLIN) until woken,
+  // the deadline, or a signal. The caller has announced itself in app_waiters and
+  // re-checked its condition. sigmask, when given, is installed for the sleep.
+  Wake sleep(Region& r, const Deadline& d, int extra_fd = -1, const sigset_t* sigmask = nullptr);
+
+  // The calling thread's doorbell waiter for r (an epoll fd that becomes readable
+  // when the doorbell rings), for callers that sleep in poll themselves; and the
+  // matching drain, which consumes its edges (and notices a daemon hang-up).
+  int waiter_fd(Region& r) { return thread_waiter(r); }
+  void drain_waiter(Region& r);
+
+  // Waits until ready() is true: spins for the budget, then sleeps with the waiter
+  // protocol (docs/abi.md "Queue pairs"). kExtraFd: extra_fd became readable.
+  template <typename F>
+  Wake wait(Region& r, F&& ready, const Deadline& d, int extra_fd = -1) {
+    if (ready()) return Wake::kReady;
+    int64_t spin_until = Deadline::now() + spin_ns_;
+    if (!d.never() && d.at < spin_until) spin_until = d.at;
+    while (Deadline::now() < spin_until) {
+      for (int i = 0; i < 64; ++i) cpu_relax();
+      if (ready()) return Wake::kReady;
+    }
+    for (;;) {
+      if (daemon_gone()) return Wake::kDaemonGone;
+      r.hdr->app_waiters.fetch_add(1, std::memory_order_seq_cst);
+      bool ok = ready();
+      Wake w = ok ? Wake::kReady : sleep(r, d, extra_fd);
+      r.hdr->app_waiters.fetch_sub(1, std::memory_order_seq_cst);
+      if (ok || ready()) return Wake::kReady;
+      if (w == Wake::kInterrupted || w == Wake::kDaemonGone || w == Wake::kExtraFd) return w;
+      if (d.passed()) return Wake::kTimeout;
+    }
+  }
+
+  // Rings the daemon's doorbell if it sleeps (after a push, docs/abi.md).
+  void kick(Region& r);
+
+  // kInherit for n inherited sockets (fork child, on the fresh attachment).
+  // child_slots[i] = kNoSlot where refused. False when the exchange failed.
+  bool inherit(uint32_t parent_region, const int* fds, const uint32_t* parent_slots, uint32_t n,
+               uint32_t* child_slots);
+
+  // pthread_atfork handlers.
+  void fork_prepare();
+  void fork_parent();
+  void fork_child();
+
+  // Test hook: adopt an already-mapped region (a fake daemon in the test).
+  void attach_for_test(Region* r);
+
+ private:
+  enum State : int { kUnknown = 0, kAttached = 1, kFailed = 2, kDisabled = 3 };
+  constexpr Runtime() = default;
+  static Runtime instance_;
+  bool attach_locked(bool warn);
+  void fork_child_attach();
+  void fork_child_done();
+  bool connect_and_map(Region* out, int* ctl_fd, char* why, size_t why_len);
+  int thread_waiter(Region& r);
+
+  std::atomic<int> state_{kUnknown};
+  std::atomic<Region*> region_{nullptr};
+  std::atomic<uint64_t> epoch_{1};
+  std::atomic<bool> daemon_gone_{false};
+  NicRoute nic_{};
+  int ctl_fd_ = -1;
+  uint32_t spin_ns_ = 50000;
+};
+
+// Submission helpers that build commands.
+abi::Command make_command(abi::Op op, uint32_t slot);
+
+}  // namespace shunt::preload

@@ -1,0 +1,946 @@
+#include "socket.hh"
+
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <linux/sockios.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <new>
+#include <vector>
+
+#include "epoll.hh"
+#include "libc.hh"
+#include "log.hh"
+#include "route.hh"
+#include "shunt/control.h"
+#include "stream.hh"
+
+namespace shunt::preload {
+namespace {
+
+using abi::SlotState;
+
+constinit NoDestroy<Pool<Socket>> g_pool_storage;
+Pool<Socket>& g_pool = g_pool_storage.value;
+
+int64_t timeval_ns(const timeval& tv) { return int64_t(tv.tv_sec) * 1000000000 + tv.tv_usec * 1000; }
+
+void raise_sigpipe() { pthread_kill(pthread_self(), SIGPIPE); }
+
+Runtime& rt() { return Runtime::get(); }
+
+bool gone(const Socket& s) { return s.dead.load(std::memory_order_acquire) || rt().daemon_gone(); }
+
+SlotSnapshot view(const Socket& s) {
+  SlotSnapshot v = snapshot(*s.s, s.rx, s.tx);
+  return gone(s) ? apply_daemon_gone(v) : v;
+}
+
+// The slot's pending error, reported once (SO_ERROR or a failing call), like
+// sock_error() in Linux. The slot's `error` is the daemon's; what was reported is
+// remembered here, so the application never writes a daemon-owned field.
+int take_error(Socket& s) {
+  int32_t e = s.s->error.load(std::memory_order_acquire);
+  if (e == 0 && gone(s)) e = ECONNRESET;
+  if (e <= 0) return 0;
+  int32_t expected = 0;
+  return s.error_taken.compare_exchange_strong(expected, e, std::memory_order_acq_rel) ? e : 0;
+}
+
+void destroy_socket(FdObject* o);
+
+Socket* new_socket(uint64_t inode, bool nonblock) {
+  Socket* s = g_pool.take();
+  if (s == nullptr) s = new (std::nothrow) Socket;
+  if (s == nullptr) return nullptr;
+  s->mode.store(Mode::kCandidate, std::memory_order_relaxed);
+  s->nonblock.store(nonblock, std::memory_order_relaxed);
+  s->listening.store(false, std::memory_order_relaxed);
+  s->connect_pending.store(false, std::memory_order_relaxed);
+  s->error_taken.store(0, std::memory_order_relaxed);
+  s->shut_rd.store(false, std::memory_order_relaxed);
+  s->shut_wr.store(false, std::memory_order_relaxed);
+  s->dead.store(false, std::memory_order_relaxed);
+  s->epoll_refs.store(0, std::memory_order_relaxed);
+  s->inode = inode;
+  s->region = nullptr;
+  s->slot = s->ctl_slot = abi::kNoSlot;
+  s->s = nullptr;
+  s->rx = s->tx = abi::ByteRing();
+  s->local = s->peer = sockaddr_in{};
+  s->reuseaddr = false;
+  s->nodelay = s->keepalive = s->linger_zero = -1;
+  s->rcvtimeo_ns = s->sndtimeo_ns = 0;
+  return s;
+}
+
+void destroy_socket(FdObject* o) {
+  auto* s = static_cast<Socket*>(o);
+  if (s->shunted() && !s->dead.load(std::memory_order_acquire)) {
+    rt().post(make_command(abi::Op::kClose, s->ctl_slot));
+    SHUNT_DEBUG("close slot %u", s->ctl_slot);
+  }
+  if (s->epoll_refs.load(std::memory_order_acquire) != 0) epolls_forget(*s);
+  s->mode.store(Mode::kKernel, std::memory_order_release);
+  g_pool.give(s);
+}
+
+uint64_t inode_of(int fd) {
+  struct stat st;
+  return fstat(fd, &st) == 0 ? uint64_t(st.st_ino) : 0;
+}
+
+sockaddr_in make_sin(uint32_t ip, uint16_t port) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = ip;
+  a.sin_port = port;
+  return a;
+}
+
+// Binds the socket to a slot. Called with s.mu held, before mode is published.
+bool adopt_slot(Socket& s, const abi::Completion& c) {
+  Region* r = rt().region();
+  if (r == nullptr || c.slot >= r->slot_count()) return false;
+  s.region = r;
+  s.slot = s.ctl_slot = c.slot;
+  s.s = r->slot(c.slot);
+  s.rx = r->rx(c.slot);
+  s.tx = r->tx(c.slot);
+  s.local = make_sin(c.local_ip, c.local_port);
+  s.peer = make_sin(c.remote_ip, c.remote_port);
+  return true;
+}
+
+int set_option(Socket& s, abi::SockOption opt, int64_t value) {
+  abi::Command cmd = make_command(abi::Op::kSetOption, s.ctl_slot);
+  cmd.arg = int32_t(opt);
+  cmd.arg2 = uint64_t(value);
+  abi::Completion c;
+  return rt().call(cmd, &c);
+}
+
+// Options set before the decision, applied to the fresh slot (DESIGN.md 3).
+void replay_options(Socket& s) {
+  struct {
+    int8_t value;
+    abi::SockOption opt;
+    const char* name;
+  } const opts[] = {{s.nodelay, abi::SockOption::kNoDelay, "TCP_NODELAY"},
+                    {s.keepalive, abi::SockOption::kKeepAlive, "SO_KEEPALIVE"},
+                    {s.linger_zero, abi::SockOption::kLingerZero, "SO_LINGER"}};
+  for (const auto& o : opts) {
+    if (o.value < 0) continue;
+    int r = set_option(s, o.opt, o.value);
+    if (r < 0) SHUNT_WARN("replaying %s on slot %u failed: %s", o.name, s.ctl_slot, strerror(-r));
+  }
+}
+
+void publish(Socket& s, Mode m, int fd) {
+  s.mode.store(m, std::memory_order_release);
+  if (s.epoll_refs.load(std::memory_order_acquire) != 0) epolls_on_decision(s, fd);
+}
+
+// The routing decision went to the kernel: this socket is plain from now on.
+void forget(Socket& s, int fd) {
+  publish(s, Mode::kKernel, fd);
+  if (FdObject* o = fd_table().remove(fd)) unref(o);  // the caller still holds a Ref
+}
+
+ssize_t kernel_recv(int fd, const iovec* iov, int iovcnt, int flags) {
+  msghdr m{};
+  m.msg_iov = const_cast<iovec*>(iov);
+  m.msg_iovlen = size_t(iovcnt);
+  ssize_t r = libc().recvmsg(fd, &m, flags);
+  return r < 0 ? -errno : r;
+}
+
+ssize_t kernel_send(int fd, const iovec* iov, int iovcnt, int flags) {
+  msghdr m{};
+  m.msg_iov = const_cast<iovec*>(iov);
+  m.msg_iovlen = size_t(iovcnt);
+  ssize_t r = libc().sendmsg(fd, &m, flags);
+  return r < 0 ? -errno : r;
+}
+
+// Tells the daemon the tx ring has new bytes, once per batch (docs/abi.md).
+void notify_tx(Socket& s) {
+  if (s.s->tx_notice.exchange(1, std::memory_order_acq_rel) == 0)
+    rt().post(make_command(abi::Op::kTxReady, s.ctl_slot));
+}
+
+void maybe_rx_drained(Socket& s) {
+  if ((s.s->flags.load(std::memory_order_acquire) & abi::kFlagWantRxDrain) == 0) return;
+  if (s.rx.capacity() - rx_available(s.rx) < s.rx.capacity() / 2) return;
+  if (s.s->rx_notice.exchange(1, std::memory_order_acq_rel) == 0)
+    rt().post(make_command(abi::Op::kRxDrained, s.ctl_slot));
+}
+
+bool connected_or_connecting(uint32_t state) {
+  return state == uint32_t(SlotState::kConnected) || state == uint32_t(SlotState::kConnecting);
+}
+
+// EPIPE the way the kernel reports it (sk_stream_error): SIGPIPE unless MSG_NOSIGNAL.
+ssize_t epipe(int flags) {
+  if ((flags & MSG_NOSIGNAL) == 0) raise_sigpipe();
+  return -EPIPE;
+}
+
+// Waits for a blocking connect to finish.
+int finish_connect(Socket& s) {
+  auto settled = [&] {
+    uint32_t st = view(s).state;
+    return st != uint32_t(SlotState::kConnecting) && st != uint32_t(SlotState::kBound);
+  };
+  Wake w = rt().wait(*s.region, settled, Deadline::after_ns(s.sndtimeo_ns));
+  if (w == Wake::kInterrupted) return -EINTR;
+  if (w == Wake::kTimeout) return -EINPROGRESS;  // Linux with SO_SNDTIMEO
+  s.connect_pending.store(false, std::memory_order_release);
+  if (view(s).state == uint32_t(SlotState::kConnected)) return 0;
+  int e = take_error(s);
+  return -(e != 0 ? e : ECONNREFUSED);
+}
+
+int put_int(void* val, socklen_t* len, int v) {
+  if (val == nullptr || len == nullptr) return -EFAULT;
+  if (int(*len) < 0) return -EINVAL;
+  socklen_t n = *len < sizeof(int) ? *len : socklen_t(sizeof(int));
+  memcpy(val, &v, n);
+  *len = n;
+  return 0;
+}
+
+}  // namespace
+
+Socket::Socket() : FdObject(FdKind::kSocket, destroy_socket) {}
+
+uint32_t Socket::readiness(uint32_t* seq) const {
+  if (!shunted()) return 0;
+  if (seq != nullptr) *seq = s->event_seq.load(std::memory_order_acquire);
+  LocalView lv;
+  lv.error_consumed = error_taken.load(std::memory_order_acquire) != 0;
+  lv.shut_rd = shut_rd.load(std::memory_order_acquire);
+  lv.shut_wr = shut_wr.load(std::memory_order_acquire);
+  lv.daemon_gone = gone(*this);
+  return preload::readiness(snapshot(*s, rx, tx), lv);
+}
+
+Ref<Socket> socket_at(int fd) {
+  Ref<Socket> s = fd_table().get<Socket>(fd, FdKind::kSocket);
+  if (s && !s->ours()) s.reset();
+  return s;
+}
+
+Ref<Socket> shunted_at(int fd) {
+  FdObject* o = fd_table().peek(fd);  // cheap miss for every kernel fd
+  if (o == nullptr) return {};
+  Ref<Socket> s = fd_table().get<Socket>(fd, FdKind::kSocket);
+  if (s && !s->shunted()) s.reset();
+  return s;
+}
+
+int fill_sockaddr(const sockaddr_in& src, sockaddr* dst, socklen_t* len) {
+  if (dst == nullptr) return 0;
+  if (len == nullptr) return -EFAULT;
+  if (int(*len) < 0) return -EINVAL;
+  size_t n = *len < sizeof src ? *len : sizeof src;
+  memcpy(dst, &src, n);
+  *len = sizeof src;
+  return 0;
+}
+
+// ---- creation and the fd table ----
+
+void fd_forget_stale(int fd) {
+  if (fd_table().peek(fd) == nullptr) return;
+  if (FdObject* o = fd_table().remove(fd)) unref(o);
+}
+
+int sock_socket(int domain, int type, int protocol) {
+  int fd = libc().socket(domain, type, protocol);
+  if (fd < 0) return -errno;
+  fd_forget_stale(fd);
+  bool candidate = domain == AF_INET && (type & 0xf) == SOCK_STREAM &&
+                   (protocol == 0 || protocol == IPPROTO_TCP);
+  if (!candidate || !FdTable::in_range(fd) || !rt().ensure_attached()) return fd;
+  Socket* s = new_socket(inode_of(fd), (type & SOCK_NONBLOCK) != 0);
+  if (s == nullptr) return fd;  // out of memory: stay with the kernel
+  s->refs.store(0, std::memory_order_relaxed);
+  if (!fd_table().install(fd, s, nullptr)) destroy_socket(s);
+  return fd;
+}
+
+int fd_close(int fd) {
+  if (FdObject* o = fd_table().remove(fd)) unref(o);
+  return libc().close(fd) < 0 ? -errno : 0;
+}
+
+int fd_dup(int oldfd) {
+  FdObject* o = fd_table().acquire(oldfd);
+  int fd = libc().dup(oldfd);
+  int err = errno;
+  if (fd >= 0) {
+    fd_forget_stale(fd);
+    if (o != nullptr) fd_table().install(fd, o, nullptr);
+  }
+  if (o != nullptr) unref(o);
+  return fd < 0 ? -err : fd;
+}
+
+int fd_dup2(int oldfd, int newfd, int flags, bool is_dup3) {
+  FdObject* o = fd_table().acquire(oldfd);
+  int fd = is_dup3 ? libc().dup3(oldfd, newfd, flags) : libc().dup2(oldfd, newfd);
+  int err = errno;
+  if (fd >= 0 && oldfd != newfd) {
+    FdObject* prev = nullptr;
+    if (o != nullptr) {
+      fd_table().install(fd, o, &prev);
+    } else {
+      prev = fd_table().remove(fd);
+    }
+    if (prev != nullptr) unref(prev);  // the kernel closed newfd's old file
+  }
+  if (o != nullptr) unref(o);
+  return fd < 0 ? -err : fd;
+}
+
+// ---- control path ----
+
+int sock_bind(Socket& s, int fd, const sockaddr* addr, socklen_t len) {
+  std::lock_guard<std::mutex> g(s.mu);
+  Mode m = s.mode.load(std::memory_order_acquire);
+  if (m == Mode::kShunted || m == Mode::kDual || m == Mode::kWildcard) return -EINVAL;
+  if (m == Mode::kKernel) return libc().bind(fd, addr, len) < 0 ? -errno : 0;
+  if (addr == nullptr || len < socklen_t(sizeof(sockaddr_in)) || addr->sa_family != AF_INET) {
+    forget(s, fd);  // the kernel gives the right error (or binds AF_UNSPEC/any)
+    return libc().bind(fd, addr, len) < 0 ? -errno : 0;
+  }
+  sockaddr_in sin;
+  memcpy(&sin, addr, sizeof sin);
+  switch (route_bind(rt().nic(), sin.sin_addr.s_addr)) {
+    case BindRoute::kShunt: {
+      abi::Command cmd = make_command(abi::Op::kBind, abi::kNoSlot);
+      cmd.ip = sin.sin_addr.s_addr;
+      cmd.port = sin.sin_port;
+      cmd.arg = s.reuseaddr ? 1 : 0;
+      cmd.arg2 = s.inode;
+      abi::Completion c;
+      int r = rt().call(cmd, &c);
+      if (r < 0) return r;
+      if (!adopt_slot(s, c)) return -EPROTO;
+      replay_options(s);
+      publish(s, Mode::kShunted, fd);
+      return 0;
+    }
+    case BindRoute::kWildcard:
+      if (libc().bind(fd, addr, len) < 0) return -errno;
+      s.mode.store(Mode::kWildcard, std::memory_order_release);
+      return 0;
+    case BindRoute::kKernel:
+      break;
+  }
+  forget(s, fd);
+  return libc().bind(fd, addr, len) < 0 ? -errno : 0;
+}
+
+int sock_listen(Socket& s, int fd, int backlog) {
+  std::lock_guard<std::mutex> g(s.mu);
+  Mode m = s.mode.load(std::memory_order_acquire);
+  if (m == Mode::kCandidate || m == Mode::kKernel) {
+    // An unbound listen autobinds a kernel port: the kernel's socket.
+    if (m == Mode::kCandidate) forget(s, fd);
+    return libc().listen(fd, backlog) < 0 ? -errno : 0;
+  }
+  if (m == Mode::kShunted) {
+    uint32_t st = s.s->state.load(std::memory_order_acquire);
+    if (st != uint32_t(SlotState::kBound) && st != uint32_t(SlotState::kListening)) return -EINVAL;
+    abi::Command cmd = make_command(abi::Op::kListen, s.ctl_slot);
+    cmd.arg = backlog;
+    abi::Completion c;
+    int r = rt().call(cmd, &c);
+    if (r < 0) return r;
+    s.listening.store(true, std::memory_order_release);
+    return 0;
+  }
+  if (m == Mode::kDual) {
+    if (libc().listen(fd, backlog) < 0) return -errno;
+    abi::Command cmd = make_command(abi::Op::kListen, s.ctl_slot);
+    cmd.arg = backlog;
+    abi::Completion c;
+    rt().call(cmd, &c);
+    return 0;
+  }
+  // kWildcard: listen on the kernel, then on the NIC with the same port.
+  if (libc().listen(fd, backlog) < 0) return -errno;
+  sockaddr_in bound{};
+  socklen_t blen = sizeof bound;
+  libc().getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &blen);
+  abi::Command cmd = make_command(abi::Op::kBind, abi::kNoSlot);
+  cmd.ip = rt().nic().ip;
+  cmd.port = bound.sin_port;
+  cmd.arg = s.reuseaddr ? 1 : 0;
+  cmd.arg2 = s.inode;
+  abi::Completion c;
+  int r = rt().call(cmd, &c);
+  if (r >= 0 && !adopt_slot(s, c)) r = -EPROTO;
+  if (r >= 0) {
+    abi::Command l = make_command(abi::Op::kListen, s.ctl_slot);
+    l.arg = backlog;
+    abi::Completion lc;
+    r = rt().call(l, &lc);
+    if (r < 0) rt().post(make_command(abi::Op::kClose, s.ctl_slot));
+  }
+  if (r < 0) {
+    SHUNT_WARN("0.0.0.0:%u listens on the kernel only (shuntd: %s)", ntohs(bound.sin_port),
+               strerror(-r));
+    forget(s, fd);
+    return 0;
+  }
+  // The kernel half is polled, never blocked on: accept tries both halves.
+  int fl = libc().fcntl(fd, F_GETFL);
+  if (fl >= 0) libc().fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+  replay_options(s);
+  s.listening.store(true, std::memory_order_release);
+  publish(s, Mode::kDual, fd);
+  return 0;
+}
+
+namespace {
+
+// One kAccept with a fresh placeholder. Returns the new fd, -EAGAIN, or -errno.
+int shunt_accept_one(Socket& l, sockaddr* addr, socklen_t* len, int flags) {
+  int ph = libc().socket(AF_INET, SOCK_STREAM | flags, 0);
+  if (ph < 0) return -errno;
+  if (!FdTable::in_range(ph)) {
+    libc().close(ph);
+    return -EMFILE;
+  }
+  uint64_t inode = inode_of(ph);
+  abi::Command cmd = make_command(abi::Op::kAccept, l.ctl_slot);
+  cmd.arg2 = inode;
+  abi::Completion c;
+  int r = rt().call(cmd, &c);
+  Socket* s = r >= 0 ? new_socket(inode, (flags & SOCK_NONBLOCK) != 0) : nullptr;
+  if (s != nullptr && !adopt_slot(*s, c)) {
+    destroy_socket(s);  // not installed, mode kCandidate: no kClose for a bogus slot
+    s = nullptr;
+    r = -EPROTO;
+  }
+  if (s == nullptr) {
+    if (r >= 0) {  // no memory: give the connection back
+      rt().post(make_command(abi::Op::kClose, c.slot));
+      r = -ENOMEM;
+    }
+    libc().close(ph);
+    return r;
+  }
+  s->mode.store(Mode::kShunted, std::memory_order_release);
+  fd_forget_stale(ph);
+  fd_table().install(ph, s, nullptr);
+  fill_sockaddr(s->peer, addr, len);
+  SHUNT_DEBUG("accept fd %d slot %u", ph, s->slot);
+  return ph;
+}
+
+}  // namespace
+
+int sock_accept(Socket& s, int fd, sockaddr* addr, socklen_t* len, int flags) {
+  if (flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) return -EINVAL;
+  if (addr != nullptr && (len == nullptr)) return -EFAULT;
+  if (len != nullptr && int(*len) < 0) return -EINVAL;
+  if (!s.shunted() || !s.listening.load(std::memory_order_acquire)) {
+    int r = libc().accept4(fd, addr, len, flags);
+    return r < 0 ? -errno : r;
+  }
+  const bool dual = s.mode.load(std::memory_order_acquire) == Mode::kDual;
+  const Deadline d = Deadline::after_ns(s.rcvtimeo_ns);
+  for (;;) {
+    if (!gone(s) && s.s->accept_ready.load(std::memory_order_acquire) > 0) {
+      int r = shunt_accept_one(s, addr, len, flags);
+      if (r != -EAGAIN) return r;
+    }
+    if (dual) {
+      int r = libc().accept4(fd, addr, len, flags);
+      if (r >= 0) {
+        fd_forget_stale(r);
+        return r;
+      }
+      if (errno != EAGAIN && errno != EWOULDBLOCK) return -errno;
+    }
+    if (s.nonblock.load(std::memory_order_acquire)) return -EAGAIN;
+    if (gone(s) && !dual) return -ECONNABORTED;
+    auto ready = [&] { return s.s->accept_ready.load(std::memory_order_acquire) > 0; };
+    Wake w = rt().wait(*s.region, ready, d, dual ? fd : -1);
+    if (w == Wake::kInterrupted) return -EINTR;
+    if (w == Wake::kTimeout) return -EAGAIN;
+  }
+}
+
+int sock_connect(Socket& s, int fd, const sockaddr* addr, socklen_t len) {
+  std::unique_lock<std::mutex> g(s.mu);
+  Mode m = s.mode.load(std::memory_order_acquire);
+  if (m == Mode::kCandidate) {
+    bool shunt = false;
+    sockaddr_in sin{};
+    if (addr != nullptr && len >= socklen_t(sizeof sin) && addr->sa_family == AF_INET) {
+      memcpy(&sin, addr, sizeof sin);
+      shunt = route_connect(rt().nic(), sin.sin_addr.s_addr);
+    }
+    if (!shunt) {
+      forget(s, fd);
+      g.unlock();
+      return libc().connect(fd, addr, len) < 0 ? -errno : 0;
+    }
+    abi::Command cmd = make_command(abi::Op::kConnect, abi::kNoSlot);
+    cmd.ip = sin.sin_addr.s_addr;
+    cmd.port = sin.sin_port;
+    cmd.arg2 = s.inode;
+    abi::Completion c;
+    int r = rt().call(cmd, &c);
+    if (r < 0) return r;
+    if (!adopt_slot(s, c)) return -EPROTO;
+    replay_options(s);
+    s.connect_pending.store(true, std::memory_order_release);
+    publish(s, Mode::kShunted, fd);
+  } else if (m == Mode::kShunted) {
+    if (s.listening.load(std::memory_order_acquire)) return -EISCONN;
+    uint32_t st = view(s).state;
+    if (st == uint32_t(SlotState::kConnected)) {
+      if (!s.connect_pending.exchange(false)) return -EISCONN;
+      return 0;  // the connect reported EINPROGRESS has completed (Linux returns 0 once)
+    }
+    if (st == uint32_t(SlotState::kConnecting) ||
+        (st == uint32_t(SlotState::kBound) && s.connect_pending.load())) {
+      if (s.nonblock.load(std::memory_order_acquire)) return -EALREADY;
+    } else if (st == uint32_t(SlotState::kClosed)) {
+      s.connect_pending.store(false);
+      int e = take_error(s);
+      return e != 0 ? -e : -EISCONN;
+    } else if (st == uint32_t(SlotState::kBound)) {
+      // Bound to the NIC address: the connection goes through the NIC.
+      sockaddr_in sin{};
+      if (addr == nullptr || len < socklen_t(sizeof sin)) return -EINVAL;
+      memcpy(&sin, addr, sizeof sin);
+      if (sin.sin_family != AF_INET) return -EAFNOSUPPORT;
+      abi::Command cmd = make_command(abi::Op::kConnect, s.ctl_slot);
+      cmd.ip = sin.sin_addr.s_addr;
+      cmd.port = sin.sin_port;
+      cmd.arg2 = s.inode;
+      abi::Completion c;
+      int r = rt().call(cmd, &c);
+      if (r < 0) return r;
+      s.peer = make_sin(c.remote_ip, c.remote_port);
+      if (c.local_ip != 0) s.local = make_sin(c.local_ip, c.local_port);
+      s.connect_pending.store(true, std::memory_order_release);
+    } else {
+      return -EINVAL;
+    }
+  } else {
+    if (m == Mode::kWildcard) forget(s, fd);  // bound by the kernel: the kernel connects
+    g.unlock();
+    return libc().connect(fd, addr, len) < 0 ? -errno : 0;
+  }
+  g.unlock();
+  if (s.nonblock.load(std::memory_order_acquire)) return -EINPROGRESS;
+  return finish_connect(s);
+}
+
+int sock_shutdown(Socket& s, int fd, int how) {
+  if (!s.shunted()) return libc().shutdown(fd, how) < 0 ? -errno : 0;
+  if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR) return -EINVAL;
+  std::lock_guard<std::mutex> g(s.mu);
+  if (s.mode.load() == Mode::kDual) libc().shutdown(fd, how);
+  uint32_t st = view(s).state;
+  if (!s.listening.load() && !connected_or_connecting(st)) return -ENOTCONN;
+  abi::Command cmd = make_command(abi::Op::kShutdown, s.ctl_slot);
+  cmd.arg = how;
+  abi::Completion c;
+  int r = rt().call(cmd, &c);
+  if (r < 0) return r;
+  if (how != SHUT_WR) s.shut_rd.store(true, std::memory_order_release);
+  if (how != SHUT_RD) s.shut_wr.store(true, std::memory_order_release);
+  return 0;
+}
+
+int sock_getsockname(Socket& s, int fd, sockaddr* addr, socklen_t* len) {
+  if (s.mode.load(std::memory_order_acquire) != Mode::kShunted)
+    return libc().getsockname(fd, addr, len) < 0 ? -errno : 0;
+  if (addr == nullptr) return -EFAULT;
+  return fill_sockaddr(s.local, addr, len);
+}
+
+int sock_getpeername(Socket& s, int fd, sockaddr* addr, socklen_t* len) {
+  if (s.mode.load(std::memory_order_acquire) != Mode::kShunted)
+    return libc().getpeername(fd, addr, len) < 0 ? -errno : 0;
+  if (s.listening.load() || view(s).state != uint32_t(SlotState::kConnected)) return -ENOTCONN;
+  if (addr == nullptr) return -EFAULT;
+  return fill_sockaddr(s.peer, addr, len);
+}
+
+OptClass classify_option(int level, int name) {
+  if (level == SOL_SOCKET) {
+    switch (name) {
+      case SO_KEEPALIVE:
+      case SO_LINGER:
+        return OptClass::kReplay;
+      case SO_REUSEADDR:
+      case SO_RCVTIMEO:
+      case SO_SNDTIMEO:
+        return OptClass::kLocal;
+      case SO_REUSEPORT:
+      case SO_RCVBUF:
+      case SO_SNDBUF:
+        return OptClass::kHint;
+      case SO_TYPE:
+      case SO_DOMAIN:
+      case SO_PROTOCOL:
+      case SO_ERROR:
+      case SO_ACCEPTCONN:
+        return OptClass::kQuery;
+      default:
+        return OptClass::kUnsupported;
+    }
+  }
+  if (level == IPPROTO_TCP) {
+    switch (name) {
+      case TCP_NODELAY:
+        return OptClass::kReplay;
+      case TCP_CORK:          // nginx tcp_nopush; shuntd batches per kTxReady anyway
+      case TCP_DEFER_ACCEPT:  // nginx "deferred"
+      case TCP_QUICKACK:
+        return OptClass::kHint;
+      default:
+        return OptClass::kUnsupported;
+    }
+  }
+  return OptClass::kUnsupported;
+}
+
+namespace {
+
+// Remembers what an option means for us. Called after the kernel accepted it.
+void remember_option(Socket& s, int level, int name, const void* val, socklen_t len) {
+  int v = 0;
+  if (len >= socklen_t(sizeof(int))) memcpy(&v, val, sizeof v);
+  if (level == SOL_SOCKET && name == SO_REUSEADDR) s.reuseaddr = v != 0;
+  if (level == SOL_SOCKET && name == SO_KEEPALIVE) s.keepalive = v != 0;
+  if (level == IPPROTO_TCP && name == TCP_NODELAY) s.nodelay = v != 0;
+  if (level == SOL_SOCKET && name == SO_LINGER && len >= socklen_t(sizeof(linger))) {
+    linger l;
+    memcpy(&l, val, sizeof l);
+    s.linger_zero = l.l_onoff != 0 && l.l_linger == 0;
+  }
+  if (level == SOL_SOCKET && (name == SO_RCVTIMEO || name == SO_SNDTIMEO) &&
+      len >= socklen_t(sizeof(timeval))) {
+    timeval tv;
+    memcpy(&tv, val, sizeof tv);
+    (name == SO_RCVTIMEO ? s.rcvtimeo_ns : s.sndtimeo_ns) = timeval_ns(tv);
+  }
+}
+
+}  // namespace
+
+int sock_setsockopt(Socket& s, int fd, int level, int name, const void* val, socklen_t len) {
+  std::lock_guard<std::mutex> g(s.mu);
+  OptClass cls = classify_option(level, name);
+  if (s.shunted() && (cls == OptClass::kUnsupported || cls == OptClass::kQuery))
+    return -ENOPROTOOPT;
+  // The placeholder validates the arguments (kernel errno) and mirrors the value
+  // for getsockopt; for a dual listener it is the kernel half itself.
+  if (libc().setsockopt(fd, level, name, val, len) < 0) return -errno;
+  remember_option(s, level, name, val, len);
+  if (!s.shunted()) return 0;
+  if (cls == OptClass::kHint) {
+    SHUNT_DEBUG("option %d/%d on slot %u accepted, not applied by shuntd", level, name,
+                s.ctl_slot);
+    return 0;
+  }
+  if (cls != OptClass::kReplay) return 0;
+  if (level == IPPROTO_TCP) return set_option(s, abi::SockOption::kNoDelay, s.nodelay);
+  if (name == SO_KEEPALIVE) return set_option(s, abi::SockOption::kKeepAlive, s.keepalive);
+  return set_option(s, abi::SockOption::kLingerZero, s.linger_zero);
+}
+
+int sock_getsockopt(Socket& s, int fd, int level, int name, void* val, socklen_t* len) {
+  if (!s.shunted()) return libc().getsockopt(fd, level, name, val, len) < 0 ? -errno : 0;
+  if (level == SOL_SOCKET) {
+    switch (name) {
+      case SO_ERROR: {
+        int e = take_error(s);
+        if (e == 0 && s.mode.load() == Mode::kDual)
+          return libc().getsockopt(fd, level, name, val, len) < 0 ? -errno : 0;
+        return put_int(val, len, e);
+      }
+      case SO_ACCEPTCONN:
+        return put_int(val, len, s.listening.load() ? 1 : 0);
+      case SO_RCVBUF:
+        return put_int(val, len, int(s.rx.capacity()));
+      case SO_SNDBUF:
+        return put_int(val, len, int(s.tx.capacity()));
+      default:
+        break;
+    }
+  }
+  if (classify_option(level, name) == OptClass::kUnsupported) return -ENOPROTOOPT;
+  return libc().getsockopt(fd, level, name, val, len) < 0 ? -errno : 0;
+}
+
+int sock_fcntl(Socket& s, int fd, int cmd, unsigned long arg, bool is64) {
+  auto real = is64 ? libc().fcntl64 : libc().fcntl;
+  switch (cmd) {
+    case F_GETFL: {
+      int r = real(fd, F_GETFL);
+      if (r < 0) return -errno;
+      return (r & ~O_NONBLOCK) | (s.nonblock.load() ? O_NONBLOCK : 0);
+    }
+    case F_SETFL: {
+      int flags = int(arg);
+      // The kernel half of a dual listener stays nonblocking (accept polls it).
+      int real_flags = s.mode.load() == Mode::kDual ? flags | O_NONBLOCK : flags;
+      if (real(fd, F_SETFL, real_flags) < 0) return -errno;
+      s.nonblock.store((flags & O_NONBLOCK) != 0, std::memory_order_release);
+      return 0;
+    }
+    case F_DUPFD:
+    case F_DUPFD_CLOEXEC: {
+      int nfd = real(fd, cmd, arg);
+      if (nfd < 0) return -errno;
+      fd_forget_stale(nfd);
+      fd_table().install(nfd, &s, nullptr);
+      return nfd;
+    }
+    default: {
+      int r = real(fd, cmd, arg);
+      return r < 0 ? -errno : r;
+    }
+  }
+}
+
+int sock_ioctl(Socket& s, int fd, unsigned long req, void* arg) {
+  if (req == FIONBIO) {
+    if (arg == nullptr) return -EFAULT;
+    int on;
+    memcpy(&on, arg, sizeof on);
+    if (s.mode.load() != Mode::kDual && libc().ioctl(fd, req, arg) < 0) return -errno;
+    s.nonblock.store(on != 0, std::memory_order_release);
+    return 0;
+  }
+  if (s.shunted() && (req == FIONREAD || req == TIOCOUTQ)) {
+    if (arg == nullptr) return -EFAULT;
+    if (s.listening.load()) return -EINVAL;
+    int v = req == FIONREAD ? int(rx_available(s.rx)) : int(s.tx.capacity() - s.tx.writable());
+    memcpy(arg, &v, sizeof v);
+    return 0;
+  }
+  return libc().ioctl(fd, req, arg) < 0 ? -errno : 0;
+}
+
+// ---- data path ----
+
+ssize_t sock_recv(Socket& s, int fd, const iovec* iov, int iovcnt, int flags) {
+  ssize_t total = iov_total(iov, iovcnt);
+  if (total < 0) return total;
+  if (flags & MSG_OOB) return -EINVAL;     // no urgent data, ever
+  if (flags & MSG_ERRQUEUE) return -EAGAIN;  // no error queue
+  if (s.listening.load(std::memory_order_acquire)) return kernel_recv(fd, iov, iovcnt, flags);
+  const bool peek = flags & MSG_PEEK;
+  const bool discard = flags & MSG_TRUNC;
+  const bool waitall = (flags & MSG_WAITALL) != 0;
+  const bool nb = (flags & MSG_DONTWAIT) || s.nonblock.load(std::memory_order_acquire);
+  const Deadline d = Deadline::after_ns(s.rcvtimeo_ns);
+  size_t done = 0;
+  for (;;) {
+    SlotSnapshot v = view(s);  // before the copy: a FIN seen here follows all bytes
+    if (peek && waitall && rx_available(s.rx) < size_t(total) &&
+        (v.flags & (abi::kFlagPeerFin | abi::kFlagReset)) == 0 && !nb) {
+      // MSG_PEEK|MSG_WAITALL: wait for the whole amount, then peek it.
+    } else {
+      done += rx_to_iov(s.rx, iov, iovcnt, done, size_t(total) - done, 0, peek, discard);
+      if (!peek && done > 0) maybe_rx_drained(s);
+      if (done == size_t(total) || (done > 0 && (!waitall || peek))) return ssize_t(done);
+      if (total == 0) return 0;
+    }
+    if (rx_available(s.rx) == 0) {
+      if (v.flags & abi::kFlagReset) {
+        if (done > 0) return ssize_t(done);
+        int e = take_error(s);
+        return e != 0 ? -e : 0;  // reported once, then end of stream like Linux
+      }
+      if ((v.flags & abi::kFlagPeerFin) || s.shut_rd.load(std::memory_order_acquire))
+        return ssize_t(done);
+      if (!connected_or_connecting(v.state) && !s.connect_pending.load()) {
+        if (done > 0) return ssize_t(done);
+        int e = take_error(s);
+        if (e != 0) return -e;
+        return v.state == uint32_t(SlotState::kClosed) ? 0 : -ENOTCONN;
+      }
+    }
+    if (nb) return done > 0 ? ssize_t(done) : -EAGAIN;
+    auto ready = [&] {
+      return (s.readiness() & (EPOLLIN | EPOLLERR | EPOLLHUP)) != 0 &&
+             (!peek || !waitall || rx_available(s.rx) >= size_t(total) ||
+              (view(s).flags & (abi::kFlagPeerFin | abi::kFlagReset)) != 0);
+    };
+    Wake w = rt().wait(*s.region, ready, d);
+    if (w == Wake::kInterrupted) return done > 0 ? ssize_t(done) : -EINTR;
+    if (w == Wake::kTimeout) return done > 0 ? ssize_t(done) : -EAGAIN;
+  }
+}
+
+ssize_t sock_send(Socket& s, int fd, const iovec* iov, int iovcnt, int flags) {
+  ssize_t total = iov_total(iov, iovcnt);
+  if (total < 0) return total;
+  if (flags & MSG_OOB) return -EOPNOTSUPP;  // no urgent data in version 1
+  if (s.listening.load(std::memory_order_acquire)) return kernel_send(fd, iov, iovcnt, flags);
+  const bool nb = (flags & MSG_DONTWAIT) || s.nonblock.load(std::memory_order_acquire);
+  const Deadline d = Deadline::after_ns(s.sndtimeo_ns);
+  size_t done = 0;
+  for (;;) {
+    SlotSnapshot v = view(s);
+    if (v.flags & abi::kFlagReset) {
+      if (done > 0) return ssize_t(done);
+      int e = take_error(s);
+      return e != 0 ? -e : epipe(flags);
+    }
+    if (s.shut_wr.load(std::memory_order_acquire) || (v.flags & abi::kFlagWriteShut) ||
+        v.state == uint32_t(SlotState::kClosed)) {
+      if (done > 0) return ssize_t(done);
+      int e = take_error(s);
+      return e != 0 ? -e : epipe(flags);
+    }
+    if (v.state == uint32_t(SlotState::kConnected)) {
+      size_t n = iov_to_tx(s.tx, iov, iovcnt, done, size_t(total) - done);
+      if (n > 0) {
+        done += n;
+        notify_tx(s);
+      }
+      if (done == size_t(total)) return ssize_t(done);
+    } else if (v.state != uint32_t(SlotState::kConnecting) && !s.connect_pending.load()) {
+      return kernel_send(fd, iov, iovcnt, flags);  // never connected: the kernel's answer
+    }
+    if (nb) return done > 0 ? ssize_t(done) : -EAGAIN;
+    auto ready = [&] { return (s.readiness() & (EPOLLOUT | EPOLLERR | EPOLLHUP)) != 0; };
+    Wake w = rt().wait(*s.region, ready, d);
+    if (w == Wake::kInterrupted) return done > 0 ? ssize_t(done) : -EINTR;
+    if (w == Wake::kTimeout) return done > 0 ? ssize_t(done) : -EAGAIN;
+  }
+}
+
+ssize_t sock_sendfile(Socket& s, int in_fd, off_t* offset, size_t count) {
+  if (shunted_at(in_fd)) return -EINVAL;  // in_fd must be a file
+  if (s.listening.load(std::memory_order_acquire)) return epipe(0);
+  if (count > size_t(0x7ffff000)) count = 0x7ffff000;  // MAX_RW_COUNT
+  const bool nb = s.nonblock.load(std::memory_order_acquire);
+  const Deadline d = Deadline::after_ns(s.sndtimeo_ns);
+  const Libc& c = libc();
+  size_t done = 0;
+  for (;;) {
+    SlotSnapshot v = view(s);
+    if ((v.flags & abi::kFlagReset) || s.shut_wr.load() || (v.flags & abi::kFlagWriteShut) ||
+        v.state == uint32_t(SlotState::kClosed)) {
+      if (done > 0) return ssize_t(done);
+      int e = take_error(s);
+      return e != 0 ? -e : epipe(0);
+    }
+    if (v.state == uint32_t(SlotState::kConnected)) {
+      if (count == 0) return 0;
+      uint32_t room = s.tx.writable();
+      ssize_t n = file_to_tx(s.tx, in_fd, offset, count - done, ::pread, c.read);
+      if (n < 0) return done > 0 ? ssize_t(done) : n;
+      if (n > 0) {
+        done += size_t(n);
+        notify_tx(s);
+      }
+      if (done == count) return ssize_t(done);
+      if (size_t(n) < room) return ssize_t(done);  // end of file
+    } else if (v.state != uint32_t(SlotState::kConnecting) && !s.connect_pending.load()) {
+      return epipe(0);
+    }
+    if (nb) return done > 0 ? ssize_t(done) : -EAGAIN;
+    auto ready = [&] { return (s.readiness() & (EPOLLOUT | EPOLLERR | EPOLLHUP)) != 0; };
+    Wake w = rt().wait(*s.region, ready, d);
+    if (w == Wake::kInterrupted) return done > 0 ? ssize_t(done) : -EINTR;
+    if (w == Wake::kTimeout) return done > 0 ? ssize_t(done) : -EAGAIN;
+  }
+}
+
+// ---- fork ----
+
+void sockets_fork_prepare() {
+  g_pool.mutex().lock();
+  epolls_fork_prepare();
+}
+
+void sockets_fork_parent() {
+  epolls_fork_parent();
+  g_pool.mutex().unlock();
+}
+
+void sockets_fork_child_locks() {
+  new (&g_pool.mutex()) std::mutex;
+  epolls_fork_child();
+  // Per-socket locks held by threads that do not exist here are rebuilt too.
+  fd_table().for_each([](int, FdObject* o) {
+    if (o->kind == FdKind::kSocket) new (&static_cast<Socket*>(o)->mu) std::mutex;
+  });
+}
+
+bool sockets_after_fork(Region* old, Region* fresh) {
+  // One entry per inherited shunted socket (dup'ed fds share one).
+  struct Item {
+    Socket* s;
+    int fd;
+  };
+  std::vector<Item> items;
+  fd_table().for_each([&](int fd, FdObject* o) {
+    if (o->kind != FdKind::kSocket) return;
+    auto* s = static_cast<Socket*>(o);
+    if (!s->shunted() || s->dead.load()) return;
+    for (const Item& it : items)
+      if (it.s == s) return;
+    items.push_back({s, fd});
+  });
+  bool old_in_use = false;
+  for (size_t base = 0; base < items.size(); base += ctl::kMaxInherit) {
+    uint32_t n = uint32_t(std::min<size_t>(ctl::kMaxInherit, items.size() - base));
+    int fds[ctl::kMaxInherit];
+    uint32_t parent_slots[ctl::kMaxInherit];
+    uint32_t child_slots[ctl::kMaxInherit];
+    for (uint32_t i = 0; i < n; ++i) {
+      fds[i] = items[base + i].fd;
+      parent_slots[i] = items[base + i].s->ctl_slot;
+      child_slots[i] = abi::kNoSlot;
+    }
+    if (fresh != nullptr) rt().inherit(old->id, fds, parent_slots, n, child_slots);
+    for (uint32_t i = 0; i < n; ++i) {
+      Socket& s = *items[base + i].s;
+      if (child_slots[i] == abi::kNoSlot) {
+        SHUNT_WARN("fd %d: shuntd did not hand the inherited socket over; it is reset", fds[i]);
+        s.dead.store(true, std::memory_order_release);
+        if (s.region == old) old_in_use = true;  // still read (flags), never written
+        continue;
+      }
+      s.ctl_slot = child_slots[i];
+      uint32_t st = s.s->state.load(std::memory_order_acquire);
+      if (s.region == old && (s.listening.load() || st == uint32_t(SlotState::kBound))) {
+        // Listeners and bound sockets move to the child's slot; connected ones keep
+        // their bytes in the parent's slot (docs/abi.md "Fork", a version-1 limit).
+        s.region = fresh;
+        s.slot = child_slots[i];
+        s.s = fresh->slot(s.slot);
+        s.rx = fresh->rx(s.slot);
+        s.tx = fresh->tx(s.slot);
+      }
+      if (s.region == old) old_in_use = true;
+    }
+  }
+  return old_in_use;
+}
+
+}  // namespace shunt::preload

@@ -1,0 +1,125 @@
+// A socket the interposer knows about: an AF_INET stream socket whose fate is not
+// decided yet (kCandidate, kWildcard), or one that lives in shuntd (kShunted), or a
+// wildcard listener on both the kernel and shuntd (kDual). Sockets routed to the
+// kernel become kKernel and every call on them goes straight to libc.
+//
+// The fd the application holds is always a real kernel socket (the placeholder,
+// DESIGN.md 3). Its file status flags, close-on-exec flag and the options set on it
+// stay the kernel's; O_NONBLOCK is tracked here too because the data path must not
+// ask the kernel.
+//
+// Threads: control operations (bind, listen, connect, options, shutdown) serialise
+// on `mu`; the data path reads atomics and the slot only. The shunt-side fields
+// (region .. tx) are written before `mode` is published with a release store and
+// never change afterwards (except in the fork child, single-threaded).
+//
+// Every function here returns a value >= 0 or -errno; the extern "C" wrappers turn
+// that into -1 + errno.
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+
+#include "fd_table.hh"
+#include "readiness.hh"
+#include "runtime.hh"
+
+namespace shunt::preload {
+
+enum class Mode : uint8_t { kCandidate, kWildcard, kShunted, kDual, kKernel };
+
+struct Socket : FdObject {
+  Socket();
+
+  std::mutex mu;
+  std::atomic<Mode> mode{Mode::kCandidate};
+  std::atomic<bool> nonblock{false};
+  std::atomic<bool> listening{false};
+  std::atomic<bool> connect_pending{false};  // a connect() returned EINPROGRESS or EINTR
+  std::atomic<int32_t> error_taken{0};       // the slot error already reported
+  std::atomic<bool> shut_rd{false};
+  std::atomic<bool> shut_wr{false};
+  std::atomic<bool> dead{false};             // fork child could not inherit it
+  std::atomic<uint32_t> epoll_refs{0};       // interest entries naming this socket
+  uint64_t inode = 0;
+
+  // Shunt side.
+  Region* region = nullptr;  // where the slot and rings are
+  uint32_t slot = abi::kNoSlot;
+  uint32_t ctl_slot = abi::kNoSlot;  // the slot number commands name (differs after fork)
+  abi::SocketSlot* s = nullptr;
+  abi::ByteRing rx, tx;
+  sockaddr_in local{};
+  sockaddr_in peer{};
+
+  // Options remembered to replay or to emulate.
+  bool reuseaddr = false;
+  int8_t nodelay = -1, keepalive = -1, linger_zero = -1;  // -1: never set
+  int64_t rcvtimeo_ns = 0, sndtimeo_ns = 0;               // 0: none
+
+  bool shunted() const {
+    Mode m = mode.load(std::memory_order_acquire);
+    return m == Mode::kShunted || m == Mode::kDual;
+  }
+  bool ours() const { return mode.load(std::memory_order_acquire) != Mode::kKernel; }
+  // The socket's readiness as EPOLL* bits; *seq gets event_seq read before it.
+  uint32_t readiness(uint32_t* seq = nullptr) const;
+};
+
+// The socket at fd if the table holds one still routed by us (not kKernel).
+Ref<Socket> socket_at(int fd);
+// The socket at fd if it is shunted (kShunted or kDual): the data-path test.
+Ref<Socket> shunted_at(int fd);
+
+// Creation and table maintenance.
+int sock_socket(int domain, int type, int protocol);
+int fd_close(int fd);
+int fd_dup(int oldfd);
+int fd_dup2(int oldfd, int newfd, int flags, bool is_dup3);
+void fd_forget_stale(int fd);  // a new kernel fd: drop whatever the table remembered there
+
+// Control path.
+int sock_bind(Socket& s, int fd, const sockaddr* addr, socklen_t len);
+int sock_listen(Socket& s, int fd, int backlog);
+int sock_accept(Socket& s, int fd, sockaddr* addr, socklen_t* len, int flags);
+int sock_connect(Socket& s, int fd, const sockaddr* addr, socklen_t len);
+int sock_shutdown(Socket& s, int fd, int how);
+int sock_getsockname(Socket& s, int fd, sockaddr* addr, socklen_t* len);
+int sock_getpeername(Socket& s, int fd, sockaddr* addr, socklen_t* len);
+int sock_setsockopt(Socket& s, int fd, int level, int name, const void* val, socklen_t len);
+int sock_getsockopt(Socket& s, int fd, int level, int name, void* val, socklen_t* len);
+int sock_fcntl(Socket& s, int fd, int cmd, unsigned long arg, bool is64);
+int sock_ioctl(Socket& s, int fd, unsigned long req, void* arg);
+
+// Data path (shunted sockets only).
+ssize_t sock_recv(Socket& s, int fd, const iovec* iov, int iovcnt, int flags);
+ssize_t sock_send(Socket& s, int fd, const iovec* iov, int iovcnt, int flags);
+ssize_t sock_sendfile(Socket& s, int in_fd, off_t* offset, size_t count);
+
+// Fills a sockaddr like the kernel: copies min(*len, sizeof src), stores the full size.
+int fill_sockaddr(const sockaddr_in& src, sockaddr* dst, socklen_t* len);
+
+// Options: how a shunted socket treats (level, name).
+enum class OptClass {
+  kReplay,       // forwarded to shuntd with kSetOption (and set on the placeholder)
+  kLocal,        // emulated here (timeouts, SO_REUSEADDR for kBind), set on the placeholder
+  kHint,         // accepted and set on the placeholder; shuntd has no knob for it (logged)
+  kQuery,        // getsockopt answered by the placeholder (SO_TYPE …)
+  kUnsupported,  // ENOPROTOOPT
+};
+OptClass classify_option(int level, int name);
+
+// Fork support (called by Runtime).
+void sockets_fork_prepare();
+void sockets_fork_parent();
+void sockets_fork_child_locks();
+// Re-homes inherited sockets onto `fresh` (null: no daemon, reset them). True when
+// some socket still uses `old` for its bytes.
+bool sockets_after_fork(Region* old, Region* fresh);
+
+}  // namespace shunt::preload

@@ -1,0 +1,741 @@
+// A plain socket program that process_test.cc runs under LD_PRELOAD=libshunt.so,
+// with no daemon or with the fake one. Each scenario checks what a Linux kernel
+// would do; a failed check prints its line and errno and exits 1.
+//   preload_probe SCENARIO
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <string>
+#include <thread>
+#include <vector>
+
+#define CHECK(cond)                                                                  \
+  do {                                                                               \
+    if (!(cond)) {                                                                   \
+      fprintf(stderr, "probe: check failed at line %d: %s (errno %d %s)\n", __LINE__, \
+              #cond, errno, strerror(errno));                                        \
+      exit(1);                                                                       \
+    }                                                                                \
+  } while (0)
+
+namespace {
+
+const char* kNic = "10.9.0.1";
+volatile sig_atomic_t g_sigpipes = 0;
+volatile sig_atomic_t g_alarms = 0;
+
+sockaddr_in addr_of(const char* ip, int port) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(uint16_t(port));
+  inet_pton(AF_INET, ip, &a.sin_addr);
+  return a;
+}
+sockaddr* sa(sockaddr_in* a) { return reinterpret_cast<sockaddr*>(a); }
+
+int listener(const char* ip, int port, int flags = 0) {
+  int l = socket(AF_INET, SOCK_STREAM | flags, 0);
+  CHECK(l >= 0);
+  int one = 1;
+  CHECK(setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0);
+  sockaddr_in a = addr_of(ip, port);
+  CHECK(bind(l, sa(&a), sizeof a) == 0);
+  CHECK(listen(l, 16) == 0);
+  return l;
+}
+
+int connect_to(const char* ip, int port, int flags = 0) {
+  int c = socket(AF_INET, SOCK_STREAM | flags, 0);
+  CHECK(c >= 0);
+  sockaddr_in a = addr_of(ip, port);
+  int r = connect(c, sa(&a), sizeof a);
+  CHECK(r == 0 || ((flags & SOCK_NONBLOCK) && errno == EINPROGRESS));
+  return c;
+}
+
+void write_all(int fd, const void* buf, size_t len) {
+  const char* p = static_cast<const char*>(buf);
+  while (len > 0) {
+    ssize_t n = write(fd, p, len);
+    CHECK(n > 0);
+    p += n;
+    len -= size_t(n);
+  }
+}
+
+std::string read_n(int fd, size_t len) {
+  std::string s(len, '\0');
+  size_t got = 0;
+  while (got < len) {
+    ssize_t n = read(fd, &s[got], len - got);
+    CHECK(n > 0);
+    got += size_t(n);
+  }
+  return s;
+}
+
+int64_t now_ms() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+std::string pattern(size_t n, unsigned seed) {
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; ++i) s[i] = char((i * 131 + seed) & 0xff);
+  return s;
+}
+
+void on_sigpipe(int) { g_sigpipes = g_sigpipes + 1; }
+void on_alarm(int) { g_alarms = g_alarms + 1; }
+
+// Arms a one-shot SIGALRM (no SA_RESTART) after `ms`.
+void alarm_in_ms(int ms) {
+  struct sigaction act{};
+  act.sa_handler = on_alarm;
+  sigaction(SIGALRM, &act, nullptr);
+  itimerval it{};
+  it.it_value.tv_usec = ms * 1000;
+  setitimer(ITIMER_REAL, &it, nullptr);
+}
+
+// ---- scenarios ----
+
+// Kernel sockets, pipes and socketpairs behave as without the library.
+void passthrough() {
+  int sp[2];
+  CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sp) == 0);
+  write_all(sp[0], "ping", 4);
+  CHECK(read_n(sp[1], 4) == "ping");
+  int l = listener("127.0.0.1", 0);
+  sockaddr_in a{};
+  socklen_t len = sizeof a;
+  CHECK(getsockname(l, sa(&a), &len) == 0);
+  int c = connect_to("127.0.0.1", ntohs(a.sin_port));
+  int s = accept(l, nullptr, nullptr);
+  CHECK(s >= 0);
+  std::string data = pattern(200000, 3);
+  std::thread t([&] { write_all(c, data.data(), data.size()); });
+  CHECK(read_n(s, data.size()) == data);
+  t.join();
+  int ep = epoll_create1(0);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = s;
+  CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev) == 0);
+  CHECK(epoll_wait(ep, &ev, 1, 0) == 0);
+  write_all(c, "x", 1);
+  CHECK(epoll_wait(ep, &ev, 1, 1000) == 1 && ev.data.fd == s);
+  pollfd p{s, POLLIN, 0};
+  CHECK(poll(&p, 1, 1000) == 1 && (p.revents & POLLIN));
+  char ch;
+  CHECK(recv(s, &ch, 1, 0) == 1 && ch == 'x');
+  CHECK(recv(s, &ch, 1, MSG_DONTWAIT) == -1 && errno == EAGAIN);
+  CHECK(close(12345) == -1 && errno == EBADF);
+  CHECK(read(-1, &ch, 1) == -1 && errno == EBADF);
+  close(c);
+  CHECK(read(s, &ch, 1) == 0);
+  close(s);
+  close(l);
+  close(ep);
+  close(sp[0]);
+  close(sp[1]);
+}
+
+void basic() {
+  int l = listener(kNic, 7001);
+  sockaddr_in la{};
+  socklen_t len = sizeof la;
+  CHECK(getsockname(l, sa(&la), &len) == 0 && len == sizeof la);
+  CHECK(la.sin_addr.s_addr == addr_of(kNic, 0).sin_addr.s_addr && ntohs(la.sin_port) == 7001);
+  int acc = 0;
+  socklen_t alen = sizeof acc;
+  CHECK(getsockopt(l, SOL_SOCKET, SO_ACCEPTCONN, &acc, &alen) == 0 && acc == 1);
+  int c = connect_to(kNic, 7001);
+  sockaddr_in peer{};
+  socklen_t plen = sizeof peer;
+  int s = accept(l, sa(&peer), &plen);
+  CHECK(s >= 0);
+  CHECK(plen == sizeof peer && peer.sin_family == AF_INET);
+  sockaddr_in cl{};
+  len = sizeof cl;
+  CHECK(getsockname(c, sa(&cl), &len) == 0);
+  CHECK(cl.sin_port == peer.sin_port);  // the server sees the client's port
+  sockaddr_in cp{};
+  len = sizeof cp;
+  CHECK(getpeername(c, sa(&cp), &len) == 0 && ntohs(cp.sin_port) == 7001);
+  // Truncated address: copies what fits, reports the full length.
+  char small[4];
+  len = sizeof small;
+  CHECK(getpeername(c, reinterpret_cast<sockaddr*>(small), &len) == 0 && len == sizeof(sockaddr_in));
+  CHECK(getpeername(l, sa(&cp), &len) == -1 && errno == ENOTCONN);
+
+  write_all(c, "hello", 5);
+  CHECK(read_n(s, 5) == "hello");
+  iovec iov[2] = {{const_cast<char*>("ab"), 2}, {const_cast<char*>("cdef"), 4}};
+  CHECK(writev(s, iov, 2) == 6);
+  char buf[16];
+  iovec riov[2] = {{buf, 1}, {buf + 1, 15}};
+  size_t got = 0;
+  while (got < 6) {
+    ssize_t n = readv(c, riov, 2);
+    CHECK(n > 0);
+    got += size_t(n);
+    riov[0].iov_base = buf + got;
+    riov[0].iov_len = 0;
+    riov[1].iov_base = buf + got;
+  }
+  CHECK(memcmp(buf, "abcdef", 6) == 0);
+  CHECK(send(c, "z", 1, MSG_NOSIGNAL) == 1);
+  sockaddr_in from{};
+  socklen_t flen = sizeof from;
+  CHECK(recvfrom(s, buf, sizeof buf, 0, sa(&from), &flen) == 1 && flen == 0);
+  CHECK(shutdown(c, SHUT_WR) == 0);
+  CHECK(read(s, buf, sizeof buf) == 0);  // EOF after the peer's FIN
+  CHECK(read(s, buf, sizeof buf) == 0);
+  write_all(s, "bye", 3);  // half-closed: the other direction still works
+  CHECK(read_n(c, 3) == "bye");
+  CHECK(close(s) == 0);
+  CHECK(read(c, buf, sizeof buf) == 0);
+  CHECK(close(c) == 0);
+  CHECK(close(l) == 0);
+}
+
+// Nonblocking connect + edge-triggered epoll driving a 1 MiB echo through 16 KiB rings.
+void epoll_echo() {
+  int l = listener(kNic, 7002, SOCK_NONBLOCK);
+  int c = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  sockaddr_in a = addr_of(kNic, 7002);
+  CHECK(connect(c, sa(&a), sizeof a) == -1 && errno == EINPROGRESS);
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = l;
+  CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, l, &ev) == 0);
+  CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, l, &ev) == -1 && errno == EEXIST);
+  ev.events = EPOLLOUT | EPOLLIN | EPOLLET | EPOLLRDHUP;
+  ev.data.fd = c;
+  CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, c, &ev) == 0);
+  int s = -1;
+  bool connected = false;
+  while (s < 0 || !connected) {
+    epoll_event evs[8];
+    int n = epoll_wait(ep, evs, 8, 2000);
+    CHECK(n > 0);
+    for (int i = 0; i < n; ++i) {
+      if (evs[i].data.fd == l) {
+        s = accept4(l, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        CHECK(s >= 0);
+        CHECK(fcntl(s, F_GETFL) & O_NONBLOCK);
+        CHECK(fcntl(s, F_GETFD) & FD_CLOEXEC);
+      } else if (evs[i].data.fd == c && (evs[i].events & EPOLLOUT)) {
+        int err = -1;
+        socklen_t len = sizeof err;
+        CHECK(getsockopt(c, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0);
+        connected = true;
+      }
+    }
+  }
+  CHECK(connect(c, sa(&a), sizeof a) == 0);  // completes the EINPROGRESS connect once
+  CHECK(connect(c, sa(&a), sizeof a) == -1 && errno == EISCONN);
+  ev.events = EPOLLIN | EPOLLOUT | EPOLLET;
+  ev.data.fd = s;
+  CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev) == 0);
+  const std::string data = pattern(1 << 20, 7);
+  std::string echoed, pending;
+  size_t sent = 0;
+  char buf[8192];
+  int64_t deadline = now_ms() + 20000;
+  while (echoed.size() < data.size()) {
+    CHECK(now_ms() < deadline);
+    // Drain everything possible (edge-triggered: until EAGAIN), then wait.
+    bool progress = true;
+    while (progress) {
+      progress = false;
+      if (sent < data.size()) {
+        ssize_t n = send(c, data.data() + sent, std::min<size_t>(data.size() - sent, 50000), 0);
+        if (n > 0) sent += size_t(n), progress = true;
+        else CHECK(errno == EAGAIN);
+      }
+      ssize_t n = recv(s, buf, sizeof buf, 0);
+      if (n > 0) pending.append(buf, size_t(n)), progress = true;
+      else CHECK(n < 0 && errno == EAGAIN);
+      if (!pending.empty()) {
+        ssize_t w = write(s, pending.data(), pending.size());
+        if (w > 0) pending.erase(0, size_t(w)), progress = true;
+        else CHECK(errno == EAGAIN);
+      }
+      n = read(c, buf, sizeof buf);
+      if (n > 0) echoed.append(buf, size_t(n)), progress = true;
+      else CHECK(n < 0 && errno == EAGAIN);
+    }
+    if (echoed.size() < data.size()) {
+      epoll_event evs[8];
+      CHECK(epoll_wait(ep, evs, 8, 2000) > 0);
+    }
+  }
+  CHECK(echoed == data);
+  // Peer close: EPOLLRDHUP and EOF.
+  close(s);
+  epoll_event evs[4];
+  bool rdhup = false;
+  for (int tries = 0; tries < 20 && !rdhup; ++tries) {
+    int n = epoll_wait(ep, evs, 4, 500);
+    for (int i = 0; i < n; ++i)
+      if (evs[i].data.fd == c && (evs[i].events & EPOLLRDHUP)) rdhup = true;
+  }
+  CHECK(rdhup);
+  CHECK(read(c, buf, sizeof buf) == 0);
+  // Closing an fd removes its interest: no events for it afterwards.
+  close(c);
+  CHECK(epoll_wait(ep, evs, 4, 50) == 0);
+  CHECK(epoll_ctl(ep, EPOLL_CTL_DEL, l, nullptr) == 0);
+  CHECK(epoll_ctl(ep, EPOLL_CTL_DEL, l, nullptr) == -1 && errno == ENOENT);
+  close(ep);
+  close(l);
+}
+
+
+void errors() {
+  // Refused, blocking.
+  int c = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in nobody = addr_of(kNic, 7999);
+  CHECK(connect(c, sa(&nobody), sizeof nobody) == -1 && errno == ECONNREFUSED);
+  close(c);
+  // Refused, nonblocking: EINPROGRESS, EALREADY, then POLLERR and SO_ERROR once.
+  c = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  CHECK(connect(c, sa(&nobody), sizeof nobody) == -1 && errno == EINPROGRESS);
+  int r = connect(c, sa(&nobody), sizeof nobody);
+  CHECK(r == -1 && (errno == EALREADY || errno == ECONNREFUSED));
+  if (errno == EALREADY) {
+    pollfd p{c, POLLOUT, 0};
+    CHECK(poll(&p, 1, 2000) == 1 && (p.revents & POLLERR));
+    int err = 0;
+    socklen_t len = sizeof err;
+    CHECK(getsockopt(c, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == ECONNREFUSED);
+    CHECK(getsockopt(c, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0);
+  }
+  close(c);
+
+  int l = listener(kNic, 7003);
+  // Options on a shunted socket: honest about what is not supported.
+  int idle = 30;
+  CHECK(setsockopt(l, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle) == -1 && errno == ENOPROTOOPT);
+  int one = 1;
+  CHECK(setsockopt(l, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == 0);
+  CHECK(setsockopt(l, SOL_SOCKET, 9999, &one, sizeof one) == -1);
+  c = connect_to(kNic, 7003);
+  int s = accept(l, nullptr, nullptr);
+  CHECK(s >= 0);
+  int v = 0;
+  socklen_t vlen = sizeof v;
+  CHECK(getsockopt(s, SOL_SOCKET, SO_RCVBUF, &v, &vlen) == 0 && v == 16384);
+  CHECK(setsockopt(c, IPPROTO_TCP, TCP_CORK, &one, sizeof one) == 0);  // nginx tcp_nopush
+  vlen = sizeof v;
+  CHECK(getsockopt(c, IPPROTO_TCP, TCP_NODELAY, &v, &vlen) == 0 && v == 0);
+  CHECK(setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == 0);
+  vlen = sizeof v;
+  CHECK(getsockopt(c, IPPROTO_TCP, TCP_NODELAY, &v, &vlen) == 0 && v == 1);
+  CHECK(setsockopt(c, SOL_SOCKET, SO_RCVBUF, nullptr, 4) == -1 && errno == EFAULT);
+  vlen = sizeof v;
+  CHECK(getsockopt(c, SOL_SOCKET, SO_TYPE, &v, &vlen) == 0 && v == SOCK_STREAM);
+  vlen = sizeof v;
+  CHECK(getsockopt(c, IPPROTO_TCP, TCP_INFO, &v, &vlen) == -1 && errno == ENOPROTOOPT);
+
+  // Receive timeout.
+  timeval tv{0, 100000};
+  CHECK(setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0);
+  char buf[64];
+  int64_t t0 = now_ms();
+  CHECK(read(s, buf, sizeof buf) == -1 && errno == EAGAIN);
+  int64_t waited = now_ms() - t0;
+  CHECK(waited >= 90 && waited < 2000);
+  CHECK(recv(s, buf, sizeof buf, MSG_DONTWAIT) == -1 && errno == EAGAIN);
+
+  // MSG_PEEK, FIONREAD, MSG_WAITALL.
+  write_all(c, "abcdef", 6);
+  int avail = 0;
+  for (int i = 0; i < 200 && avail < 6; ++i) {
+    CHECK(ioctl(s, FIONREAD, &avail) == 0);
+    if (avail < 6) usleep(1000);
+  }
+  CHECK(avail == 6);
+  CHECK(recv(s, buf, 3, MSG_PEEK) == 3 && memcmp(buf, "abc", 3) == 0);
+  CHECK(recv(s, buf, 2, 0) == 2 && memcmp(buf, "ab", 2) == 0);
+  std::thread late([&] {
+    usleep(50000);
+    write_all(c, "ghij", 4);
+  });
+  CHECK(recv(s, buf, 8, MSG_WAITALL) == 8 && memcmp(buf, "cdefghij", 8) == 0);
+  late.join();
+
+  // F_GETFL/F_SETFL and FIONBIO track O_NONBLOCK.
+  CHECK((fcntl(s, F_GETFL) & O_NONBLOCK) == 0);
+  CHECK(fcntl(s, F_SETFL, fcntl(s, F_GETFL) | O_NONBLOCK) == 0);
+  CHECK(fcntl(s, F_GETFL) & O_NONBLOCK);
+  CHECK(read(s, buf, sizeof buf) == -1 && errno == EAGAIN);
+  int off = 0;
+  CHECK(ioctl(s, FIONBIO, &off) == 0);
+  CHECK((fcntl(s, F_GETFL) & O_NONBLOCK) == 0);
+
+  // Reset: SO_LINGER {1,0} close → peer read ECONNRESET once, then EOF; writes EPIPE + SIGPIPE.
+  signal(SIGPIPE, on_sigpipe);
+  linger lg{1, 0};
+  CHECK(setsockopt(s, SOL_SOCKET, SO_LINGER, &lg, sizeof lg) == 0);
+  CHECK(close(s) == 0);
+  int rr = -1;
+  for (int i = 0; i < 2000; ++i) {
+    rr = int(recv(c, buf, sizeof buf, MSG_DONTWAIT));
+    if (!(rr == -1 && errno == EAGAIN)) break;
+    usleep(1000);
+  }
+  CHECK(rr == -1 && errno == ECONNRESET);
+  CHECK(read(c, buf, sizeof buf) == 0);
+  CHECK(send(c, "x", 1, MSG_NOSIGNAL) == -1 && errno == EPIPE);
+  CHECK(g_sigpipes == 0);
+  CHECK(write(c, "x", 1) == -1 && errno == EPIPE);
+  CHECK(g_sigpipes == 1);
+  close(c);
+
+  // EINTR: a signal interrupts a blocking read (no SA_RESTART semantics here).
+  c = connect_to(kNic, 7003);
+  s = accept(l, nullptr, nullptr);
+  alarm_in_ms(100);
+  CHECK(read(s, buf, sizeof buf) == -1 && errno == EINTR);
+  CHECK(g_alarms == 1);
+  // epoll_wait and poll over a shunted socket are interrupted too.
+  int ep = epoll_create1(0);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev) == 0);
+  alarm_in_ms(50);
+  CHECK(epoll_wait(ep, &ev, 1, 5000) == -1 && errno == EINTR);
+  pollfd pf{s, POLLIN, 0};
+  alarm_in_ms(50);
+  CHECK(poll(&pf, 1, 5000) == -1 && errno == EINTR);
+  CHECK(g_alarms == 3);
+  close(ep);
+  close(c);
+  close(s);
+  close(l);
+}
+
+void dups() {
+  int l = listener(kNic, 7004);
+  int c = connect_to(kNic, 7004);
+  int s = accept(l, nullptr, nullptr);
+  int d = dup(c);
+  CHECK(d >= 0 && d != c);
+  CHECK(close(c) == 0);  // the socket lives on through d
+  write_all(d, "via dup", 7);
+  CHECK(read_n(s, 7) == "via dup");
+  int target = 100;
+  CHECK(dup2(d, target) == target);
+  int d3 = fcntl(target, F_DUPFD_CLOEXEC, 200);
+  CHECK(d3 >= 200);
+  close(d);
+  close(target);
+  write_all(d3, "!", 1);
+  CHECK(read_n(s, 1) == "!");
+  // dup2 over a shunted fd closes that socket's reference like close().
+  int p[2];
+  CHECK(pipe(p) == 0);
+  CHECK(dup2(p[0], d3) == d3);
+  char buf[8];
+  CHECK(read(s, buf, sizeof buf) == 0);  // the last reference went: FIN
+  write_all(p[1], "p", 1);
+  CHECK(read(d3, buf, 1) == 1 && buf[0] == 'p');  // d3 is a pipe now
+  close(d3);
+  close(p[0]);
+  close(p[1]);
+  close(s);
+  close(l);
+}
+
+void sendfile_test() {
+  int l = listener(kNic, 7005);
+  int c = connect_to(kNic, 7005);
+  int s = accept(l, nullptr, nullptr);
+  int f = memfd_create("probe-file", 0);
+  const std::string content = pattern(100000, 11);
+  write_all(f, content.data(), content.size());
+  off_t off = 1000;
+  std::string got;
+  std::thread reader([&] { got = read_n(c, 50000); });
+  CHECK(sendfile(s, f, &off, 50000) == 50000);  // blocking: all of it, through a 16 KiB ring
+  reader.join();
+  CHECK(off == 51000);
+  CHECK(got == content.substr(1000, 50000));
+  CHECK(lseek(f, 0, SEEK_CUR) == off_t(content.size()));  // file position untouched
+  // Without an offset: the file position moves. Past the end: short count.
+  CHECK(lseek(f, 99990, SEEK_SET) == 99990);
+  CHECK(sendfile(s, f, nullptr, 100) == 10);
+  CHECK(lseek(f, 0, SEEK_CUR) == 100000);
+  CHECK(read_n(c, 10) == content.substr(99990));
+  CHECK(sendfile(s, c, nullptr, 10) == -1 && errno == EINVAL);  // in_fd must be a file
+  close(f);
+  close(c);
+  close(s);
+  close(l);
+}
+
+// 0.0.0.0 listener: kernel clients over loopback and shunt clients both get in.
+void wildcard() {
+  int l = listener("0.0.0.0", 7006, SOCK_NONBLOCK);
+  int ep = epoll_create1(0);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = 0xabcdef;
+  CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, l, &ev) == 0);
+  int k = connect_to("127.0.0.1", 7006);
+  int sh = connect_to(kNic, 7006);
+  int accepted = 0;
+  bool saw_loopback = false, saw_nic = false;
+  int64_t deadline = now_ms() + 5000;
+  while (accepted < 2) {
+    CHECK(now_ms() < deadline);
+    epoll_event evs[4];
+    int n = epoll_wait(ep, evs, 4, 1000);
+    CHECK(n >= 0);
+    for (int i = 0; i < n; ++i) CHECK(evs[i].data.u64 == 0xabcdef);
+    for (;;) {
+      sockaddr_in peer{};
+      socklen_t len = sizeof peer;
+      int s = accept4(l, sa(&peer), &len, SOCK_NONBLOCK);
+      if (s < 0) {
+        CHECK(errno == EAGAIN);
+        break;
+      }
+      ++accepted;
+      sockaddr_in me{};
+      len = sizeof me;
+      CHECK(getsockname(s, sa(&me), &len) == 0);
+      if (me.sin_addr.s_addr == htonl(INADDR_LOOPBACK)) saw_loopback = true;
+      if (me.sin_addr.s_addr == addr_of(kNic, 0).sin_addr.s_addr) saw_nic = true;
+      close(s);
+    }
+  }
+  CHECK(saw_loopback && saw_nic);
+  // The listener is still nonblocking in the application's eyes only if it asked.
+  CHECK(fcntl(l, F_GETFL) & O_NONBLOCK);
+  CHECK(fcntl(l, F_SETFL, 0) == 0);
+  CHECK((fcntl(l, F_GETFL) & O_NONBLOCK) == 0);
+  // Blocking accept waits on both halves: a late kernel client, then a late shunt one.
+  for (const char* ip : {"127.0.0.1", kNic}) {
+    int late = -1;
+    std::thread t([&] {
+      usleep(50000);
+      late = connect_to(ip, 7006);
+    });
+    int64_t t0 = now_ms();
+    int s = accept(l, nullptr, nullptr);
+    CHECK(s >= 0);
+    CHECK(now_ms() - t0 >= 40);
+    t.join();
+    close(s);
+    close(late);
+  }
+  close(k);
+  close(sh);
+  close(ep);
+  close(l);
+}
+
+// poll over a pipe and shunted sockets, with timeouts.
+void poll_mixed() {
+  int l = listener(kNic, 7007);
+  int c = connect_to(kNic, 7007);
+  int s = accept(l, nullptr, nullptr);
+  int p[2];
+  CHECK(pipe(p) == 0);
+  pollfd fds[3] = {{p[0], POLLIN, 0}, {s, POLLIN, 0}, {c, POLLOUT, 0}};
+  CHECK(poll(fds, 3, 0) == 1 && fds[2].revents == POLLOUT && fds[0].revents == 0);
+  fds[2].events = POLLIN;
+  int64_t t0 = now_ms();
+  CHECK(poll(fds, 3, 100) == 0);
+  CHECK(now_ms() - t0 >= 90);
+  std::thread w([&] {
+    usleep(30000);
+    write_all(c, "q", 1);
+  });
+  CHECK(poll(fds, 3, 2000) == 1 && (fds[1].revents & POLLIN));
+  w.join();
+  std::thread w2([&] {
+    usleep(30000);
+    write_all(p[1], "k", 1);
+  });
+  char b;
+  CHECK(read(s, &b, 1) == 1);
+  CHECK(poll(fds, 3, 2000) == 1 && (fds[0].revents & POLLIN));
+  w2.join();
+  close(c);
+  fds[0].fd = -1;
+  CHECK(poll(fds, 2, 2000) == 1 && (fds[1].revents & POLLIN));
+  CHECK(read(s, &b, 1) == 1 && b == 'q' ? true : read(s, &b, 1) == 0);
+  close(s);
+  close(l);
+  close(p[0]);
+  close(p[1]);
+}
+
+// The parent listens; a forked child accepts and echoes; the parent connects.
+void fork_accept() {
+  int l = listener(kNic, 7008);
+  pid_t pid = fork();
+  CHECK(pid >= 0);
+  if (pid == 0) {
+    int s = accept(l, nullptr, nullptr);
+    if (s < 0) _exit(2);
+    char buf[64];
+    ssize_t n = read(s, buf, sizeof buf);
+    if (n <= 0 || write(s, buf, size_t(n)) != n) _exit(3);
+    close(s);
+    _exit(0);
+  }
+  close(l);  // the child keeps the listener
+  int c = connect_to(kNic, 7008);
+  write_all(c, "forked", 6);
+  CHECK(read_n(c, 6) == "forked");
+  int st = 0;
+  CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  close(c);
+}
+
+// Threads: each gets its own queue pair; blocking reads wake on the doorbell.
+void threads() {
+  int l = listener(kNic, 7009);
+  std::vector<std::thread> ts;
+  std::atomic<int> ok{0};
+  for (int t = 0; t < 6; ++t) {  // more threads than the fake's 4 queue pairs
+    ts.emplace_back([&, t] {
+      int c = connect_to(kNic, 7009);
+      std::string msg = pattern(3000, unsigned(t));
+      write_all(c, msg.data(), msg.size());
+      if (read_n(c, msg.size()) == msg) ok.fetch_add(1);
+      close(c);
+    });
+  }
+  std::vector<std::thread> servers;
+  for (int t = 0; t < 6; ++t) {
+    int s = accept(l, nullptr, nullptr);
+    CHECK(s >= 0);
+    servers.emplace_back([s] {
+      std::string got = read_n(s, 3000);
+      write_all(s, got.data(), got.size());
+      char b;
+      CHECK(read(s, &b, 1) == 0);
+      close(s);
+    });
+  }
+  for (auto& t : ts) t.join();
+  for (auto& t : servers) t.join();
+  CHECK(ok.load() == 6);
+  close(l);
+}
+
+// Sockets that never touch the NIC: loopback, other addresses, IPv6, UDP.
+void kernel_routes() {
+  int l = listener("127.0.0.1", 0);
+  sockaddr_in a{};
+  socklen_t len = sizeof a;
+  CHECK(getsockname(l, sa(&a), &len) == 0);
+  int c = connect_to("127.0.0.1", ntohs(a.sin_port));
+  int s = accept(l, nullptr, nullptr);
+  write_all(c, "k", 1);
+  CHECK(read_n(s, 1) == "k");
+  int u = socket(AF_INET, SOCK_DGRAM, 0);
+  CHECK(u >= 0);
+  sockaddr_in ua = addr_of("127.0.0.1", 0);
+  CHECK(bind(u, sa(&ua), sizeof ua) == 0);
+  close(u);
+  close(c);
+  close(s);
+  close(l);
+}
+
+// The daemon goes away (the test stops it after "ready"): a blocked read fails with
+// ECONNRESET, and sockets created afterwards are plain kernel sockets.
+void daemon_gone() {
+  signal(SIGPIPE, SIG_IGN);
+  int l = listener(kNic, 7010);
+  int c = connect_to(kNic, 7010);
+  int s = accept(l, nullptr, nullptr);
+  CHECK(s >= 0);
+  printf("ready\n");
+  fflush(stdout);
+  char buf[8];
+  int64_t t0 = now_ms();
+  CHECK(read(s, buf, sizeof buf) == -1 && errno == ECONNRESET);
+  CHECK(now_ms() - t0 < 10000);
+  CHECK(write(c, "x", 1) == -1 && (errno == ECONNRESET || errno == EPIPE));
+  close(c);
+  close(s);
+  close(l);
+  kernel_routes();
+  int w = listener("0.0.0.0", 0);  // would be dual with a daemon; kernel only now
+  sockaddr_in a{};
+  socklen_t len = sizeof a;
+  CHECK(getsockname(w, sa(&a), &len) == 0);
+  int k = connect_to("127.0.0.1", ntohs(a.sin_port));
+  int ks = accept(w, nullptr, nullptr);
+  CHECK(ks >= 0);
+  close(ks);
+  close(k);
+  close(w);
+}
+
+// Many sockets created while the daemon is unreachable.
+void failopen() {
+  for (int i = 0; i < 5; ++i) {
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(s >= 0);
+    close(s);
+  }
+  passthrough();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) return 2;
+  std::string what = argv[1];
+  struct {
+    const char* name;
+    void (*fn)();
+  } const scenarios[] = {{"passthrough", passthrough}, {"basic", basic},
+                         {"epoll", epoll_echo},        {"errors", errors},
+                         {"dup", dups},                {"sendfile", sendfile_test},
+                         {"wildcard", wildcard},       {"poll", poll_mixed},
+                         {"fork", fork_accept},        {"threads", threads},
+                         {"kernel_routes", kernel_routes}, {"failopen", failopen},
+                         {"daemon_gone", daemon_gone}};
+  for (const auto& s : scenarios) {
+    if (what == s.name) {
+      s.fn();
+      printf("ok %s\n", s.name);
+      return 0;
+    }
+  }
+  fprintf(stderr, "unknown scenario %s\n", what.c_str());
+  return 2;
+}
