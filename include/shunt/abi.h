@@ -133,7 +133,10 @@ struct alignas(kCacheLine) SocketSlot {
   std::atomic<uint32_t> event_seq;    // bumped on every change an app may wait for
   std::atomic<uint32_t> generation;   // bumped each time the slot is handed out
   uint8_t pad0[kCacheLine - 24];
-  // Written by the application.
+  // Notice flags, a handshake: the application sets one (exchange 1 -> 0 means
+  // "queue the command"), the daemon stores 0 before it acts on the command, so
+  // bytes written after that store are announced again. The only line with two
+  // writers, each writing once per notice.
   std::atomic<uint32_t> tx_notice;    // 1 while a kTxReady is queued and unhandled
   std::atomic<uint32_t> rx_notice;    // 1 while a kRxDrained is queued and unhandled
   uint8_t pad1[kCacheLine - 8];
