@@ -456,6 +456,66 @@ int poll_mixed(pollfd* fds, nfds_t n, const Deadline& d, const sigset_t* sigmask
   }
 }
 
+namespace {
+// fd_set bits without FD_ISSET: nfds may pass FD_SETSIZE with larger arrays.
+constexpr int kBits = int(8 * sizeof(unsigned long));
+bool bit(const fd_set* s, int fd) {
+  return s != nullptr &&
+         (reinterpret_cast<const unsigned long*>(s)[fd / kBits] >> (fd % kBits)) & 1ul;
+}
+void set_bit(fd_set* s, int fd) {
+  reinterpret_cast<unsigned long*>(s)[fd / kBits] |= 1ul << (fd % kBits);
+}
+void clear_bits(fd_set* s, int nfds) {
+  if (s == nullptr) return;
+  for (int fd = 0; fd < nfds; ++fd)
+    reinterpret_cast<unsigned long*>(s)[fd / kBits] &= ~(1ul << (fd % kBits));
+}
+}  // namespace
+
+int select_mixed(int nfds, fd_set* rd, fd_set* wr, fd_set* ex, const Deadline& d,
+                 const sigset_t* sigmask, bool* handled) {
+  *handled = false;
+  if (nfds <= 0 || nfds > FdTable::kMaxFds) return 0;
+  std::vector<pollfd> pf;
+  bool any = false;
+  for (int fd = 0; fd < nfds; ++fd) {
+    short ev = short((bit(rd, fd) ? POLLIN : 0) | (bit(wr, fd) ? POLLOUT : 0) |
+                     (bit(ex, fd) ? POLLPRI : 0));
+    if (ev == 0) continue;
+    FdObject* o = fd_table().peek(fd);
+    if (o != nullptr && o->kind == FdKind::kSocket && static_cast<Socket*>(o)->shunted())
+      any = true;
+    pf.push_back(pollfd{fd, ev, 0});
+  }
+  if (!any) return 0;
+  *handled = true;
+  bool h = false;
+  int r = poll_mixed(pf.data(), pf.size(), d, sigmask, &h);
+  if (r < 0) return r;
+  for (const pollfd& p : pf)
+    if (p.revents & POLLNVAL) return -EBADF;
+  clear_bits(rd, nfds);
+  clear_bits(wr, nfds);
+  clear_bits(ex, nfds);
+  int count = 0;
+  for (const pollfd& p : pf) {
+    if ((p.events & POLLIN) && (p.revents & (POLLIN | POLLRDNORM | POLLRDBAND | POLLHUP | POLLERR))) {
+      set_bit(rd, p.fd);
+      ++count;
+    }
+    if ((p.events & POLLOUT) && (p.revents & (POLLOUT | POLLWRNORM | POLLWRBAND | POLLERR))) {
+      set_bit(wr, p.fd);
+      ++count;
+    }
+    if ((p.events & POLLPRI) && (p.revents & POLLPRI)) {
+      set_bit(ex, p.fd);
+      ++count;
+    }
+  }
+  return count;
+}
+
 void epolls_on_decision(Socket& s, int) {
   const Libc& c = libc();
   Mode m = s.mode.load(std::memory_order_acquire);
@@ -486,6 +546,29 @@ void epolls_on_decision(Socket& s, int) {
       arm(e);
       ep->shunt_count.fetch_add(1, std::memory_order_relaxed);
       ++i;
+    }
+  }
+}
+
+void epolls_dual_end(Socket& s, int fd) {
+  const Libc& c = libc();
+  const bool kernel = s.mode.load(std::memory_order_acquire) == Mode::kKernel;
+  std::lock_guard<std::mutex> r(g_reg_mu);
+  for (EpollObj* ep : g_reg) {
+    std::lock_guard<std::mutex> g(ep->mu);
+    for (size_t i = ep->list.size(); i-- > 0;) {
+      Interest& e = ep->list[i];
+      if (e.sock != &s || e.fd != fd || !e.kernel_half) continue;
+      if (kernel) {  // the kernel epoll reports it as registered by the application
+        epoll_event ev{};
+        ev.events = e.events;
+        ev.data = e.data;
+        c.epoll_ctl(ep->epfd, EPOLL_CTL_MOD, fd, &ev);
+        drop_entry(*ep, i);
+      } else {
+        c.epoll_ctl(ep->epfd, EPOLL_CTL_DEL, fd, nullptr);
+        e.kernel_half = false;
+      }
     }
   }
 }

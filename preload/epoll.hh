@@ -28,9 +28,16 @@ int ep_wait(int epfd, epoll_event* evs, int max, int timeout_ms, const sigset_t*
             bool pwait);
 // poll/ppoll. *handled false: no shunted fd in the set, the caller uses libc.
 int poll_mixed(pollfd* fds, nfds_t n, const Deadline& d, const sigset_t* sigmask, bool* handled);
+// select/pselect over poll_mixed (Linux's POLLIN_SET/POLLOUT_SET/POLLEX_SET
+// mapping). *handled false: no shunted fd in the sets, the caller uses libc.
+int select_mixed(int nfds, fd_set* rd, fd_set* wr, fd_set* ex, const Deadline& d,
+                 const sigset_t* sigmask, bool* handled);
 
 // Routing decided for a socket registered before the decision (s.mu held).
 void epolls_on_decision(Socket& s, int fd);
+// A dual (wildcard UDP) socket kept one half (its mode is now kShunted or kKernel):
+// the kernel half's tagged registration goes, or becomes the plain one. s.mu held.
+void epolls_dual_end(Socket& s, int fd);
 // The socket is gone: drop every interest naming it.
 void epolls_forget(Socket& s);
 // An fd of ours is being closed/replaced: an epoll object there goes away.

@@ -4,6 +4,7 @@
 // into the POSIX contract (-1 + errno) and leaves errno untouched on success.
 // No C++ exception can cross these functions (-fno-exceptions).
 #include <errno.h>
+#include <algorithm>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -11,6 +12,7 @@
 #include <sys/sendfile.h>
 #include <unistd.h>
 
+#include "dgram.hh"
 #include "epoll.hh"
 #include "libc.hh"
 #include "socket.hh"
@@ -220,6 +222,7 @@ SHUNT_EXPORT ssize_t send(int fd, const void* buf, size_t len, int flags) {
 SHUNT_EXPORT ssize_t recvfrom(int fd, void* buf, size_t len, int flags, sockaddr* addr,
                               socklen_t* alen) {
   if (auto s = shunted_at(fd)) {
+    if (s->datagram) return Ret()(dgram_recvfrom(*s, fd, buf, len, flags, addr, alen));
     ssize_t r = Ret()(recv_one(*s, fd, buf, len, flags));
     if (r >= 0 && addr != nullptr && alen != nullptr) *alen = 0;
     return r;
@@ -231,6 +234,7 @@ SHUNT_EXPORT ssize_t __recvfrom_chk(int fd, void* buf, size_t len, size_t buflen
                                     sockaddr* addr, socklen_t* alen) {
   if (len > buflen) __chk_fail();
   if (auto s = shunted_at(fd)) {
+    if (s->datagram) return Ret()(dgram_recvfrom(*s, fd, buf, len, flags, addr, alen));
     ssize_t r = Ret()(recv_one(*s, fd, buf, len, flags));
     if (r >= 0 && addr != nullptr && alen != nullptr) *alen = 0;
     return r;
@@ -238,16 +242,21 @@ SHUNT_EXPORT ssize_t __recvfrom_chk(int fd, void* buf, size_t len, size_t buflen
   return libc().__recvfrom_chk(fd, buf, len, buflen, flags, addr, alen);
 }
 
-// A connected stream socket ignores the destination (Linux tcp_sendmsg).
+// A connected stream socket ignores the destination (Linux tcp_sendmsg). A
+// datagram socket not decided yet is decided here (DESIGN.md 3).
 SHUNT_EXPORT ssize_t sendto(int fd, const void* buf, size_t len, int flags, const sockaddr* addr,
                             socklen_t alen) {
-  if (auto s = shunted_at(fd)) return Ret()(send_one(*s, fd, buf, len, flags));
+  if (auto s = socket_at(fd)) {
+    if (s->datagram) return Ret()(dgram_sendto(*s, fd, buf, len, flags, addr, alen));
+    if (s->shunted()) return Ret()(send_one(*s, fd, buf, len, flags));
+  }
   return libc().sendto(fd, buf, len, flags, addr, alen);
 }
 
 SHUNT_EXPORT ssize_t recvmsg(int fd, msghdr* msg, int flags) {
   if (auto s = shunted_at(fd)) {
     if (msg->msg_iovlen > IOV_MAX) return Ret()(ssize_t(-EMSGSIZE));
+    if (s->datagram) return Ret()(dgram_recvmsg(*s, fd, msg, flags));
     ssize_t r = Ret()(sock_recv(*s, fd, msg->msg_iov, int(msg->msg_iovlen), flags));
     if (r >= 0) {
       msg->msg_namelen = 0;
@@ -260,11 +269,26 @@ SHUNT_EXPORT ssize_t recvmsg(int fd, msghdr* msg, int flags) {
 }
 
 SHUNT_EXPORT ssize_t sendmsg(int fd, const msghdr* msg, int flags) {
-  if (auto s = shunted_at(fd)) {
-    if (msg->msg_iovlen > IOV_MAX) return Ret()(ssize_t(-EMSGSIZE));
-    return Ret()(sock_send(*s, fd, msg->msg_iov, int(msg->msg_iovlen), flags));
+  if (auto s = socket_at(fd)) {
+    if (s->datagram || s->shunted()) {
+      if (msg->msg_iovlen > IOV_MAX) return Ret()(ssize_t(-EMSGSIZE));
+      if (s->datagram) return Ret()(dgram_sendmsg(*s, fd, msg, flags));
+      return Ret()(sock_send(*s, fd, msg->msg_iov, int(msg->msg_iovlen), flags));
+    }
   }
   return libc().sendmsg(fd, msg, flags);
+}
+
+SHUNT_EXPORT int sendmmsg(int fd, mmsghdr* vec, unsigned int vlen, int flags) {
+  if (auto s = socket_at(fd)) {
+    if (s->datagram || s->shunted()) return Ret()(sock_sendmmsg(*s, fd, vec, vlen, flags));
+  }
+  return libc().sendmmsg(fd, vec, vlen, flags);
+}
+
+SHUNT_EXPORT int recvmmsg(int fd, mmsghdr* vec, unsigned int vlen, int flags, timespec* timeout) {
+  if (auto s = shunted_at(fd)) return Ret()(sock_recvmmsg(*s, fd, vec, vlen, flags, timeout));
+  return libc().recvmmsg(fd, vec, vlen, flags, timeout);
 }
 
 SHUNT_EXPORT ssize_t sendfile(int out_fd, int in_fd, off_t* offset, size_t count) {
@@ -314,6 +338,35 @@ SHUNT_EXPORT int poll(pollfd* fds, nfds_t n, int timeout) {
   bool handled = false;
   int r = poll_mixed(fds, n, Deadline::after_ms(timeout < 0 ? -1 : timeout), nullptr, &handled);
   if (!handled) return libc().poll(fds, n, timeout);
+  return ret(r);
+}
+
+// select writes the time left back (Linux does; pselect does not).
+SHUNT_EXPORT int select(int nfds, fd_set* rd, fd_set* wr, fd_set* ex, timeval* tv) {
+  Ret ret;
+  if (tv != nullptr && (tv->tv_sec < 0 || tv->tv_usec < 0)) return ret(-EINVAL);
+  Deadline d = tv == nullptr ? Deadline{}
+                             : Deadline{Deadline::now() + int64_t(tv->tv_sec) * 1000000000 +
+                                        int64_t(tv->tv_usec) * 1000};
+  bool handled = false;
+  int r = select_mixed(nfds, rd, wr, ex, d, nullptr, &handled);
+  if (!handled) return libc().select(nfds, rd, wr, ex, tv);
+  if (tv != nullptr) {
+    int64_t left = std::max<int64_t>(0, d.at - Deadline::now());
+    tv->tv_sec = left / 1000000000;
+    tv->tv_usec = (left % 1000000000) / 1000;
+  }
+  return ret(r);
+}
+
+SHUNT_EXPORT int pselect(int nfds, fd_set* rd, fd_set* wr, fd_set* ex, const timespec* ts,
+                         const sigset_t* sigmask) {
+  Ret ret;
+  if (ts != nullptr && (ts->tv_sec < 0 || ts->tv_nsec < 0 || ts->tv_nsec >= 1000000000))
+    return ret(-EINVAL);
+  bool handled = false;
+  int r = select_mixed(nfds, rd, wr, ex, ppoll_deadline(ts), sigmask, &handled);
+  if (!handled) return libc().pselect(nfds, rd, wr, ex, ts, sigmask);
   return ret(r);
 }
 

@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -29,6 +30,8 @@
   X(ssize_t, sendto, (int, const void*, size_t, int, const sockaddr*, socklen_t))          \
   X(ssize_t, recvmsg, (int, msghdr*, int))                                                 \
   X(ssize_t, sendmsg, (int, const msghdr*, int))                                           \
+  X(int, recvmmsg, (int, mmsghdr*, unsigned int, int, timespec*))                          \
+  X(int, sendmmsg, (int, mmsghdr*, unsigned int, int))                                     \
   X(int, close, (int))                                                                     \
   X(int, shutdown, (int, int))                                                             \
   X(int, getsockname, (int, sockaddr*, socklen_t*))                                        \
@@ -50,6 +53,8 @@
   X(int, epoll_pwait, (int, epoll_event*, int, int, const sigset_t*))                      \
   X(int, poll, (pollfd*, nfds_t, int))                                                     \
   X(int, ppoll, (pollfd*, nfds_t, const timespec*, const sigset_t*))                       \
+  X(int, select, (int, fd_set*, fd_set*, fd_set*, timeval*))                               \
+  X(int, pselect, (int, fd_set*, fd_set*, fd_set*, const timespec*, const sigset_t*))      \
   X(ssize_t, __read_chk, (int, void*, size_t, size_t))                                     \
   X(ssize_t, __recv_chk, (int, void*, size_t, size_t, int))                                \
   X(ssize_t, __recvfrom_chk, (int, void*, size_t, size_t, int, sockaddr*, socklen_t*))

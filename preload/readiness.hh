@@ -20,6 +20,8 @@ struct SlotSnapshot {
   uint32_t accept_ready = 0;
   uint32_t rx_readable = 0;
   uint32_t tx_writable = 0;
+  uint32_t error_seq = 0;     // datagram slots: bumped with each new error
+  uint32_t tx_capacity = 0;
 };
 
 // What the application side knows that the slot does not say.
@@ -28,6 +30,7 @@ struct LocalView {
   bool shut_rd = false;         // shutdown(SHUT_RD) called here
   bool shut_wr = false;         // shutdown(SHUT_WR) called here
   bool daemon_gone = false;     // control socket hung up: every socket is reset
+  uint32_t error_seq_seen = 0;  // datagram: the error_seq last reported
 };
 
 // Reads the daemon-written fields. event_seq is read first by the caller when it
@@ -41,6 +44,8 @@ inline SlotSnapshot snapshot(const abi::SocketSlot& s, const abi::ByteRing& rx,
   v.accept_ready = s.accept_ready.load(std::memory_order_acquire);
   v.rx_readable = rx.valid() ? std::min(rx.readable(), rx.capacity()) : 0;
   v.tx_writable = tx.valid() ? tx.writable() : 0;
+  v.tx_capacity = tx.valid() ? tx.capacity() : 0;
+  v.error_seq = s.error_seq.load(std::memory_order_acquire);
   return v;
 }
 
@@ -75,6 +80,23 @@ inline uint32_t readiness(SlotSnapshot v, const LocalView& local) {
     m |= EPOLLOUT | EPOLLWRNORM;
   if (reset || (peer_fin && write_shut) || idle) m |= EPOLLHUP;
   if (error) m |= EPOLLERR;
+  return m;
+}
+
+// A datagram (UDP) slot, like Linux's datagram_poll: readable with a whole record
+// queued or after SHUT_RD; writable while the tx ring has room for the largest
+// record or half its size (sock_writeable: less than half the send buffer used);
+// EPOLLERR while an ICMP error is unreported; EPOLLHUP after shutdown both ways.
+// When the daemon is gone every call fails at once: all bits, so waiters wake.
+inline uint32_t dgram_readiness(const SlotSnapshot& v, const LocalView& local) {
+  if (local.daemon_gone) return EPOLLIN | EPOLLRDNORM | EPOLLOUT | EPOLLWRNORM | EPOLLERR | EPOLLHUP;
+  uint32_t m = 0;
+  if (v.rx_readable >= sizeof(abi::DgramHeader)) m |= EPOLLIN | EPOLLRDNORM;
+  if (local.shut_rd) m |= EPOLLIN | EPOLLRDNORM | EPOLLRDHUP;
+  if (local.shut_rd && local.shut_wr) m |= EPOLLHUP;
+  uint32_t room = std::min(abi::kMaxDgramRecord, v.tx_capacity / 2);
+  if (v.tx_capacity != 0 && v.tx_writable >= room) m |= EPOLLOUT | EPOLLWRNORM;
+  if (v.error_seq != local.error_seq_seen) m |= EPOLLERR;
   return m;
 }
 

@@ -506,6 +506,12 @@ void Runtime::fork_child_attach() {
   sockets_fork_child_locks();
   g_attach_mu.unlock();
   epoch_.fetch_add(1, std::memory_order_acq_rel);  // every thread state is stale
+  // The doorbell waiter is an epoll shared with the parent now: an edge consumed by
+  // one process would never wake the other (both wait on the parent's doorbell
+  // while they share an inherited socket's rings). This thread gets its own.
+  if (t_state.waiter_ep >= 0) libc().close(t_state.waiter_ep);
+  t_state.waiter_ep = -1;
+  t_state.waiter_region = nullptr;
   if (state_.load(std::memory_order_acquire) != kAttached) return;
 
   Region* old = region_.load(std::memory_order_acquire);

@@ -14,6 +14,7 @@
 #include <new>
 #include <vector>
 
+#include "dgram.hh"
 #include "epoll.hh"
 #include "libc.hh"
 #include "log.hh"
@@ -55,7 +56,7 @@ int take_error(Socket& s) {
 
 void destroy_socket(FdObject* o);
 
-Socket* new_socket(uint64_t inode, bool nonblock) {
+Socket* new_socket(uint64_t inode, bool nonblock, bool datagram = false) {
   Socket* s = g_pool.take();
   if (s == nullptr) s = new (std::nothrow) Socket;
   if (s == nullptr) return nullptr;
@@ -69,13 +70,18 @@ Socket* new_socket(uint64_t inode, bool nonblock) {
   s->dead.store(false, std::memory_order_relaxed);
   s->epoll_refs.store(0, std::memory_order_relaxed);
   s->inode = inode;
+  s->datagram = datagram;
+  s->dgram_peer.store(0, std::memory_order_relaxed);
+  s->error_seq_seen.store(0, std::memory_order_relaxed);
+  s->dual_turn.store(0, std::memory_order_relaxed);
+  s->user_bound = false;
   s->region = nullptr;
   s->slot = s->ctl_slot = abi::kNoSlot;
   s->s = nullptr;
   s->rx = s->tx = abi::ByteRing();
   s->local = s->peer = sockaddr_in{};
   s->reuseaddr = false;
-  s->nodelay = s->keepalive = s->linger_zero = -1;
+  s->option_set = 0;
   s->rcvtimeo_ns = s->sndtimeo_ns = 0;
   return s;
 }
@@ -96,14 +102,6 @@ uint64_t inode_of(int fd) {
   return fstat(fd, &st) == 0 ? uint64_t(st.st_ino) : 0;
 }
 
-sockaddr_in make_sin(uint32_t ip, uint16_t port) {
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = ip;
-  a.sin_port = port;
-  return a;
-}
-
 // Binds the socket to a slot. Called with s.mu held, before mode is published.
 bool adopt_slot(Socket& s, const abi::Completion& c) {
   Region* r = rt().region();
@@ -115,6 +113,7 @@ bool adopt_slot(Socket& s, const abi::Completion& c) {
   s.tx = r->tx(c.slot);
   s.local = make_sin(c.local_ip, c.local_port);
   s.peer = make_sin(c.remote_ip, c.remote_port);
+  s.error_seq_seen.store(s.s->error_seq.load(std::memory_order_acquire), std::memory_order_release);
   return true;
 }
 
@@ -128,17 +127,10 @@ int set_option(Socket& s, abi::SockOption opt, int64_t value) {
 
 // Options set before the decision, applied to the fresh slot (DESIGN.md 3).
 void replay_options(Socket& s) {
-  struct {
-    int8_t value;
-    abi::SockOption opt;
-    const char* name;
-  } const opts[] = {{s.nodelay, abi::SockOption::kNoDelay, "TCP_NODELAY"},
-                    {s.keepalive, abi::SockOption::kKeepAlive, "SO_KEEPALIVE"},
-                    {s.linger_zero, abi::SockOption::kLingerZero, "SO_LINGER"}};
-  for (const auto& o : opts) {
-    if (o.value < 0) continue;
-    int r = set_option(s, o.opt, o.value);
-    if (r < 0) SHUNT_WARN("replaying %s on slot %u failed: %s", o.name, s.ctl_slot, strerror(-r));
+  for (uint32_t i = 1; i < uint32_t(abi::SockOption::kCount); ++i) {
+    if (!(s.option_set & (1u << i))) continue;
+    int r = set_option(s, abi::SockOption(i), s.option_value[i]);
+    if (r < 0) SHUNT_WARN("replaying option %u on slot %u failed: %s", i, s.ctl_slot, strerror(-r));
   }
 }
 
@@ -220,6 +212,21 @@ int put_int(void* val, socklen_t* len, int v) {
 
 Socket::Socket() : FdObject(FdKind::kSocket, destroy_socket) {}
 
+sockaddr_in make_sin(uint32_t ip, uint16_t port) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = ip;
+  a.sin_port = port;
+  return a;
+}
+
+bool sock_adopt_slot(Socket& s, const abi::Completion& c) { return adopt_slot(s, c); }
+void sock_publish(Socket& s, Mode m, int fd) { publish(s, m, fd); }
+void sock_forget(Socket& s, int fd) { forget(s, fd); }
+void sock_notify_tx(Socket& s) { notify_tx(s); }
+bool sock_gone(const Socket& s) { return gone(s); }
+uint64_t placeholder_inode(int fd) { return inode_of(fd); }
+
 uint32_t Socket::readiness(uint32_t* seq) const {
   if (!shunted()) return 0;
   if (seq != nullptr) *seq = s->event_seq.load(std::memory_order_acquire);
@@ -228,6 +235,10 @@ uint32_t Socket::readiness(uint32_t* seq) const {
   lv.shut_rd = shut_rd.load(std::memory_order_acquire);
   lv.shut_wr = shut_wr.load(std::memory_order_acquire);
   lv.daemon_gone = gone(*this);
+  if (datagram) {
+    lv.error_seq_seen = error_seq_seen.load(std::memory_order_acquire);
+    return dgram_readiness(snapshot(*s, rx, tx), lv);
+  }
   return preload::readiness(snapshot(*s, rx, tx), lv);
 }
 
@@ -266,10 +277,12 @@ int sock_socket(int domain, int type, int protocol) {
   int fd = libc().socket(domain, type, protocol);
   if (fd < 0) return -errno;
   fd_forget_stale(fd);
-  bool candidate = domain == AF_INET && (type & 0xf) == SOCK_STREAM &&
-                   (protocol == 0 || protocol == IPPROTO_TCP);
-  if (!candidate || !FdTable::in_range(fd) || !rt().ensure_attached()) return fd;
-  Socket* s = new_socket(inode_of(fd), (type & SOCK_NONBLOCK) != 0);
+  bool stream = domain == AF_INET && (type & 0xf) == SOCK_STREAM &&
+                (protocol == 0 || protocol == IPPROTO_TCP);
+  bool dgram = domain == AF_INET && (type & 0xf) == SOCK_DGRAM &&
+               (protocol == 0 || protocol == IPPROTO_UDP);
+  if (!(stream || dgram) || !FdTable::in_range(fd) || !rt().ensure_attached()) return fd;
+  Socket* s = new_socket(inode_of(fd), (type & SOCK_NONBLOCK) != 0, dgram);
   if (s == nullptr) return fd;  // out of memory: stay with the kernel
   s->refs.store(0, std::memory_order_relaxed);
   if (!fd_table().install(fd, s, nullptr)) destroy_socket(s);
@@ -313,6 +326,7 @@ int fd_dup2(int oldfd, int newfd, int flags, bool is_dup3) {
 // ---- control path ----
 
 int sock_bind(Socket& s, int fd, const sockaddr* addr, socklen_t len) {
+  if (s.datagram) return dgram_bind(s, fd, addr, len);
   std::lock_guard<std::mutex> g(s.mu);
   Mode m = s.mode.load(std::memory_order_acquire);
   if (m == Mode::kShunted || m == Mode::kDual || m == Mode::kWildcard) return -EINVAL;
@@ -350,6 +364,7 @@ int sock_bind(Socket& s, int fd, const sockaddr* addr, socklen_t len) {
 }
 
 int sock_listen(Socket& s, int fd, int backlog) {
+  if (s.datagram && s.shunted()) return -EOPNOTSUPP;  // the kernel's answer for UDP
   std::lock_guard<std::mutex> g(s.mu);
   Mode m = s.mode.load(std::memory_order_acquire);
   if (m == Mode::kCandidate || m == Mode::kKernel) {
@@ -483,6 +498,7 @@ int sock_accept(Socket& s, int fd, sockaddr* addr, socklen_t* len, int flags) {
 }
 
 int sock_connect(Socket& s, int fd, const sockaddr* addr, socklen_t len) {
+  if (s.datagram) return dgram_connect(s, fd, addr, len);
   std::unique_lock<std::mutex> g(s.mu);
   Mode m = s.mode.load(std::memory_order_acquire);
   if (m == Mode::kCandidate) {
@@ -552,6 +568,7 @@ int sock_connect(Socket& s, int fd, const sockaddr* addr, socklen_t len) {
 }
 
 int sock_shutdown(Socket& s, int fd, int how) {
+  if (s.datagram) return dgram_shutdown(s, fd, how);
   if (!s.shunted()) return libc().shutdown(fd, how) < 0 ? -errno : 0;
   if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR) return -EINVAL;
   std::lock_guard<std::mutex> g(s.mu);
@@ -576,6 +593,7 @@ int sock_getsockname(Socket& s, int fd, sockaddr* addr, socklen_t* len) {
 }
 
 int sock_getpeername(Socket& s, int fd, sockaddr* addr, socklen_t* len) {
+  if (s.datagram) return dgram_getpeername(s, fd, addr, len);
   if (s.mode.load(std::memory_order_acquire) != Mode::kShunted)
     return libc().getpeername(fd, addr, len) < 0 ? -errno : 0;
   if (s.listening.load() || view(s).state != uint32_t(SlotState::kConnected)) return -ENOTCONN;
@@ -596,6 +614,7 @@ OptClass classify_option(int level, int name) {
       case SO_REUSEPORT:
       case SO_RCVBUF:
       case SO_SNDBUF:
+      case SO_BROADCAST:  // UDP: shuntd sends to no broadcast address (ENETUNREACH) anyway
         return OptClass::kHint;
       case SO_TYPE:
       case SO_DOMAIN:
@@ -607,13 +626,18 @@ OptClass classify_option(int level, int name) {
         return OptClass::kUnsupported;
     }
   }
+  if (level == IPPROTO_IP && name == IP_TOS) return OptClass::kHint;  // shuntd sends TOS 0
   if (level == IPPROTO_TCP) {
     switch (name) {
       case TCP_NODELAY:
-        return OptClass::kReplay;
-      case TCP_CORK:          // nginx tcp_nopush; shuntd batches per kTxReady anyway
-      case TCP_DEFER_ACCEPT:  // nginx "deferred"
+      case TCP_CORK:
       case TCP_QUICKACK:
+      case TCP_KEEPIDLE:
+      case TCP_KEEPINTVL:
+      case TCP_KEEPCNT:
+      case TCP_CONGESTION:
+        return OptClass::kReplay;
+      case TCP_DEFER_ACCEPT:  // nginx "deferred": accept() simply returns earlier
         return OptClass::kHint;
       default:
         return OptClass::kUnsupported;
@@ -624,17 +648,52 @@ OptClass classify_option(int level, int name) {
 
 namespace {
 
+// The shuntd option an accepted (level, name, value) means, if any.
+bool forwarded_option(int level, int name, const void* val, socklen_t len, abi::SockOption* opt,
+                      int32_t* value) {
+  int v = 0;
+  if (len >= socklen_t(sizeof(int))) memcpy(&v, val, sizeof v);
+  *value = v;
+  if (level == SOL_SOCKET) {
+    if (name == SO_KEEPALIVE) return *opt = abi::SockOption::kKeepAlive, *value = v != 0, true;
+    if (name == SO_LINGER && len >= socklen_t(sizeof(linger))) {
+      linger l;
+      memcpy(&l, val, sizeof l);
+      *value = l.l_onoff != 0 && l.l_linger == 0;
+      return *opt = abi::SockOption::kLingerZero, true;
+    }
+    return false;
+  }
+  if (level != IPPROTO_TCP) return false;
+  switch (name) {
+    case TCP_NODELAY: *opt = abi::SockOption::kNoDelay; *value = v != 0; return true;
+    case TCP_CORK: *opt = abi::SockOption::kCork; *value = v != 0; return true;
+    case TCP_QUICKACK: *opt = abi::SockOption::kQuickAck; *value = v != 0; return true;
+    case TCP_KEEPIDLE: *opt = abi::SockOption::kKeepIdle; return true;
+    case TCP_KEEPINTVL: *opt = abi::SockOption::kKeepIntvl; return true;
+    case TCP_KEEPCNT: *opt = abi::SockOption::kKeepCnt; return true;
+    case TCP_CONGESTION: {
+      // shuntd has "reno" (0) and "cubic" (1).
+      char algo[16] = {};
+      memcpy(algo, val, std::min<size_t>(len, sizeof algo - 1));
+      *opt = abi::SockOption::kCongestion;
+      *value = strcmp(algo, "reno") == 0 ? 0 : strcmp(algo, "cubic") == 0 ? 1 : -1;
+      return true;
+    }
+    default: return false;
+  }
+}
+
 // Remembers what an option means for us. Called after the kernel accepted it.
 void remember_option(Socket& s, int level, int name, const void* val, socklen_t len) {
   int v = 0;
   if (len >= socklen_t(sizeof(int))) memcpy(&v, val, sizeof v);
   if (level == SOL_SOCKET && name == SO_REUSEADDR) s.reuseaddr = v != 0;
-  if (level == SOL_SOCKET && name == SO_KEEPALIVE) s.keepalive = v != 0;
-  if (level == IPPROTO_TCP && name == TCP_NODELAY) s.nodelay = v != 0;
-  if (level == SOL_SOCKET && name == SO_LINGER && len >= socklen_t(sizeof(linger))) {
-    linger l;
-    memcpy(&l, val, sizeof l);
-    s.linger_zero = l.l_onoff != 0 && l.l_linger == 0;
+  abi::SockOption opt;
+  int32_t value;
+  if (forwarded_option(level, name, val, len, &opt, &value) && value >= 0) {
+    s.option_set |= 1u << uint32_t(opt);
+    s.option_value[uint32_t(opt)] = value;
   }
   if (level == SOL_SOCKET && (name == SO_RCVTIMEO || name == SO_SNDTIMEO) &&
       len >= socklen_t(sizeof(timeval))) {
@@ -651,6 +710,12 @@ int sock_setsockopt(Socket& s, int fd, int level, int name, const void* val, soc
   OptClass cls = classify_option(level, name);
   if (s.shunted() && (cls == OptClass::kUnsupported || cls == OptClass::kQuery))
     return -ENOPROTOOPT;
+  abi::SockOption opt{};
+  int32_t value = 0;
+  // A congestion control the kernel knows but shuntd does not: an honest error.
+  if (cls == OptClass::kReplay && forwarded_option(level, name, val, len, &opt, &value) &&
+      value < 0)
+    return -ENOENT;
   // The placeholder validates the arguments (kernel errno) and mirrors the value
   // for getsockopt; for a dual listener it is the kernel half itself.
   if (libc().setsockopt(fd, level, name, val, len) < 0) return -errno;
@@ -661,10 +726,8 @@ int sock_setsockopt(Socket& s, int fd, int level, int name, const void* val, soc
                 s.ctl_slot);
     return 0;
   }
-  if (cls != OptClass::kReplay) return 0;
-  if (level == IPPROTO_TCP) return set_option(s, abi::SockOption::kNoDelay, s.nodelay);
-  if (name == SO_KEEPALIVE) return set_option(s, abi::SockOption::kKeepAlive, s.keepalive);
-  return set_option(s, abi::SockOption::kLingerZero, s.linger_zero);
+  if (cls != OptClass::kReplay || !forwarded_option(level, name, val, len, &opt, &value)) return 0;
+  return set_option(s, opt, value);
 }
 
 int sock_getsockopt(Socket& s, int fd, int level, int name, void* val, socklen_t* len) {
@@ -672,7 +735,7 @@ int sock_getsockopt(Socket& s, int fd, int level, int name, void* val, socklen_t
   if (level == SOL_SOCKET) {
     switch (name) {
       case SO_ERROR: {
-        int e = take_error(s);
+        int e = s.datagram ? dgram_take_error(s) : take_error(s);
         if (e == 0 && s.mode.load() == Mode::kDual)
           return libc().getsockopt(fd, level, name, val, len) < 0 ? -errno : 0;
         return put_int(val, len, e);
@@ -731,6 +794,8 @@ int sock_ioctl(Socket& s, int fd, unsigned long req, void* arg) {
     s.nonblock.store(on != 0, std::memory_order_release);
     return 0;
   }
+  if (s.datagram && s.shunted() && (req == FIONREAD || req == TIOCOUTQ))
+    return dgram_ioctl(s, fd, req, arg);
   if (s.shunted() && (req == FIONREAD || req == TIOCOUTQ)) {
     if (arg == nullptr) return -EFAULT;
     if (s.listening.load()) return -EINVAL;
@@ -744,6 +809,12 @@ int sock_ioctl(Socket& s, int fd, unsigned long req, void* arg) {
 // ---- data path ----
 
 ssize_t sock_recv(Socket& s, int fd, const iovec* iov, int iovcnt, int flags) {
+  if (s.datagram) {
+    msghdr m{};
+    m.msg_iov = const_cast<iovec*>(iov);
+    m.msg_iovlen = size_t(iovcnt);
+    return dgram_recvmsg(s, fd, &m, flags);
+  }
   ssize_t total = iov_total(iov, iovcnt);
   if (total < 0) return total;
   if (flags & MSG_OOB) return -EINVAL;     // no urgent data, ever
@@ -794,6 +865,12 @@ ssize_t sock_recv(Socket& s, int fd, const iovec* iov, int iovcnt, int flags) {
 }
 
 ssize_t sock_send(Socket& s, int fd, const iovec* iov, int iovcnt, int flags) {
+  if (s.datagram) {
+    msghdr m{};
+    m.msg_iov = const_cast<iovec*>(iov);
+    m.msg_iovlen = size_t(iovcnt);
+    return dgram_sendmsg(s, fd, &m, flags);
+  }
   ssize_t total = iov_total(iov, iovcnt);
   if (total < 0) return total;
   if (flags & MSG_OOB) return -EOPNOTSUPP;  // no urgent data in version 1
@@ -833,6 +910,7 @@ ssize_t sock_send(Socket& s, int fd, const iovec* iov, int iovcnt, int flags) {
 }
 
 ssize_t sock_sendfile(Socket& s, int in_fd, off_t* offset, size_t count) {
+  if (s.datagram) return -EINVAL;  // sendfile to a shunted UDP socket: not in this version
   if (shunted_at(in_fd)) return -EINVAL;  // in_fd must be a file
   if (s.listening.load(std::memory_order_acquire)) return epipe(0);
   if (count > size_t(0x7ffff000)) count = 0x7ffff000;  // MAX_RW_COUNT
@@ -887,7 +965,11 @@ void sockets_fork_child_locks() {
   epolls_fork_child();
   // Per-socket locks held by threads that do not exist here are rebuilt too.
   fd_table().for_each([](int, FdObject* o) {
-    if (o->kind == FdKind::kSocket) new (&static_cast<Socket*>(o)->mu) std::mutex;
+    if (o->kind != FdKind::kSocket) return;
+    auto* s = static_cast<Socket*>(o);
+    new (&s->mu) std::mutex;
+    new (&s->rx_mu) std::mutex;
+    new (&s->tx_mu) std::mutex;
   });
 }
 
@@ -928,7 +1010,9 @@ bool sockets_after_fork(Region* old, Region* fresh) {
       }
       s.ctl_slot = child_slots[i];
       uint32_t st = s.s->state.load(std::memory_order_acquire);
-      if (s.region == old && (s.listening.load() || st == uint32_t(SlotState::kBound))) {
+      // Datagram sockets keep using the parent's rings too (one socket, one rx ring).
+      if (s.region == old && !s.datagram &&
+          (s.listening.load() || st == uint32_t(SlotState::kBound))) {
         // Listeners and bound sockets move to the child's slot; connected ones keep
         // their bytes in the parent's slot (docs/abi.md "Fork", a version-1 limit).
         s.region = fresh;

@@ -1,4 +1,5 @@
-// A socket the interposer knows about: an AF_INET stream socket whose fate is not
+// A socket the interposer knows about: an AF_INET stream or datagram (UDP) socket
+// (datagram sockets: dgram.hh) whose fate is not
 // decided yet (kCandidate, kWildcard), or one that lives in shuntd (kShunted), or a
 // wildcard listener on both the kernel and shuntd (kDual). Sockets routed to the
 // kernel become kKernel and every call on them goes straight to libc.
@@ -47,6 +48,17 @@ struct Socket : FdObject {
   std::atomic<bool> dead{false};             // fork child could not inherit it
   std::atomic<uint32_t> epoll_refs{0};       // interest entries naming this socket
   uint64_t inode = 0;
+  bool datagram = false;                     // SOCK_DGRAM (UDP): records, not a stream
+
+  // Datagram sockets (dgram.cc).
+  std::atomic<uint64_t> dgram_peer{0};       // connected peer: ip << 16 | port (network order); 0 = none
+  std::atomic<uint32_t> error_seq_seen{0};   // the slot's error_seq last reported
+  std::atomic<uint32_t> dual_turn{0};        // kDual: which half a receive tries first
+  bool user_bound = false;                   // bind() chose the address (not an autobind)
+  // Several threads may send or receive on one UDP socket at once (memcached's
+  // workers share theirs), and a ring has one producer and one consumer: these
+  // serialise the application's side of each ring. Never held while waiting.
+  std::mutex rx_mu, tx_mu;
 
   // Shunt side.
   Region* region = nullptr;  // where the slot and rings are
@@ -59,7 +71,10 @@ struct Socket : FdObject {
 
   // Options remembered to replay or to emulate.
   bool reuseaddr = false;
-  int8_t nodelay = -1, keepalive = -1, linger_zero = -1;  // -1: never set
+  // Options forwarded to shuntd (kSetOption): bit per abi::SockOption, and the
+  // values, remembered before the routing decision and replayed after it.
+  uint32_t option_set = 0;
+  int32_t option_value[uint32_t(abi::SockOption::kCount)] = {};
   int64_t rcvtimeo_ns = 0, sndtimeo_ns = 0;               // 0: none
 
   bool shunted() const {
@@ -103,6 +118,19 @@ ssize_t sock_sendfile(Socket& s, int in_fd, off_t* offset, size_t count);
 
 // Fills a sockaddr like the kernel: copies min(*len, sizeof src), stores the full size.
 int fill_sockaddr(const sockaddr_in& src, sockaddr* dst, socklen_t* len);
+
+// Shared with dgram.cc (socket.cc's internals).
+bool sock_adopt_slot(Socket& s, const abi::Completion& c);  // s.mu held, before publishing
+void sock_publish(Socket& s, Mode m, int fd);
+void sock_forget(Socket& s, int fd);                        // routed to the kernel for good
+void sock_notify_tx(Socket& s);
+bool sock_gone(const Socket& s);
+sockaddr_in make_sin(uint32_t ip, uint16_t port);
+uint64_t placeholder_inode(int fd);
+
+// mmsg calls on a socket of ours (stream or datagram).
+int sock_sendmmsg(Socket& s, int fd, mmsghdr* vec, unsigned int vlen, int flags);
+int sock_recvmmsg(Socket& s, int fd, mmsghdr* vec, unsigned int vlen, int flags, timespec* timeout);
 
 // Options: how a shunted socket treats (level, name).
 enum class OptClass {

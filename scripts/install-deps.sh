@@ -7,9 +7,9 @@ packages=(
   build-essential cmake pkg-config
   libdpdk-dev libnuma-dev            # libdpdk-dev pulls libxdp-dev and libbpf-dev (net_af_xdp)
   libgtest-dev libgmock-dev libbenchmark-dev
-  clang                              # libFuzzer targets
+  clang libclang-rt-14-dev           # libFuzzer targets (scripts/fuzz.sh)
   iproute2 ethtool nftables tcpdump  # namespaces, veth offloads, loss, captures
-  nginx curl wrk                     # integration tests and the demo
+  nginx curl wrk socat               # integration tests and the demo
   procps coreutils util-linux        # ps, timeout, sha256sum, flock
 )
 

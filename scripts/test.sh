@@ -3,7 +3,8 @@
 # The exit status is ctest's. Integration tests need root (network namespaces).
 #
 # Environment: BUILD_DIR (default build), CMAKE_ARGS (extra configure arguments,
-# e.g. -DSHUNT_SANITIZE=ON), CTEST_ARGS (extra ctest arguments, e.g. -L integration).
+# e.g. -DSHUNT_SANITIZE=ON), CTEST_ARGS (extra ctest arguments, e.g. -L integration,
+# or -LE fuzz to leave out the fuzz targets, which build with clang in BUILD_DIR/fuzz).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${BUILD_DIR:-build}

@@ -1,4 +1,4 @@
-// shunt shared-memory ABI, version 1.
+// shunt shared-memory ABI, version 2 (version 1 plus UDP: datagram slots).
 //
 // One region per application process: a memfd created by shuntd at attach time,
 // mapped by the daemon and by the application (at different addresses, so every
@@ -28,7 +28,7 @@
 namespace shunt::abi {
 
 inline constexpr uint32_t kMagic = 0x544e4853;  // "SHNT" little-endian
-inline constexpr uint32_t kVersion = 1;
+inline constexpr uint32_t kVersion = 2;
 inline constexpr size_t kCacheLine = 64;
 inline constexpr uint32_t kNoSlot = 0xffffffffu;
 
@@ -60,12 +60,25 @@ enum class Op : uint16_t {
   kTxReady = 7,    // slot has new bytes in its tx ring; no completion
   kRxDrained = 8,  // app freed rx ring space after the daemon asked; no completion
   kSetOption = 9,  // slot, arg = ShuntOption, arg2 = value
+  // Datagram (UDP) sockets, version 2. kClose and kTxReady apply to them too.
+  kUdpBind = 10,     // ip (NIC address), port (0 = ephemeral), arg2 = inode; -> slot, local ip/port
+  kUdpConnect = 11,  // slot (kNoSlot = bind an ephemeral port first), ip, port (both 0 =
+                     // disconnect), arg2 = inode; -> slot, local + remote ip/port
 };
 
+// kSetOption: arg = SockOption, arg2 = value. Options set on a listener pass to
+// the connections it accepts, as Linux's do.
 enum class SockOption : int32_t {
-  kNoDelay = 1,
-  kKeepAlive = 2,
+  kNoDelay = 1,     // TCP_NODELAY, 0/1
+  kKeepAlive = 2,   // SO_KEEPALIVE, 0/1
   kLingerZero = 3,  // SO_LINGER {on, 0}: close sends RST
+  kCork = 4,        // TCP_CORK, 0/1
+  kQuickAck = 5,    // TCP_QUICKACK, 0/1
+  kKeepIdle = 6,    // TCP_KEEPIDLE, seconds
+  kKeepIntvl = 7,   // TCP_KEEPINTVL, seconds
+  kKeepCnt = 8,     // TCP_KEEPCNT
+  kCongestion = 9,  // TCP_CONGESTION: 0 "reno", 1 "cubic"
+  kCount
 };
 
 struct Command {
@@ -132,7 +145,9 @@ struct alignas(kCacheLine) SocketSlot {
   std::atomic<uint32_t> accept_ready; // listener: connections waiting in its queue
   std::atomic<uint32_t> event_seq;    // bumped on every change an app may wait for
   std::atomic<uint32_t> generation;   // bumped each time the slot is handed out
-  uint8_t pad0[kCacheLine - 24];
+  std::atomic<uint32_t> error_seq;    // datagram slots: bumped with each new `error` (ICMP
+                                      // errors repeat; each is reported once)
+  uint8_t pad0[kCacheLine - 28];
   // Notice flags, a handshake: the application sets one (exchange 1 -> 0 means
   // "queue the command"), the daemon stores 0 before it acts on the command, so
   // bytes written after that store are announced again. The only line with two
@@ -144,8 +159,38 @@ struct alignas(kCacheLine) SocketSlot {
   RingIndices tx;  // app produces bytes, daemon consumes
 };
 static_assert(sizeof(SocketSlot) == 6 * kCacheLine);
+static_assert(offsetof(SocketSlot, error_seq) == 24);
 static_assert(offsetof(SocketSlot, tx_notice) == kCacheLine);
 static_assert(offsetof(SocketSlot, rx) == 2 * kCacheLine);
+
+// ---- Datagram records (UDP slots, version 2) ----
+//
+// A UDP slot's rx and tx rings carry records instead of a byte stream:
+//
+//   DgramHeader (8 bytes) | payload (len bytes) | zero to three bytes of padding
+//
+// so that every record starts at a multiple of 4 of the stream. ip/port name the
+// peer: on rx the datagram's source (daemon writes), on tx its destination (app
+// writes). A producer copies the whole record, then moves head past it with one
+// release store: a consumer that sees `head - tail >= 8` sees a whole record, and
+// consumes it with one release store of tail. Records wrap around the ring's end
+// like stream bytes (ByteRing::copy_in/copy_out). A record whose len exceeds
+// kMaxDatagram or the bytes published is corrupt: the daemon disconnects an
+// application that writes one (DESIGN.md 2.3).
+struct DgramHeader {
+  uint16_t len;   // payload bytes, <= kMaxDatagram
+  uint16_t port;  // network byte order
+  uint32_t ip;    // network byte order
+};
+static_assert(sizeof(DgramHeader) == 8);
+static_assert(offsetof(DgramHeader, ip) == 4);
+
+inline constexpr uint32_t kMaxDatagram = 65507;  // 65535 - 20 (IPv4 header) - 8 (UDP header)
+inline constexpr uint32_t dgram_record_size(uint32_t len) {
+  return uint32_t(sizeof(DgramHeader)) + ((len + 3u) & ~3u);
+}
+inline constexpr uint32_t kMaxDgramRecord = dgram_record_size(kMaxDatagram);
+static_assert(kMaxDgramRecord == 65516);
 
 struct alignas(kCacheLine) RegionHeader {
   // Written once by the daemon before the region is handed over; read-only after.

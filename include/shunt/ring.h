@@ -128,4 +128,48 @@ class ByteRing {
   uint32_t cap_ = 0;
 };
 
+// ---- Datagram records over a ByteRing (abi.h "Datagram records") ----
+
+enum class DgramFront : uint8_t { kEmpty, kOk, kCorrupt };
+
+// Consumer: the header of the record `offset` bytes past tail (0: the next one).
+// kCorrupt when the header claims more than the producer published.
+inline DgramFront dgram_front(const ByteRing& r, DgramHeader* out, uint32_t offset = 0) {
+  uint32_t avail = r.readable();
+  if (avail > r.capacity()) return DgramFront::kCorrupt;
+  if (avail <= offset || avail - offset < sizeof(DgramHeader)) return DgramFront::kEmpty;
+  uint32_t tail = r.indices()->tail.value.load(std::memory_order_relaxed) + offset;
+  r.copy_out(tail, reinterpret_cast<uint8_t*>(out), sizeof(DgramHeader));
+  if (out->len > kMaxDatagram || dgram_record_size(out->len) > avail - offset)
+    return DgramFront::kCorrupt;
+  return DgramFront::kOk;
+}
+
+// Producer: appends one record from a contiguous payload; false (nothing written)
+// when the ring has no room for it.
+inline bool dgram_push(ByteRing& r, uint32_t ip, uint16_t port, const uint8_t* payload,
+                       uint32_t len) {
+  if (len > kMaxDatagram) return false;
+  uint32_t size = dgram_record_size(len);
+  if (r.writable() < size) return false;
+  uint32_t head = r.indices()->head.value.load(std::memory_order_relaxed);
+  DgramHeader h{uint16_t(len), port, ip};
+  r.copy_in(head, reinterpret_cast<const uint8_t*>(&h), sizeof h);
+  if (len > 0) r.copy_in(head + sizeof h, payload, len);
+  static constexpr uint8_t kPad[4] = {};
+  if (size > sizeof h + len) r.copy_in(head + sizeof h + len, kPad, size - uint32_t(sizeof h) - len);
+  r.produce(size);  // release: the consumer sees the whole record first
+  return true;
+}
+
+// Consumer: copies the next record's payload (up to `max` bytes) out; consumes the
+// record. Returns the payload length (which may exceed `max`: truncated).
+inline uint32_t dgram_pop(ByteRing& r, const DgramHeader& h, uint8_t* dst, uint32_t max) {
+  uint32_t tail = r.indices()->tail.value.load(std::memory_order_relaxed);
+  uint32_t n = h.len < max ? h.len : max;
+  if (n > 0) r.copy_out(tail + uint32_t(sizeof(DgramHeader)), dst, n);
+  r.consume(dgram_record_size(h.len));
+  return h.len;
+}
+
 }  // namespace shunt::abi

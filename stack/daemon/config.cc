@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <sstream>
 
@@ -35,6 +36,71 @@ std::string format_ipv4(uint32_t ip) {
   std::ostringstream s;
   s << (ip >> 24) << '.' << ((ip >> 16) & 255) << '.' << ((ip >> 8) & 255) << '.' << (ip & 255);
   return s.str();
+}
+
+bool parse_fault_spec(const std::string& text, fault::Spec* out, std::string* error) {
+  fault::Spec spec;
+  auto fail = [&](const std::string& part, const std::string& why) {
+    *error = "SHUNT_FAULT=" + text + ": '" + part + "': " + why;
+    return false;
+  };
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t comma = text.find(',', pos);
+    if (comma == std::string::npos) comma = text.size();
+    std::string item = text.substr(pos, comma - pos);
+    pos = comma + 1;
+    if (item.empty()) continue;
+    size_t eq = item.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == item.size())
+      return fail(item, "expected KEY=VALUE (keys: drop, reorder, dup, corrupt, delay, seed, dir)");
+    std::string key = item.substr(0, eq), value = item.substr(eq + 1);
+    double* prob = key == "drop"      ? &spec.drop
+                   : key == "reorder" ? &spec.reorder
+                   : key == "dup"     ? &spec.dup
+                   : key == "corrupt" ? &spec.corrupt
+                                      : nullptr;
+    if (prob) {
+      char* end = nullptr;
+      errno = 0;
+      double p = std::strtod(value.c_str(), &end);
+      // strtod takes "nan", "inf" and hex: only plain decimals in [0, 1] here.
+      if (value.find_first_not_of("0123456789.eE+-") != std::string::npos || *end != '\0' ||
+          errno != 0 || !(p >= 0.0 && p <= 1.0))
+        return fail(item, "the probability must be a number in [0, 1]");
+      *prob = p;
+    } else if (key == "delay" || key == "seed") {
+      errno = 0;
+      uint64_t v = std::strtoull(value.c_str(), nullptr, 10);
+      if (value.find_first_not_of("0123456789") != std::string::npos || errno == ERANGE)
+        return fail(item, key == "delay" ? "the delay must be whole milliseconds, 0..10000"
+                                         : "the seed must be an unsigned 64-bit integer");
+      if (key == "seed") {
+        spec.seed = v;
+      } else {
+        if (v > 10000) return fail(item, "the delay must be whole milliseconds, 0..10000");
+        spec.delay_us = uint32_t(v * 1000);
+      }
+    } else if (key == "dir") {
+      if (value == "rx") spec.rx = true, spec.tx = false;
+      else if (value == "tx") spec.rx = false, spec.tx = true;
+      else if (value == "both") spec.rx = spec.tx = true;
+      else return fail(item, "dir must be rx, tx or both");
+    } else {
+      return fail(item, "unknown key (keys: drop, reorder, dup, corrupt, delay, seed, dir)");
+    }
+  }
+  *out = spec;
+  return true;
+}
+
+std::string format_fault_spec(const fault::Spec& s) {
+  if (!s.active()) return "none";
+  std::ostringstream o;
+  o << "drop=" << s.drop << ",reorder=" << s.reorder << ",dup=" << s.dup
+    << ",corrupt=" << s.corrupt << ",delay=" << s.delay_us / 1000 << ",seed=" << s.seed
+    << ",dir=" << (s.rx && s.tx ? "both" : s.rx ? "rx" : "tx");
+  return o.str();
 }
 
 namespace {
@@ -102,6 +168,9 @@ bool load_config(DaemonConfig* cfg, std::string* error) {
       *error = bad("SHUNT_MODE", v, "expected busy or adaptive");
       return false;
     }
+  }
+  if ((v = env("SHUNT_FAULT"))) {
+    if (!parse_fault_spec(v, &cfg->fault, error)) return false;
   }
   if ((v = env("SHUNT_LOG"))) {
     std::string l = v;

@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "daemon/fault.hh"
+
 namespace shunt {
 
 enum class PollMode { kBusy, kAdaptive };
@@ -23,6 +25,7 @@ struct DaemonConfig {
   uint32_t slots_per_app = 4096;  // sockets per application
   uint32_t ring_size = 1 << 18;   // bytes per direction per socket
   uint32_t queue_pairs = 16;      // threads per application with their own queues
+  fault::Spec fault;              // SHUNT_FAULT: faults injected at the device (tests)
 };
 
 // Parses the environment. On error returns false and sets *error to a message
@@ -32,5 +35,13 @@ bool load_config(DaemonConfig* cfg, std::string* error);
 bool parse_ipv4(const std::string& text, uint32_t* out);
 bool parse_ipv4_prefix(const std::string& text, uint32_t* ip, uint8_t* prefix);
 std::string format_ipv4(uint32_t ip);
+
+// SHUNT_FAULT's value: comma-separated KEY=VALUE with keys drop, reorder, dup,
+// corrupt (probabilities in [0, 1]), delay (milliseconds, 0..10000), seed (an
+// unsigned integer) and dir (rx, tx or both; default both). Empty = no faults.
+// On error returns false with *error naming SHUNT_FAULT, its value and the bad part.
+bool parse_fault_spec(const std::string& text, fault::Spec* out, std::string* error);
+// The spec in SHUNT_FAULT syntax ("none" when it injects nothing).
+std::string format_fault_spec(const fault::Spec& spec);
 
 }  // namespace shunt

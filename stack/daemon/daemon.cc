@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -27,7 +28,11 @@ constexpr uint64_t kTagDoorbell = 3ull << 40;
 constexpr uint64_t kTagMask = 0xffull << 40;
 constexpr uint32_t kCommandBatch = 64;     // per queue pair per loop turn
 constexpr Time kIdleBeforeSleep = 200;     // µs without work before adaptive sleep
-constexpr int kSleepMs = 1;                // NIC frames raise no event: poll at least this often
+// The virtual ports (AF_XDP, AF_PACKET) raise no rx interrupt in DPDK 22.11, so
+// an idle daemon sleeps in short naps, growing from kMinNap to kMaxNap: sparse
+// traffic waits tens of microseconds, a silent port costs ~1000 wake-ups/s.
+constexpr Time kMinNap = 50;
+constexpr Time kMaxNap = 1000;
 constexpr uint32_t kControlEvery = 1024;   // loop turns between control-socket checks
 
 Time now_us() {
@@ -134,8 +139,11 @@ void Daemon::run() {
     ring_doorbells();
     if (work != 0) last_work = now;
     if (++turn % kControlEvery == 0) poll_control(0);
-    if (work == 0 && cfg_.mode == PollMode::kAdaptive && now - last_work > kIdleBeforeSleep)
+    if (work != 0) nap_ = kMinNap;
+    if (work == 0 && cfg_.mode == PollMode::kAdaptive && now - last_work > kIdleBeforeSleep) {
       sleep_until_work();
+      nap_ = std::min(nap_ * 2, kMaxNap);
+    }
   }
 }
 
@@ -156,7 +164,7 @@ void Daemon::sleep_until_work() {
   }
   if (!pending) {
     ++ctr_.sleeps;
-    poll_control(kSleepMs);
+    poll_control(nap_);
   }
   for (auto& a : apps_)
     if (a.active) a.hdr->daemon_sleeping.store(0, std::memory_order_relaxed);
@@ -203,6 +211,7 @@ uint32_t Daemon::process_commands(uint32_t app_id, abi::QueuePair* qp, Time now)
 }
 
 void Daemon::publish_events() {
+  publish_udp_events();  // udp_sockets.cc
   engine_.drain_events([&](uint64_t user, uint32_t ev) {
     uint32_t s = uint32_t(user - 1);
     if (s >= sockets_.size()) return;
@@ -295,6 +304,7 @@ abi::Completion Daemon::handle(uint32_t app_id, const abi::Command& cmd, Time no
   c.slot = cmd.slot;
   *reply = true;
   auto op = static_cast<abi::Op>(cmd.op);
+  if (op == abi::Op::kUdpBind || op == abi::Op::kUdpConnect) return handle_udp(app_id, cmd);
   bool needs_slot = op != abi::Op::kBind && op != abi::Op::kNop &&
                     !(op == abi::Op::kConnect && cmd.slot == abi::kNoSlot);
   if (needs_slot && !valid_slot(app_id, cmd.slot)) {
@@ -326,6 +336,7 @@ abi::Completion Daemon::handle(uint32_t app_id, const abi::Command& cmd, Time no
       *reply = false;
       slot_of(app_id, cmd.slot)->tx_notice.store(0, std::memory_order_seq_cst);
       if (sock->kind == Kind::kConn && sock->rings.app == app_id) engine_.tx_ready(sock->conn);
+      if (sock->kind == Kind::kUdp) udp_tx_ready(apps_[app_id].slots[cmd.slot].socket, now);
       break;
     case abi::Op::kRxDrained: {
       *reply = false;
@@ -336,14 +347,8 @@ abi::Completion Daemon::handle(uint32_t app_id, const abi::Command& cmd, Time no
       break;
     }
     case abi::Op::kSetOption:
-      switch (static_cast<abi::SockOption>(cmd.arg)) {
-        case abi::SockOption::kNoDelay: c.result = 0; break;  // segments never wait for more data
-        case abi::SockOption::kLingerZero:
-          sock->linger_zero = cmd.arg2 != 0;
-          c.result = 0;
-          break;
-        default: c.result = -ENOPROTOOPT; break;  // keepalive: not in this version
-      }
+      c.result = set_option(apps_[app_id].slots[cmd.slot].socket,
+                            static_cast<abi::SockOption>(cmd.arg), cmd.arg2);
       break;
     default:
       c.result = -EINVAL;
@@ -439,6 +444,7 @@ int Daemon::do_connect(uint32_t app_id, const abi::Command& cmd, Time now, abi::
   sock.kind = Kind::kConn;
   sock.conn = c;
   sock.rings = {app_id, slot};
+  apply_options(s);
   out->slot = slot;
   out->local_ip = htonl(cfg_.ip);
   out->local_port = htons(sock.port);
@@ -462,8 +468,14 @@ int Daemon::do_accept(uint32_t app_id, const abi::Command& cmd, abi::Completion*
   sock.inode = cmd.arg2;
   sock.port = engine_.tcb(c).local_port;
   sock.rings = {app_id, slot};
+  // Linux: an accepted socket starts with its listener's options.
+  sock.option_set = sockets_[ls].option_set;
+  std::copy(std::begin(sockets_[ls].option_value), std::end(sockets_[ls].option_value),
+            std::begin(sock.option_value));
+  sock.linger_zero = sockets_[ls].linger_zero;
   reset_slot(slot_of(app_id, slot), abi::SlotState::kConnected);
   engine_.attach(c, rx_ring(app_id, slot), tx_ring(app_id, slot), uint64_t(s) + 1);
+  apply_options(s);
   publish_conn(s);
   publish_listener(ls);
   ++ctr_.accepts;
@@ -501,6 +513,9 @@ void Daemon::do_close(uint32_t app_id, uint32_t slot, Time now) {
     case Kind::kListener:
       engine_.unlisten(sock.listener);
       [[fallthrough]];
+    case Kind::kUdp:
+      if (sock.kind == Kind::kUdp) engine_.udp().close(sock.udp);
+      [[fallthrough]];
     case Kind::kBound:
     case Kind::kFree:
       free_slot(app_id, slot);
@@ -522,6 +537,59 @@ void Daemon::do_close(uint32_t app_id, uint32_t slot, Time now) {
       }
       break;
     }
+  }
+}
+
+namespace {
+// The engine's name for each option the application can set (kLingerZero is
+// the daemon's own: it decides how close() ends the connection).
+bool engine_option(abi::SockOption o, TcpOption* out) {
+  switch (o) {
+    case abi::SockOption::kNoDelay: *out = TcpOption::kNoDelay; return true;
+    case abi::SockOption::kKeepAlive: *out = TcpOption::kKeepAlive; return true;
+    case abi::SockOption::kCork: *out = TcpOption::kCork; return true;
+    case abi::SockOption::kQuickAck: *out = TcpOption::kQuickAck; return true;
+    case abi::SockOption::kKeepIdle: *out = TcpOption::kKeepIdle; return true;
+    case abi::SockOption::kKeepIntvl: *out = TcpOption::kKeepIntvl; return true;
+    case abi::SockOption::kKeepCnt: *out = TcpOption::kKeepCnt; return true;
+    case abi::SockOption::kCongestion: *out = TcpOption::kCongestion; return true;
+    default: return false;
+  }
+}
+}  // namespace
+
+int Daemon::set_option(uint32_t s, abi::SockOption opt, uint64_t value) {
+  Socket& sock = sockets_[s];
+  uint32_t index = uint32_t(opt);
+  if (index == 0 || index >= uint32_t(abi::SockOption::kCount)) return -ENOPROTOOPT;
+  if (value > 0xffffffffu) return -EINVAL;
+  if (opt == abi::SockOption::kLingerZero) {
+    sock.linger_zero = value != 0;
+    return 0;
+  }
+  TcpOption eo;
+  if (!engine_option(opt, &eo)) return -ENOPROTOOPT;
+  // Validate like Linux even before a connection exists.
+  if ((opt == abi::SockOption::kKeepIdle || opt == abi::SockOption::kKeepIntvl) &&
+      (value < 1 || value > 32767))
+    return -EINVAL;
+  if (opt == abi::SockOption::kKeepCnt && (value < 1 || value > 127)) return -EINVAL;
+  if (opt == abi::SockOption::kCongestion && value > uint32_t(CcAlgorithm::kCubic)) return -ENOENT;
+  if (sock.kind == Kind::kConn) {
+    if (int rc = engine_.set_option(sock.conn, eo, uint32_t(value)); rc != 0) return rc;
+  }
+  sock.option_set |= 1u << index;
+  sock.option_value[index] = uint32_t(value);
+  return 0;
+}
+
+void Daemon::apply_options(uint32_t s) {
+  Socket& sock = sockets_[s];
+  if (sock.kind != Kind::kConn) return;
+  for (uint32_t i = 1; i < uint32_t(abi::SockOption::kCount); ++i) {
+    TcpOption eo;
+    if ((sock.option_set & (1u << i)) && engine_option(abi::SockOption(i), &eo))
+      (void)engine_.set_option(sock.conn, eo, sock.option_value[i]);  // validated when set
   }
 }
 
@@ -609,9 +677,10 @@ abi::ByteRing Daemon::tx_ring(uint32_t app_id, uint32_t slot) {
 
 // ---- Control plane ----
 
-void Daemon::poll_control(int timeout_ms) {
+void Daemon::poll_control(Time timeout_us) {
   epoll_event evs[16];
-  int n = epoll_wait(epoll_fd_, evs, 16, timeout_ms);
+  timespec ts{time_t(timeout_us / 1000000), long(timeout_us % 1000000) * 1000};
+  int n = epoll_pwait2(epoll_fd_, evs, 16, &ts, nullptr);
   for (int i = 0; i < n; ++i) {
     uint64_t tag = evs[i].data.u64 & kTagMask;
     uint32_t val = uint32_t(evs[i].data.u64 & 0xffffffffu);
@@ -869,9 +938,25 @@ std::string Daemon::stats_text() {
     << e.tcp_resets_received << "\ntcp.retransmits " << e.tcp_retransmits
     << "\ntcp.timeouts " << e.tcp_timeouts << "\ntcp.time_wait_recycled "
     << e.tcp_time_wait_recycled << "\ntcp.live_connections " << engine_.live_connections()
-    << "\n";
+    << "\ntcp.fast_retransmits " << e.tcp_fast_retransmits << "\ntcp.recoveries "
+    << e.tcp_recoveries << "\ntcp.sack_retransmits " << e.tcp_sack_retransmits
+    << "\ntcp.ooo_queued " << e.tcp_ooo_queued << "\ntcp.dsacks_sent " << e.tcp_dsacks_sent
+    << "\ntcp.dsacks_received " << e.tcp_dsacks_received << "\ntcp.challenge_acks "
+    << e.tcp_challenge_acks << "\ntcp.syn_cookies_sent " << e.tcp_syn_cookies_sent
+    << "\ntcp.syn_cookies_accepted " << e.tcp_syn_cookies_accepted
+    << "\ntcp.keepalive_probes " << e.tcp_keepalive_probes << "\ntcp.delayed_acks "
+    << e.tcp_delayed_acks << "\ntcp.fast_path " << e.tcp_fast_path
+    << "\nicmp.errors_received " << e.icmp_errors_received << "\nip.pmtu_updates "
+    << e.pmtu_updates << "\n";
   for (size_t i = 1; i < size_t(Drop::kCount); ++i)
     o << "drop." << drop_name(static_cast<Drop>(i)) << " " << e.drops[i] << "\n";
+  for (auto [dir, f] : {std::pair{"rx", &d.rx_fault}, std::pair{"tx", &d.tx_fault}})
+    o << "fault." << dir << "_frames " << f->frames << "\nfault." << dir << "_dropped "
+      << f->dropped << "\nfault." << dir << "_duplicated " << f->duplicated << "\nfault."
+      << dir << "_dup_failed " << f->dup_failed << "\nfault." << dir << "_corrupted "
+      << f->corrupted << "\nfault." << dir << "_reordered " << f->reordered << "\nfault."
+      << dir << "_delayed " << f->delayed << "\nfault." << dir << "_delay_overflow "
+      << f->delay_overflow << "\n";
   uint32_t active = 0;
   for (auto& a : apps_) active += a.active;
   o << "apps.active " << active << "\napps.attached " << ctr_.apps_attached

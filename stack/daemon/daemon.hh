@@ -43,7 +43,7 @@ class Daemon {
  private:
   static constexpr uint32_t kNone = ~0u;
 
-  enum class Kind : uint8_t { kFree, kBound, kListener, kConn };
+  enum class Kind : uint8_t { kFree, kBound, kListener, kConn, kUdp };
   struct Holder {
     uint32_t app;
     uint32_t slot;
@@ -55,9 +55,14 @@ class Daemon {
     uint16_t port = 0;   // local port (host order)
     bool owns_port = false;
     bool linger_zero = false;
+    // Options the application set (kSetOption), replayed on the connection when
+    // it exists, and passed from a listener to what it accepts.
+    uint32_t option_set = 0;  // bit per abi::SockOption
+    uint32_t option_value[uint32_t(abi::SockOption::kCount)] = {};
     uint64_t inode = 0;  // the kernel placeholder's inode: identity across fork
     ListenerId listener = kInvalidId;
     ConnId conn = kInvalidId;
+    UdpId udp = kNoUdp;  // kUdp: the engine's socket
     Holder rings{kNone, kNone};  // the slot whose rings the engine uses
     std::vector<Holder> holders;
   };
@@ -88,7 +93,7 @@ class Daemon {
   uint32_t process_commands(uint32_t app_id, abi::QueuePair* qp, Time now);
   void publish_events();
   void ring_doorbells();
-  void poll_control(int timeout_ms);
+  void poll_control(Time timeout_us);
   void sleep_until_work();
 
   // ---- Commands ----
@@ -98,6 +103,17 @@ class Daemon {
   int do_connect(uint32_t app_id, const abi::Command& cmd, Time now, abi::Completion* out);
   int do_accept(uint32_t app_id, const abi::Command& cmd, abi::Completion* out);
   void do_close(uint32_t app_id, uint32_t slot, Time now);
+  int set_option(uint32_t socket, abi::SockOption opt, uint64_t value);
+  void apply_options(uint32_t socket);
+
+  // ---- UDP sockets (udp_sockets.cc) ----
+  abi::Completion handle_udp(uint32_t app_id, const abi::Command& cmd);
+  int do_udp_bind(uint32_t app_id, const abi::Command& cmd, abi::Completion* out);
+  int do_udp_connect(uint32_t app_id, const abi::Command& cmd, abi::Completion* out);
+  void udp_tx_ready(uint32_t socket, Time now);
+  void publish_udp_events();
+  uint16_t pick_udp_port();
+  std::string udp_stats_text() const;  // "udp.* N" lines for stats_text()
 
   // ---- Sockets and slots ----
   uint32_t alloc_socket();
@@ -128,6 +144,7 @@ class Daemon {
   Engine& engine_;
   DaemonCounters ctr_;
   bool running_ = true;
+  Time nap_ = 50;  // current adaptive sleep, microseconds
   int listen_fd_ = -1;
   int epoll_fd_ = -1;
   std::string socket_path_;
@@ -139,6 +156,8 @@ class Daemon {
   std::vector<uint32_t> free_sockets_;
   std::vector<uint32_t> port_owner_;  // port -> socket + 1, 0 = free
   uint16_t next_ephemeral_ = 32768;
+  uint16_t next_udp_ephemeral_ = 32768;
+  std::vector<uint8_t> udp_scratch_;  // one datagram that wraps around a tx ring's end
 };
 
 }  // namespace shunt

@@ -9,6 +9,7 @@
 #include <rte_log.h>
 #include <rte_mbuf.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -119,13 +120,33 @@ bool Device::open(const std::string& nic, int huge, const std::vector<std::strin
   std::memcpy(mac_.data(), a.addr_bytes, 6);
   uint16_t mtu = 0;
   if (rte_eth_dev_get_mtu(port_, &mtu) == 0 && mtu >= 576 && mtu <= 1500) mtu_ = mtu;
+  mbuf_ops_.pool = pool_;
+  // Separate random streams per direction: rx faults do not shift tx faults.
+  if (fault_spec_.active() && fault_spec_.rx)
+    rx_fault_ = std::make_unique<MbufInjector>(fault_spec_, 0, mbuf_ops_);
+  if (fault_spec_.active() && fault_spec_.tx)
+    tx_fault_ = std::make_unique<MbufInjector>(fault_spec_, 1, mbuf_ops_);
   opened_ = true;
   return true;
+}
+
+rte_mbuf* MbufOps::copy(rte_mbuf* m) { return rte_pktmbuf_copy(m, pool, 0, UINT32_MAX); }
+void MbufOps::free(rte_mbuf* m) { rte_pktmbuf_free(m); }
+std::span<uint8_t> MbufOps::bytes(rte_mbuf* m) {
+  return {rte_pktmbuf_mtod(m, uint8_t*), m->data_len};
+}
+
+fault::Time Device::fault_clock() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return fault::Time(ts.tv_sec) * 1000000 + fault::Time(ts.tv_nsec) / 1000;
 }
 
 void Device::close() {
   if (!opened_) return;
   flush();
+  if (rx_fault_) rx_fault_->clear();
+  if (tx_fault_) tx_fault_->clear();
   if (tx_spare_) rte_pktmbuf_free(tx_spare_);
   tx_spare_ = nullptr;
   rte_eth_dev_stop(port_);
@@ -162,11 +183,27 @@ void Device::tx_commit(size_t len) {
   tx_spare_ = nullptr;
   m->data_len = uint16_t(len);
   m->pkt_len = uint32_t(len);
+  if (tx_fault_) {
+    tx_fault_->push(m, tx_now_, [this](rte_mbuf* f) { queue_tx(f); });
+  } else {
+    queue_tx(m);
+  }
+}
+
+void Device::queue_tx(rte_mbuf* m) {
   tx_[tx_count_++] = m;
-  if (tx_count_ == kBurst) flush();
+  if (tx_count_ == kBurst) send_tx();
 }
 
 void Device::flush() {
+  if (tx_fault_) {
+    tx_now_ = fault_clock();
+    tx_fault_->release(tx_now_, [this](rte_mbuf* f) { queue_tx(f); });
+  }
+  send_tx();
+}
+
+void Device::send_tx() {
   uint16_t sent = 0;
   // A full tx ring empties within microseconds; a few tries, then count and drop.
   for (int tries = 0; sent < tx_count_ && tries < 64; ++tries)
@@ -191,6 +228,8 @@ DeviceStats Device::stats() {
     s.tx_errors = e.oerrors;
     s.rx_nombuf = e.rx_nombuf;
   }
+  if (rx_fault_) s.rx_fault = rx_fault_->counters();
+  if (tx_fault_) s.tx_fault = tx_fault_->counters();
   return s;
 }
 

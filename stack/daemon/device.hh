@@ -6,6 +6,9 @@
 #include <span>
 #include <string>
 
+#include <memory>
+
+#include "daemon/fault.hh"
 #include "engine/engine.hh"
 
 struct rte_mbuf;
@@ -18,7 +21,17 @@ struct DeviceStats {
   uint64_t rx_missed = 0, rx_errors = 0, tx_errors = 0, rx_nombuf = 0;
   uint64_t tx_dropped = 0;  // frames the port would not take after retries
   uint64_t rx_multiseg_dropped = 0;
+  fault::Counters rx_fault, tx_fault;  // SHUNT_FAULT: what the injector did
 };
+
+// The fault injector's view of an mbuf (defined in device.cc, where DPDK is).
+struct MbufOps {
+  rte_mempool* pool = nullptr;
+  rte_mbuf* copy(rte_mbuf* m);
+  void free(rte_mbuf* m);
+  std::span<uint8_t> bytes(rte_mbuf* m);
+};
+using MbufInjector = fault::Injector<rte_mbuf*, MbufOps>;
 
 class Device : public FrameSink {
  public:
@@ -28,6 +41,8 @@ class Device : public FrameSink {
   // the setting (SHUNT_NIC …) and what DPDK said.
   bool open(const std::string& nic, int huge, const std::vector<std::string>& eal_extra,
             std::string* error);
+  // Faults to inject in front of the port (tests); call before open().
+  void set_fault(const fault::Spec& spec) { fault_spec_ = spec; }
   void close();
 
   wire::MacAddr mac() const { return mac_; }
@@ -35,9 +50,13 @@ class Device : public FrameSink {
   uint16_t mtu() const { return mtu_; }
 
   // Receives up to kBurst frames and hands each to fn(frame bytes).
+  // With SHUNT_FAULT the frames pass the rx injector first, and frames it held
+  // back earlier are handed over when their time comes.
   template <typename Fn>
   uint16_t receive(Fn&& fn) {
     uint16_t n = rx_burst();
+    if (tx_fault_) tx_now_ = fault_clock();  // frames the engine sends in this turn
+    if (rx_fault_) return receive_faulty(n, fn);
     for (uint16_t i = 0; i < n; ++i) {
       auto frame = frame_of(i);
       if (!frame.empty()) fn(frame);
@@ -57,6 +76,30 @@ class Device : public FrameSink {
   uint16_t rx_burst();
   std::span<const uint8_t> frame_of(uint16_t i);
   void release_rx(uint16_t n);
+  void queue_tx(rte_mbuf* m);  // after the tx injector: into the burst
+  void send_tx();
+  fault::Time fault_clock();  // µs, CLOCK_MONOTONIC like the daemon's
+
+  template <typename Fn>
+  uint16_t receive_faulty(uint16_t n, Fn& fn) {
+    fault::Time now = fault_clock();
+    uint16_t delivered = 0;
+    auto deliver = [&](rte_mbuf* m) {
+      std::span<uint8_t> frame = mbuf_ops_.bytes(m);
+      fn(std::span<const uint8_t>(frame));
+      mbuf_ops_.free(m);
+      ++delivered;
+    };
+    rx_fault_->release(now, deliver);
+    for (uint16_t i = 0; i < n; ++i) {
+      if (frame_of(i).empty()) {
+        mbuf_ops_.free(rx_[i]);  // counted by frame_of
+        continue;
+      }
+      rx_fault_->push(rx_[i], now, deliver);
+    }
+    return n > delivered ? n : delivered;
+  }
 
   uint16_t port_ = 0;
   bool opened_ = false;
@@ -69,6 +112,10 @@ class Device : public FrameSink {
   std::string driver_;
   uint16_t mtu_ = 1500;
   DeviceStats own_;
+  fault::Spec fault_spec_;
+  MbufOps mbuf_ops_;
+  std::unique_ptr<MbufInjector> rx_fault_, tx_fault_;  // null: no faults that way
+  fault::Time tx_now_ = 0;  // the clock at the last receive or flush
 };
 
 }  // namespace shunt

@@ -26,6 +26,7 @@ int main() {
   }
   g_log_level = cfg.log_level;
   Device dev;
+  dev.set_fault(cfg.fault);
   if (!dev.open(cfg.nic, cfg.huge, cfg.eal_extra, &error)) {
     std::fprintf(stderr, "shuntd: %s\n", error.c_str());
     return 1;
@@ -55,6 +56,8 @@ int main() {
            format_ipv4(cfg.ip).c_str(), cfg.prefix_len, dev.driver().c_str(), ecfg.mac[0],
            ecfg.mac[1], ecfg.mac[2], ecfg.mac[3], ecfg.mac[4], ecfg.mac[5], ecfg.mtu,
            cfg.rundir.c_str(), ctl::kSocketName);
+  if (cfg.fault.active())
+    log_info("SHUNT_FAULT: injecting %s", format_fault_spec(cfg.fault).c_str());
   daemon.run();
   log_info("stopping");
   g_daemon = nullptr;

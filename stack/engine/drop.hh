@@ -38,8 +38,27 @@ namespace shunt {
   X(kTcpBadAck, "tcp_bad_ack")                                  \
   X(kTcpRstIgnored, "tcp_rst_ignored")                          \
   X(kTcpAfterClose, "tcp_after_close")                          \
+  X(kTcpPaws, "tcp_paws")                                       \
+  X(kTcpOooFull, "tcp_ooo_full")                                \
+  X(kTcpChallengeAckLimited, "tcp_challenge_ack_limited")       \
+  X(kTcpBadCookie, "tcp_bad_syn_cookie")                        \
+  X(kIcmpNoSocket, "icmp_error_no_socket")                      \
+  X(kIcmpInvalid, "icmp_error_invalid")                         \
   X(kNoRoute, "no_route")                                       \
   X(kArpPending, "arp_pending_overflow")                        \
+  X(kUdpTruncated, "udp_truncated")                             \
+  X(kUdpBadLength, "udp_bad_length")                            \
+  X(kUdpBadChecksum, "udp_bad_checksum")                        \
+  X(kUdpNoSocket, "udp_no_socket")                              \
+  X(kUdpRxRingFull, "udp_rx_ring_full")                         \
+  X(kIpFragMalformed, "ip_frag_malformed")                      \
+  X(kIpFragTooBig, "ip_frag_too_big")                           \
+  X(kIpFragOverlap, "ip_frag_overlap")                          \
+  X(kIpFragDuplicate, "ip_frag_duplicate")                      \
+  X(kIpFragTooMany, "ip_frag_too_many")                         \
+  X(kIpFragTimeout, "ip_frag_timeout")                          \
+  X(kIpFragEvicted, "ip_frag_evicted")                          \
+  X(kIcmpRateLimited, "icmp_rate_limited")                      \
   X(kTxNoBuffer, "tx_no_buffer")
 
 enum class Drop : uint8_t {

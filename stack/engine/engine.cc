@@ -74,6 +74,7 @@ Drop Engine::input(std::span<const uint8_t> frame, Time now) {
           d = Drop::kIpBadSource;  // RFC 1122 3.2.1.3: never answer these
         else if (ip.proto == kProtoTcp) d = input_tcp(ip, now);
         else if (ip.proto == kProtoIcmp) d = input_icmp(ip, now);
+        else if (ip.proto == kProtoUdp) d = input_udp(ip, now);  // udp.cc
         else d = Drop::kIpUnknownProtocol;
         break;
       case ParseError::kTruncated: d = Drop::kIpTruncated; break;
@@ -81,7 +82,9 @@ Drop Engine::input(std::span<const uint8_t> frame, Time now) {
       case ParseError::kBadHeaderLength: d = Drop::kIpBadHeaderLength; break;
       case ParseError::kBadLength: d = Drop::kIpBadLength; break;
       case ParseError::kBadChecksum: d = Drop::kIpBadChecksum; break;
-      case ParseError::kFragment: d = Drop::kIpFragment; break;
+      case ParseError::kFragment:  // reassembled for UDP (udp.cc)
+        d = input_fragment(frame.subspan(kEthHeader), now);
+        break;
       default: d = Drop::kIpBadLength; break;
     }
   } else {
@@ -236,6 +239,14 @@ void Engine::end_ip_frame(size_t len) {
 Drop Engine::input_icmp(const Ipv4& ip, Time now) {
   Icmp icmp;
   if (parse_icmp(ip.payload, &icmp) != ParseError::kNone) return Drop::kIcmpMalformed;
+  constexpr uint8_t kIcmpUnreachable = 3;
+  if (icmp.type == kIcmpUnreachable && icmp.body.size() >= 4 + kIpv4Header + 8 &&
+      icmp.body[4 + 9] == kProtoTcp)
+    return tcp_icmp_error(icmp.type, icmp.code, load16(icmp.body.data() + 2), icmp.body.subspan(4),
+                          now);
+  if (icmp.type == kIcmpUnreachable && icmp.body.size() >= 4 + kIpv4Header + 8 &&
+      icmp.body[4 + 9] == kProtoUdp)
+    return udp_icmp_error(icmp.type, icmp.code, icmp.body.subspan(4));  // udp.cc
   if (icmp.type != kIcmpEchoRequest || icmp.code != 0) return Drop::kIcmpUnhandled;
   size_t len = ip.payload.size();
   if (len + kIpv4Header > cfg_.mtu) return Drop::kIcmpMalformed;

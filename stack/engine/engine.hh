@@ -12,9 +12,12 @@
 #include <span>
 #include <vector>
 
+#include "engine/congestion.hh"
 #include "engine/drop.hh"
+#include "engine/reassembly.hh"
 #include "engine/seq.hh"
 #include "engine/timer_wheel.hh"
+#include "engine/udp.hh"
 #include "shunt/ring.h"
 #include "wire/wire.hh"
 
@@ -40,6 +43,26 @@ struct EngineConfig {
   uint32_t staging_size = 1 << 16;  // power of two
   uint64_t isn_secret = 0x5348554e54ull;
   Time time_wait = 60 * kSecond;    // Linux TCP_TIMEWAIT_LEN
+  uint8_t window_shift = 7;         // our RFC 7323 window scale (Linux's usual)
+  bool timestamps = true;           // offer RFC 7323 timestamps
+  bool sack = true;                 // offer RFC 2018 SACK
+  bool syn_cookies = true;          // answer SYNs statelessly when the SYN queue is full
+  CcAlgorithm congestion = CcAlgorithm::kCubic;
+  uint32_t challenge_ack_limit = 1000;  // per second (RFC 5961 7, Linux's default)
+  bool fast_path = true;            // header prediction for in-order ESTABLISHED segments
+  bool delayed_ack = true;          // RFC 1122 4.2.3.2; off: every data segment is acked at once
+};
+
+// Per-connection socket options the engine acts on (TCP_* and SO_KEEPALIVE).
+enum class TcpOption : uint8_t {
+  kNoDelay,     // value 0/1
+  kCork,        // value 0/1; uncorking pushes what waits
+  kQuickAck,    // value 0/1
+  kKeepAlive,   // value 0/1
+  kKeepIdle,    // seconds
+  kKeepIntvl,   // seconds
+  kKeepCnt,     // probes
+  kCongestion,  // CcAlgorithm
 };
 
 class FrameSink {
@@ -73,6 +96,27 @@ inline constexpr uint32_t kEvDetached = 1u << 3;   // engine no longer uses the 
 inline constexpr uint32_t kEvAcceptable = 1u << 4; // listener queue grew
 inline constexpr uint32_t kEvWindowLow = 1u << 5;  // advertised window fell below half
 
+// A set of disjoint sequence ranges, ordered by start: out-of-order data held in
+// the rx ring (receiver), or data the peer SACKed (sender). Bounded; no allocation.
+struct SeqRanges {
+  static constexpr uint8_t kMax = 8;
+  struct Range {
+    tcp::SeqNum start, end;
+  };
+  Range r[kMax];
+  uint8_t n = 0;
+  uint8_t recent = 0;  // index of the range changed last (first SACK block, RFC 2018 4)
+
+  // Adds [start, end), merging overlaps and neighbours. False when full and the
+  // range touches none of the others (the caller drops it).
+  bool add(tcp::SeqNum start, tcp::SeqNum end);
+  // Removes everything below `seq`.
+  void trim_below(tcp::SeqNum seq);
+  bool contains(tcp::SeqNum start, tcp::SeqNum end) const;
+  uint32_t bytes() const;
+  void clear() { n = recent = 0; }
+};
+
 struct Tcb {
   TcpState state = TcpState::kClosed;
   uint16_t local_port = 0;
@@ -90,11 +134,47 @@ struct Tcb {
   struct {
     tcp::SeqNum nxt;
     uint32_t adv_wnd = 0;  // window in the last segment we sent
+    tcp::SeqNum last_ack;  // rcv.nxt in the last ACK we sent (Last.ACK.sent)
   } rcv;
   tcp::SeqNum iss, irs;
 
   uint32_t cwnd = 0;
   uint32_t ssthresh = 0xffffffff;
+  CcState cc;
+
+  // RFC 7323.
+  uint8_t snd_wscale = 0;   // shift of the windows the peer sends
+  uint8_t rcv_wscale = 0;   // shift of the windows we send
+  bool wscale_ok = false;
+  bool ts_ok = false;
+  uint32_t ts_recent = 0;
+  Time ts_recent_at = 0;
+  uint32_t ts_offset = 0;   // per-connection offset of our TSval clock
+  uint32_t cookie_tsval = 0;  // SYN-ACK of a SYN cookie: TSval carrying the options
+  // RFC 2018 / 2883 / 6675.
+  bool sack_ok = false;
+  SeqRanges ooo;            // received beyond rcv.nxt, held in the rx ring
+  SeqRanges sacked;         // our data the peer holds beyond snd.una
+  tcp::SeqNum dsack_start, dsack_end;
+  bool dsack_pending = false;
+  uint8_t dupacks = 0;
+  bool in_recovery = false;
+  bool recovered_once = false;
+  bool rexmit_now = false;  // retransmit at once, whatever the window (fast retransmit)
+  tcp::SeqNum recover;      // snd.max when recovery began (RFC 6582)
+  tcp::SeqNum rexmit_next;  // next hole to retransmit in this recovery
+
+  // Delayed ACK (RFC 1122 4.2.3.2, RFC 5681 4.2).
+  uint32_t rcv_unacked = 0; // bytes received since our last ACK
+  uint8_t quickack = 0;     // ACKs still to send at once
+  bool nodelay = false;
+  bool cork = false;
+  // Keepalive (RFC 1122 4.2.3.6).
+  bool keepalive = false;
+  uint32_t keep_idle = 7200, keep_intvl = 75, keep_cnt = 9;  // Linux defaults, seconds
+  uint8_t keep_probes = 0;
+  Time last_rx = 0;         // last segment from the peer
+  Time last_tx = 0;         // last data we sent (slow start after idle)
 
   // Byte streams. tx: [tail, head) holds unacked + unsent bytes; the byte at ring
   // index i has sequence number iss + 1 + (i - tx_base).
@@ -112,6 +192,8 @@ struct Tcb {
   Time rto_at = 0;
   Time persist_at = 0;
   Time time_wait_at = 0;
+  Time delack_at = 0;
+  Time keepalive_at = 0;
 
   tcp::SeqNum fin_seq;     // sequence number of our FIN, once fin_sent
   uint8_t probes = 0;      // zero-window probes since the window closed
@@ -153,6 +235,20 @@ struct EngineCounters {
   uint64_t tcp_segments_in = 0;
   uint64_t tcp_segments_out = 0;
   uint64_t tcp_time_wait_recycled = 0;
+  uint64_t tcp_fast_retransmits = 0;
+  uint64_t tcp_recoveries = 0;
+  uint64_t tcp_sack_retransmits = 0;
+  uint64_t tcp_ooo_queued = 0;
+  uint64_t tcp_dsacks_sent = 0;
+  uint64_t tcp_dsacks_received = 0;
+  uint64_t tcp_challenge_acks = 0;
+  uint64_t tcp_syn_cookies_sent = 0;
+  uint64_t tcp_syn_cookies_accepted = 0;
+  uint64_t tcp_keepalive_probes = 0;
+  uint64_t tcp_delayed_acks = 0;
+  uint64_t tcp_fast_path = 0;
+  uint64_t icmp_errors_received = 0;
+  uint64_t pmtu_updates = 0;
   uint64_t drops[static_cast<size_t>(Drop::kCount)] = {};
 };
 
@@ -187,6 +283,7 @@ class Engine {
   // Hands an accepted connection its final rings; staged rx bytes move over.
   void attach(ConnId c, abi::ByteRing rx, abi::ByteRing tx, uint64_t user);
   void tx_ready(ConnId c);
+  int set_option(ConnId c, TcpOption opt, uint32_t value);
   void rx_drained(ConnId c);
   void shutdown_write(ConnId c);
   // The application gives the connection up. Returns true when the rings are
@@ -219,6 +316,17 @@ class Engine {
 
   // Lookup by 4-tuple (tests, daemon diagnostics).
   ConnId find(uint32_t remote_ip, uint16_t remote_port, uint16_t local_port) const;
+
+  // ---- UDP (udp.cc) ----
+  UdpTable& udp() { return udp_; }
+  const UdpTable& udp() const { return udp_; }
+  // One datagram from socket `id` to dst:dport (host order), in IPv4 fragments when
+  // it exceeds the MTU. 0, or -EMSGSIZE/-EINVAL/-EBADF; a datagram lost on the way
+  // (no route, ARP queue full, no tx buffer) is counted, not reported.
+  int udp_send(UdpId id, uint32_t dst, uint16_t dport, std::span<const uint8_t> payload, Time now);
+  // An ICMP error (type, code) quoting `quoted` (the offending IPv4 header and the
+  // 8 bytes after it) about a datagram we sent: tells its socket if connected.
+  Drop udp_icmp_error(uint8_t type, uint8_t code, std::span<const uint8_t> quoted);
 
  private:
   static constexpr uint32_t kListenerBit = 0x80000000u;
@@ -259,16 +367,51 @@ class Engine {
   void end_ip_frame(size_t len);
   bool on_link(uint32_t ip) const;
 
-  // ---- TCP (tcp.cc) ----
+  // ---- UDP and IPv4 fragments (udp.cc) ----
+  Drop input_udp(const wire::Ipv4& ip, Time now);
+  Drop input_fragment(std::span<const uint8_t> packet, Time now);
+  void send_port_unreachable(const wire::Ipv4& ip, std::span<const uint8_t> datagram, Time now);
+
+  // ---- TCP input (tcp_input.cc) ----
   Drop input_tcp(const wire::Ipv4& ip, Time now);
   Drop listen_input(Listener& l, ListenerId lid, const wire::TcpSegment& seg, Time now);
+  void take_staging(Tcb& t);
+  void negotiate_options(Tcb& t, const wire::TcpSegment& syn, Time now);
+  uint32_t cookie_hash(const wire::TcpSegment& s, uint32_t irs, uint32_t counter) const;
+  void send_syn_cookie(const wire::TcpSegment& syn, Time now);
+  Drop cookie_ack_input(Listener& l, ListenerId lid, const wire::TcpSegment& seg, Time now);
   Drop syn_sent_input(ConnId c, const wire::TcpSegment& seg, Time now);
   Drop segment_arrives(ConnId c, const wire::TcpSegment& seg, Time now);
+  bool fast_path(ConnId c, const wire::TcpSegment& seg, Time now);
   bool seq_acceptable(const Tcb& t, const wire::TcpSegment& seg) const;
-  Drop process_rst(ConnId c, const wire::TcpSegment& seg);
+  bool paws_reject(const Tcb& t, const wire::TcpSegment& seg, Time now) const;
+  void update_ts_recent(Tcb& t, const wire::TcpSegment& seg, Time now);
+  void ack_now(ConnId c);
+  void challenge_ack(ConnId c, Time now);
+  Drop process_rst(ConnId c, const wire::TcpSegment& seg, Time now);
   Drop process_ack(ConnId c, const wire::TcpSegment& seg, Time now);
+  void ack_advance(ConnId c, const wire::TcpSegment& seg, Time now);
+  void on_duplicate_ack(ConnId c, Time now);
+  bool take_sack(Tcb& t, const wire::TcpSegment& seg);
+  void note_dsack(Tcb& t, tcp::SeqNum start, tcp::SeqNum end);
   Drop process_text(ConnId c, const wire::TcpSegment& seg, Time now);
+  Drop queue_out_of_order(ConnId c, tcp::SeqNum seq, std::span<const uint8_t> payload);
+  void schedule_ack(ConnId c, uint32_t bytes, Time now);
   void process_fin(ConnId c, const wire::TcpSegment& seg, Time now);
+  Drop tcp_icmp_error(uint8_t type, uint8_t code, uint16_t next_mtu,
+                      std::span<const uint8_t> quoted, Time now);
+  // ---- TCP output (tcp_output.cc) ----
+  uint32_t ts_clock(const Tcb& t, Time now) const;
+  uint32_t seg_payload(const Tcb& t) const;
+  void fill_sack_blocks(Tcb& t, wire::TcpSegment* s);
+  uint32_t pipe(const Tcb& t) const;
+  bool next_hole(const Tcb& t, tcp::SeqNum from, tcp::SeqNum limit, tcp::SeqNum* start,
+                 uint32_t* len) const;
+  void retransmit_lost(ConnId c, Time now);
+  void send_new_data(ConnId c, Time now);
+  // ---- TCP bookkeeping and timers (tcp.cc) ----
+  bool keepalive_due(ConnId c, Time now);
+  uint32_t max_window(const Tcb& t) const;
   void update_rtt(Tcb& t, Time sample);
   Time current_rto(const Tcb& t) const;  // rto with the backoff applied
   void send_reset_for(const wire::TcpSegment& seg, Time now);
@@ -325,9 +468,14 @@ class Engine {
   uint8_t* pending_frame_ = nullptr;  // set by begin_ip_frame when it used an ARP slot
   ArpEntry* pending_entry_ = nullptr;
 
+  Time challenge_window_ = 0;
+  uint32_t challenge_count_ = 0;
   TimerWheel wheel_;
   std::vector<ConnId> output_list_;
   std::vector<uint32_t> event_list_;
+
+  UdpTable udp_;
+  Reassembly reasm_;
 };
 
 }  // namespace shunt

@@ -1,42 +1,17 @@
-// TCP (RFC 9293): input by the steps of "SEGMENT ARRIVES", output once per batch.
+// TCP (RFC 9293): connection bookkeeping, timers and the socket calls. Input is in
+// tcp_input.cc, output in tcp_output.cc.
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 
 #include "engine/engine.hh"
+#include "engine/tcp_internal.hh"
 
 namespace shunt {
 
 using namespace wire;
 using tcp::SeqNum;
 
-namespace {
-constexpr Time kMinRto = 200 * kMillisecond;  // Linux TCP_RTO_MIN (RFC 6298 says 1 s)
-constexpr Time kMaxRto = 120 * kSecond;       // Linux TCP_RTO_MAX
-constexpr uint32_t kSynRetries = 6;           // Linux tcp_syn_retries
-constexpr uint32_t kDataRetries = 15;         // Linux tcp_retries2
-constexpr uint32_t kInitialWindowSegments = 10;  // RFC 6928
-constexpr uint32_t kMaxWindow = 65535;        // no window scaling in this version
-
-bool is_synchronized(TcpState s) {
-  return s != TcpState::kClosed && s != TcpState::kListen && s != TcpState::kSynSent;
-}
-bool may_send_data(TcpState s) {
-  return s == TcpState::kEstablished || s == TcpState::kCloseWait ||
-         s == TcpState::kFinWait1 || s == TcpState::kClosing || s == TcpState::kLastAck;
-}
-bool may_receive_data(TcpState s) {
-  return s == TcpState::kEstablished || s == TcpState::kFinWait1 || s == TcpState::kFinWait2;
-}
-uint64_t mix64(uint64_t k) {
-  k ^= k >> 33;
-  k *= 0xff51afd7ed558ccdull;
-  k ^= k >> 33;
-  k *= 0xc4ceb9fe1a85ec53ull;
-  k ^= k >> 33;
-  return k;
-}
-}  // namespace
 
 // RFC 6528: ISN = M + F(4-tuple, secret), M a 4-microsecond clock.
 SeqNum Engine::make_isn(uint32_t rip, uint16_t rport, uint16_t lport, Time now) const {
@@ -45,9 +20,11 @@ SeqNum Engine::make_isn(uint32_t rip, uint16_t rport, uint16_t lport, Time now) 
   return SeqNum(uint32_t(f) + uint32_t(now / 4));
 }
 
+uint32_t Engine::max_window(const Tcb& t) const { return 65535u << t.rcv_wscale; }
+
 uint32_t Engine::rx_window(const Tcb& t) const {
   if (!t.rx.valid()) return 0;
-  return std::min(t.rx.writable(), kMaxWindow);
+  return std::min(t.rx.writable(), max_window(t));
 }
 
 // Bytes in the tx ring past snd.nxt. The head is written by the application, so
@@ -224,7 +201,7 @@ void Engine::abort_conn(ConnId c, Time now) {
 void Engine::arm_timer(ConnId c) {
   Tcb& t = conns_[c];
   Time next = 0;
-  for (Time d : {t.rto_at, t.persist_at, t.time_wait_at})
+  for (Time d : {t.rto_at, t.persist_at, t.time_wait_at, t.delack_at, t.keepalive_at})
     if (d != 0 && (next == 0 || d < next)) next = d;
   if (next == 0) wheel_.cancel(c);
   else wheel_.schedule(c, (next + kMillisecond - 1) / kMillisecond);
@@ -245,479 +222,6 @@ void Engine::update_rtt(Tcb& t, Time r) {
     t.srtt = (7 * t.srtt + r) / 8;
   }
   t.rto = std::clamp(t.srtt + std::max<Time>(kMillisecond, 4 * t.rttvar), kMinRto, kMaxRto);
-}
-
-// ---- Input ----
-
-Drop Engine::input_tcp(const Ipv4& ip, Time now) {
-  TcpSegment seg;
-  switch (parse_tcp(ip, &seg)) {
-    case ParseError::kNone: break;
-    case ParseError::kTruncated: return Drop::kTcpTruncated;
-    case ParseError::kBadHeaderLength: return Drop::kTcpBadHeaderLength;
-    case ParseError::kBadChecksum: return Drop::kTcpBadChecksum;
-    default: return Drop::kTcpBadOptions;
-  }
-  ++ctr_.tcp_segments_in;
-  if (seg.src_port == 0 || seg.dst_port == 0) return Drop::kTcpBadFlags;
-  if ((seg.flags & kSyn) && (seg.flags & (kRst | kFin))) return Drop::kTcpBadFlags;
-
-  ConnId c = find(seg.src_ip, seg.src_port, seg.dst_port);
-  if (c != kInvalidId) {
-    Tcb& t = conns_[c];
-    uint16_t lid = listener_by_port_[seg.dst_port];
-    // A new SYN above the old connection's sequence space reopens a TIME-WAIT
-    // tuple (RFC 9293 3.10.7.4 note, as Linux does).
-    if (t.state == TcpState::kTimeWait && (seg.flags & kSyn) && !(seg.flags & kAck) &&
-        SeqNum(seg.seq) > t.rcv.nxt && lid != 0) {
-      ++ctr_.tcp_time_wait_recycled;
-      reset_conn(c, 0);
-      return listen_input(listeners_[lid - 1], lid - 1, seg, now);
-    }
-    if (t.state == TcpState::kSynSent) return syn_sent_input(c, seg, now);
-    return segment_arrives(c, seg, now);
-  }
-  if (uint16_t lid = listener_by_port_[seg.dst_port]; lid != 0)
-    return listen_input(listeners_[lid - 1], lid - 1, seg, now);
-  // RFC 9293 3.10.7.1: CLOSED. Answer anything but a RST with a RST.
-  if (!(seg.flags & kRst)) send_reset_for(seg, now);
-  return Drop::kTcpNoSocket;
-}
-
-void Engine::send_reset_for(const TcpSegment& seg, Time now) {
-  uint8_t* f = begin_ip_frame(seg.src_ip, now);
-  if (!f) return;
-  TcpSegment r{.src_ip = cfg_.ip, .dst_ip = seg.src_ip, .src_port = seg.dst_port,
-               .dst_port = seg.src_port};
-  if (seg.flags & kAck) {
-    r.seq = seg.ack;
-    r.flags = kRst;
-  } else {
-    r.ack = seg.seq + seg.seq_len();
-    r.flags = kRst | kAck;
-  }
-  size_t hlen = write_tcp(f + kEthHeader + kIpv4Header, r);
-  write_ipv4(f + kEthHeader, cfg_.ip, seg.src_ip, kProtoTcp, uint16_t(hlen), ip_id_++);
-  end_ip_frame(kEthHeader + kIpv4Header + hlen);
-  ++ctr_.tcp_resets_sent;
-  ++ctr_.tcp_segments_out;
-}
-
-// RFC 9293 3.10.7.2: LISTEN.
-Drop Engine::listen_input(Listener& l, ListenerId lid, const TcpSegment& seg, Time now) {
-  if (seg.flags & kRst) return Drop::kTcpRstIgnored;
-  if (seg.flags & kAck) {
-    send_reset_for(seg, now);
-    return Drop::kTcpListenNotSyn;
-  }
-  if (!(seg.flags & kSyn)) return Drop::kTcpListenNotSyn;
-  if (l.pending >= l.backlog) return Drop::kTcpBacklogFull;
-  if (staging_free_.empty()) return Drop::kTcpNoMemory;
-  ConnId c = alloc_conn(now);
-  if (c == kInvalidId) return Drop::kTcpNoMemory;
-  Tcb& t = conns_[c];
-  t.remote_ip = seg.src_ip;
-  t.remote_port = seg.src_port;
-  t.local_port = seg.dst_port;
-  t.listener = lid;
-  ++l.pending;
-  t.staging = staging_free_.back();
-  staging_free_.pop_back();
-  t.staged = true;
-  abi::RingIndices& idx = staging_idx_[t.staging];
-  idx.head.value.store(0, std::memory_order_relaxed);
-  idx.tail.value.store(0, std::memory_order_relaxed);
-  t.rx = abi::ByteRing(&idx, staging_bytes_.data() + size_t{t.staging} * cfg_.staging_size,
-                       cfg_.staging_size);
-  t.tx = abi::ByteRing(&empty_tx_idx_, &empty_tx_byte_, 1);
-  t.irs = SeqNum(seg.seq);
-  t.rcv.nxt = t.irs + 1;
-  t.iss = make_isn(seg.src_ip, seg.src_port, seg.dst_port, now);
-  t.snd.una = t.snd.nxt = t.snd.max = t.iss;
-  t.snd.wnd = seg.window;
-  t.snd.wl1 = SeqNum(seg.seq);
-  t.snd.mss = seg.mss ? std::min(seg.mss, our_mss()) : 536;
-  t.cwnd = kInitialWindowSegments * t.snd.mss;
-  t.tx_base = 0;
-  table_insert(c);
-  t.state = TcpState::kSynReceived;
-  ++ctr_.tcp_passive_opens;
-  queue_output(c);  // SYN-ACK
-  return Drop::kNone;
-}
-
-// RFC 9293 3.10.7.3: SYN-SENT.
-Drop Engine::syn_sent_input(ConnId c, const TcpSegment& seg, Time now) {
-  Tcb& t = conns_[c];
-  SeqNum ack(seg.ack);
-  bool ack_ok = false;
-  if (seg.flags & kAck) {
-    if (ack <= t.iss || ack > t.snd.max) {
-      if (!(seg.flags & kRst)) send_reset_for(seg, now);
-      return Drop::kTcpBadAck;
-    }
-    ack_ok = true;  // snd.una < ack <= snd.nxt
-  }
-  if (seg.flags & kRst) {
-    if (!ack_ok) return Drop::kTcpRstIgnored;
-    ++ctr_.tcp_resets_received;
-    reset_conn(c, ECONNREFUSED);
-    return Drop::kNone;
-  }
-  if (!(seg.flags & kSyn)) return Drop::kTcpBadFlags;
-  t.irs = SeqNum(seg.seq);
-  t.rcv.nxt = t.irs + 1;
-  t.snd.mss = seg.mss ? std::min(seg.mss, our_mss()) : 536;
-  t.cwnd = kInitialWindowSegments * t.snd.mss;
-  t.snd.wnd = seg.window;
-  t.snd.wl1 = SeqNum(seg.seq);
-  t.snd.wl2 = ack;
-  t.ack_pending = true;
-  queue_output(c);
-  if (ack_ok) {
-    t.snd.una = ack;
-    if (t.rtt_timing) {
-      update_rtt(t, now - t.rtt_start);
-      t.rtt_timing = false;
-    }
-    t.backoff = 0;
-    t.rto_at = 0;
-    arm_timer(c);
-    set_state(c, TcpState::kEstablished, now);
-    note_event(c, kEvWritable);
-    return Drop::kNone;
-  }
-  // Simultaneous open: answer SYN-ACK from SYN-RECEIVED.
-  t.snd.nxt = t.iss;
-  set_state(c, TcpState::kSynReceived, now);
-  return Drop::kNone;
-}
-
-// RFC 9293 3.10.7.4, first check.
-bool Engine::seq_acceptable(const Tcb& t, const TcpSegment& seg) const {
-  uint32_t len = seg.seq_len();
-  uint32_t wnd = std::max(t.rcv.adv_wnd, rx_window(t));
-  SeqNum seq(seg.seq);
-  // At zero window RFC 9293 accepts only empty segments at rcv.nxt; like Linux we
-  // also take a bare FIN there, so a closed socket's zero window does not strand
-  // the peer's FIN. Data at zero window stays unacceptable (answered with an ACK).
-  if (wnd == 0) return seq == t.rcv.nxt && seg.payload.empty();
-  if (len == 0) return seq.in_window(t.rcv.nxt, wnd);
-  return seq.in_window(t.rcv.nxt, wnd) || (seq + (len - 1)).in_window(t.rcv.nxt, wnd);
-}
-
-Drop Engine::segment_arrives(ConnId c, const TcpSegment& seg, Time now) {
-  Tcb& t = conns_[c];
-  // A retransmitted SYN while our SYN-ACK is outstanding: send the SYN-ACK again.
-  if (t.state == TcpState::kSynReceived && (seg.flags & kSyn) && !(seg.flags & kAck) &&
-      SeqNum(seg.seq) == t.irs) {
-    t.snd.nxt = t.iss;
-    queue_output(c);
-    return Drop::kNone;
-  }
-  // A retransmitted FIN in TIME-WAIT: our last ACK was lost. Acknowledge it and
-  // restart the 2 MSL timer (RFC 9293 3.10.7.4, eighth check).
-  if (t.state == TcpState::kTimeWait && (seg.flags & kFin) && !(seg.flags & kRst) &&
-      SeqNum(seg.seq) + uint32_t(seg.payload.size()) + 1 == t.rcv.nxt) {
-    t.time_wait_at = now + cfg_.time_wait;
-    arm_timer(c);
-    t.ack_pending = true;
-    queue_output(c);
-    return Drop::kNone;
-  }
-  // First: sequence number.
-  if (!seq_acceptable(t, seg)) {
-    if (!(seg.flags & kRst)) {
-      t.ack_pending = true;
-      queue_output(c);
-    }
-    return Drop::kTcpUnacceptable;
-  }
-  // Second: RST.
-  if (seg.flags & kRst) return process_rst(c, seg);
-  // Fourth: SYN in a synchronized state: RFC 5961 4.2 challenge ACK.
-  if (seg.flags & kSyn) {
-    t.ack_pending = true;
-    queue_output(c);
-    return Drop::kTcpBadFlags;
-  }
-  // Fifth: ACK.
-  if (!(seg.flags & kAck)) return Drop::kTcpBadAck;
-  if (Drop d = process_ack(c, seg, now); d != Drop::kNone || t.state == TcpState::kClosed)
-    return d;
-  // Seventh and eighth: text and FIN.
-  Drop d = seg.payload.empty() ? Drop::kNone : process_text(c, seg, now);
-  if ((seg.flags & kFin) && t.state != TcpState::kClosed) process_fin(c, seg, now);
-  return d;
-}
-
-// RFC 9293 3.10.7.4 second check, with RFC 5961 3.2: only an exact match resets;
-// anything else in the window gets a challenge ACK.
-Drop Engine::process_rst(ConnId c, const TcpSegment& seg) {
-  Tcb& t = conns_[c];
-  if (SeqNum(seg.seq) != t.rcv.nxt) {
-    t.ack_pending = true;
-    queue_output(c);
-    return Drop::kTcpRstIgnored;
-  }
-  ++ctr_.tcp_resets_received;
-  switch (t.state) {
-    case TcpState::kSynReceived:
-      // Passive open goes back to LISTEN (the child just disappears); active → refused.
-      reset_conn(c, t.listener != kInvalidId ? 0 : ECONNREFUSED);
-      break;
-    case TcpState::kEstablished:
-    case TcpState::kFinWait1:
-    case TcpState::kFinWait2:
-    case TcpState::kCloseWait:
-      reset_conn(c, ECONNRESET);
-      break;
-    default:  // CLOSING, LAST-ACK, TIME-WAIT
-      reset_conn(c, 0);
-      break;
-  }
-  return Drop::kNone;
-}
-
-Drop Engine::process_ack(ConnId c, const TcpSegment& seg, Time now) {
-  Tcb& t = conns_[c];
-  SeqNum ack(seg.ack);
-  SeqNum seq(seg.seq);
-  if (t.state == TcpState::kSynReceived) {
-    if (!(t.snd.una < ack && ack <= t.snd.max)) {
-      send_reset_for(seg, now);
-      return Drop::kTcpBadAck;
-    }
-    t.snd.wnd = seg.window;
-    t.snd.wl1 = seq;
-    t.snd.wl2 = ack;
-    set_state(c, TcpState::kEstablished, now);
-    if (t.listener != kInvalidId) enqueue_accept(c);
-    else note_event(c, kEvWritable);
-  }
-  if (ack > t.snd.max) {
-    // Acks something not yet sent: RFC 9293 says send an ACK and drop.
-    t.ack_pending = true;
-    queue_output(c);
-    return Drop::kTcpBadAck;
-  }
-  if (t.snd.una < ack) {
-    uint32_t acked = uint32_t(ack - t.snd.una);
-    if (t.snd.una == t.iss) --acked;  // our SYN
-    bool fin_acked = t.fin_sent && ack > t.fin_seq && t.snd.una <= t.fin_seq;
-    if (fin_acked) --acked;           // our FIN
-    if (acked > 0 && t.tx.valid()) {
-      t.tx.consume(std::min(acked, t.tx.capacity()));
-      note_event(c, kEvWritable);
-    }
-    t.snd.una = ack;
-    // After a go-back-N rewind the peer may acknowledge beyond snd.nxt.
-    if (t.snd.nxt < ack) t.snd.nxt = ack;
-    if (t.rtt_timing && ack > t.rtt_seq) {
-      update_rtt(t, now - t.rtt_start);
-      t.rtt_timing = false;
-    }
-    t.backoff = 0;
-    // RFC 5681: slow start below ssthresh, else congestion avoidance.
-    uint32_t mss = t.snd.mss;
-    if (t.cwnd < t.ssthresh) t.cwnd += std::min(acked, mss);
-    else t.cwnd += std::max<uint32_t>(1, mss * mss / std::max<uint32_t>(t.cwnd, 1));
-    t.rto_at = t.snd.una == t.snd.max ? 0 : now + current_rto(t);  // RFC 6298 5.2, 5.3
-    arm_timer(c);
-    queue_output(c);
-    if (fin_acked) {
-      switch (t.state) {
-        case TcpState::kFinWait1: set_state(c, TcpState::kFinWait2, now); break;
-        case TcpState::kClosing: set_state(c, TcpState::kTimeWait, now); break;
-        case TcpState::kLastAck: reset_conn(c, 0); return Drop::kNone;
-        default: break;
-      }
-    }
-    // An orphan whose every byte is acknowledged needs its rings no more.
-    if (t.user_closed && t.tx.valid() && t.tx.readable() == 0 && t.fin_sent) detach_rings(c);
-  }
-  // Window update (RFC 9293 3.10.7.4, fifth check): only from a newer segment.
-  if (t.snd.wl1 < seq || (t.snd.wl1 == seq && t.snd.wl2 <= ack)) {
-    if (seg.window > t.snd.wnd) queue_output(c);
-    t.snd.wnd = seg.window;
-    t.snd.wl1 = seq;
-    t.snd.wl2 = ack;
-    if (t.snd.wnd > 0 && t.persist_at != 0) {
-      t.persist_at = 0;
-      t.probes = 0;
-      arm_timer(c);
-    }
-  }
-  return Drop::kNone;
-}
-
-Drop Engine::process_text(ConnId c, const TcpSegment& seg, Time now) {
-  Tcb& t = conns_[c];
-  if (!may_receive_data(t.state)) return Drop::kNone;  // after the peer's FIN: ignore (RFC 9293)
-  if (t.user_closed) {
-    // Linux: data for a socket the application closed resets it.
-    abort_conn(c, now);
-    return Drop::kTcpAfterClose;
-  }
-  SeqNum seq(seg.seq);
-  auto payload = seg.payload;
-  t.ack_pending = true;
-  queue_output(c);
-  if (seq < t.rcv.nxt) {
-    uint32_t dup = uint32_t(t.rcv.nxt - seq);
-    if (dup >= payload.size()) return Drop::kNone;
-    payload = payload.subspan(dup);
-    seq = t.rcv.nxt;
-  }
-  if (seq != t.rcv.nxt) {
-    // Out of order: no reassembly in this version; the duplicate ACK asks again.
-    return Drop::kTcpOutOfOrder;
-  }
-  uint32_t n = t.rx.valid() ? t.rx.write(payload.data(), uint32_t(payload.size())) : 0;
-  if (n == 0) return Drop::kTcpRxRingFull;
-  t.rcv.nxt += n;
-  note_event(c, kEvReadable);
-  // Part of the segment fit: take it, count the overrun, the ACK asks for the rest.
-  if (n < payload.size()) ++ctr_.drops[static_cast<size_t>(Drop::kTcpRxRingFull)];
-  return Drop::kNone;
-}
-
-void Engine::process_fin(ConnId c, const TcpSegment& seg, Time now) {
-  Tcb& t = conns_[c];
-  // Only a FIN that follows every byte we took closes the stream.
-  SeqNum fin_seq = SeqNum(seg.seq) + uint32_t(seg.payload.size());
-  if (fin_seq != t.rcv.nxt) return;
-  t.rcv.nxt += 1;
-  t.peer_fin = true;
-  t.ack_pending = true;
-  queue_output(c);
-  note_event(c, kEvReadable);
-  switch (t.state) {
-    case TcpState::kSynReceived:
-    case TcpState::kEstablished: set_state(c, TcpState::kCloseWait, now); break;
-    case TcpState::kFinWait1:  // our FIN not yet acked, else we would be in FIN-WAIT-2
-      set_state(c, TcpState::kClosing, now);
-      break;
-    case TcpState::kFinWait2: set_state(c, TcpState::kTimeWait, now); break;
-    case TcpState::kTimeWait:
-      t.time_wait_at = now + cfg_.time_wait;
-      arm_timer(c);
-      break;
-    default: break;
-  }
-}
-
-// ---- Output ----
-
-void Engine::send_segment(Tcb& t, SeqNum seq, uint8_t flags, uint32_t len, Time now) {
-  SeqNum end = seq + len + ((flags & kSyn) ? 1 : 0) + ((flags & kFin) ? 1 : 0);
-  if (end > t.snd.max) t.snd.max = end;  // also when no buffer: RTO resends it
-  uint8_t* f = begin_ip_frame(t.remote_ip, now);
-  if (!f) return;
-  uint32_t wnd = rx_window(t);
-  TcpSegment s{.src_ip = cfg_.ip,
-                .dst_ip = t.remote_ip,
-                .src_port = t.local_port,
-                .dst_port = t.remote_port,
-                .seq = seq.raw(),
-                .ack = (flags & kAck) ? t.rcv.nxt.raw() : 0,
-                .flags = flags,
-                .window = uint16_t(wnd),
-                .mss = (flags & kSyn) ? our_mss() : uint16_t(0)};
-  uint8_t* p = f + kEthHeader + kIpv4Header;
-  size_t hlen = tcp_header_len(s);
-  if (len > 0) t.tx.copy_out(t.tx_base + uint32_t(seq - (t.iss + 1)), p + hlen, len);
-  s.payload = {p + hlen, len};
-  write_tcp(p, s);
-  write_ipv4(f + kEthHeader, cfg_.ip, t.remote_ip, kProtoTcp, uint16_t(hlen + len), ip_id_++);
-  end_ip_frame(kEthHeader + kIpv4Header + hlen + len);
-  ++ctr_.tcp_segments_out;
-  if (flags & kAck) {
-    t.ack_pending = false;
-    t.rcv.adv_wnd = wnd;
-  }
-}
-
-void Engine::output(ConnId c, Time now) {
-  Tcb& t = conns_[c];
-  switch (t.state) {
-    case TcpState::kClosed:
-    case TcpState::kListen:
-      return;
-    case TcpState::kSynSent:
-    case TcpState::kSynReceived:
-      if (t.snd.nxt == t.iss) {
-        uint8_t flags = t.state == TcpState::kSynSent ? kSyn : (kSyn | kAck);
-        send_segment(t, t.iss, flags, 0, now);
-        t.snd.nxt = t.iss + 1;
-        if (t.backoff == 0 && !t.rtt_timing) {
-          t.rtt_timing = true;
-          t.rtt_seq = t.iss;
-          t.rtt_start = now;
-        }
-        if (t.rto_at == 0) t.rto_at = now + current_rto(t);
-        arm_timer(c);
-      } else if (t.ack_pending && t.state == TcpState::kSynReceived) {
-        send_segment(t, t.snd.max, kAck, 0, now);
-      }
-      return;
-    default:
-      break;
-  }
-  if (may_send_data(t.state)) {
-    for (;;) {
-      uint32_t unsent = tx_unsent(t);
-      if (unsent == 0) break;
-      uint32_t in_flight = uint32_t(t.snd.nxt - t.snd.una);
-      uint32_t wnd = std::min(t.snd.wnd, t.cwnd);
-      if (in_flight >= wnd) {
-        // Zero window with nothing in flight: the persist timer probes it.
-        if (t.snd.wnd == 0 && in_flight == 0 && t.persist_at == 0) t.persist_at = now + current_rto(t);
-        break;
-      }
-      uint32_t len = std::min({unsent, wnd - in_flight, uint32_t(t.snd.mss)});
-      // Sender SWS avoidance (RFC 9293 3.8.6.2.1): no runt while data is in flight.
-      if (len < t.snd.mss && len < unsent && in_flight > 0) break;
-      uint8_t flags = kAck;
-      if (len == unsent) flags |= kPsh;
-      bool with_fin = t.fin_queued && len == unsent && (!t.fin_sent || t.snd.nxt + len == t.fin_seq);
-      if (with_fin) flags |= kFin;
-      // Karn: time only new data, never a retransmission.
-      if (!t.rtt_timing && t.backoff == 0 && t.snd.nxt == t.snd.max) {
-        t.rtt_timing = true;
-        t.rtt_seq = t.snd.nxt;
-        t.rtt_start = now;
-      }
-      send_segment(t, t.snd.nxt, flags, len, now);
-      t.snd.nxt += len;
-      if (with_fin) {
-        t.fin_sent = true;
-        t.fin_seq = t.snd.nxt;
-        t.snd.nxt += 1;
-      }
-      if (t.rto_at == 0) t.rto_at = now + current_rto(t);
-      if (with_fin) break;
-    }
-    if (t.fin_queued && tx_unsent(t) == 0 && (!t.fin_sent || t.snd.nxt == t.fin_seq)) {
-      send_segment(t, t.snd.nxt, kFin | kAck, 0, now);
-      t.fin_sent = true;
-      t.fin_seq = t.snd.nxt;
-      t.snd.nxt += 1;
-      if (t.rto_at == 0) t.rto_at = now + current_rto(t);
-    }
-    if (t.fin_sent) {
-      if (t.state == TcpState::kEstablished) set_state(c, TcpState::kFinWait1, now);
-      else if (t.state == TcpState::kCloseWait) set_state(c, TcpState::kLastAck, now);
-    }
-  }
-  // A pure ACK carries the highest sequence number sent: after a rewind, snd.nxt
-  // lies below what the peer already expects.
-  if (t.ack_pending) send_segment(t, t.snd.max, kAck, 0, now);
-  if (t.rx.valid() && !t.window_low && t.rcv.adv_wnd < std::min(t.rx.capacity(), kMaxWindow) / 2) {
-    t.window_low = true;
-    note_event(c, kEvWindowLow);
-  }
-  arm_timer(c);
 }
 
 void Engine::on_timer(ConnId c, Time now) {
@@ -741,12 +245,26 @@ void Engine::on_timer(ConnId c, Time now) {
     // does not keep the doubled value.
     t.rtt_timing = false;
     uint32_t flight = uint32_t(t.snd.max - t.snd.una);
-    t.ssthresh = std::max(flight / 2, 2u * t.snd.mss);  // RFC 5681 (4)
+    if (t.backoff == 1 && !handshake)  // one reduction per loss episode (RFC 5681 (4))
+      t.ssthresh = cc_on_loss(t.cc, t.cc.algorithm == CcAlgorithm::kReno ? flight : t.cwnd,
+                              t.snd.mss, now);
     t.cwnd = t.snd.mss;
+    // After a timeout SACK information is not trusted (the receiver may renege,
+    // RFC 2018 8): go back to snd.una and resend everything.
+    t.in_recovery = false;
+    t.rexmit_now = false;
+    t.dupacks = 0;
+    t.sacked.clear();
     t.snd.nxt = t.snd.una;  // go back N; snd.max remembers how far we got
     t.rto_at = now + current_rto(t);
     queue_output(c);
   }
+  if (t.delack_at != 0 && now >= t.delack_at) {
+    t.delack_at = 0;
+    ++ctr_.tcp_delayed_acks;
+    ack_now(c);
+  }
+  if (t.keepalive_at != 0 && now >= t.keepalive_at && keepalive_due(c, now)) return;
   if (t.persist_at != 0 && now >= t.persist_at) {
     // Zero-window probe: an old sequence number makes the peer answer with its
     // window. Probes back off exponentially (RFC 9293 3.8.6.1).
@@ -755,6 +273,77 @@ void Engine::on_timer(ConnId c, Time now) {
     t.persist_at = now + std::min(t.rto << std::min<uint32_t>(t.probes, 6), kMaxRto);
   }
   arm_timer(c);
+}
+
+// RFC 1122 4.2.3.6: after keep_idle without a segment from the peer, probe every
+// keep_intvl; keep_cnt unanswered probes end the connection. Returns true when
+// the connection was reset.
+bool Engine::keepalive_due(ConnId c, Time now) {
+  Tcb& t = conns_[c];
+  t.keepalive_at = 0;
+  if (!t.keepalive || !(t.state == TcpState::kEstablished || t.state == TcpState::kCloseWait ||
+                        t.state == TcpState::kFinWait2))
+    return false;
+  Time idle_until = t.last_rx + Time(t.keep_idle) * kSecond;
+  if (t.keep_probes == 0 && now < idle_until) {
+    t.keepalive_at = idle_until;  // traffic since: wait for the rest of the idle time
+    return false;
+  }
+  if (t.keep_probes >= t.keep_cnt) {
+    ++ctr_.tcp_timeouts;
+    reset_conn(c, ETIMEDOUT);
+    return true;
+  }
+  // <SEQ=SND.UNA-1><ACK=RCV.NXT>: the peer answers with an ACK (or a RST).
+  send_segment(t, t.snd.una + uint32_t(-1), kAck, 0, now);
+  ++t.keep_probes;
+  ++ctr_.tcp_keepalive_probes;
+  t.keepalive_at = now + Time(t.keep_intvl) * kSecond;
+  return false;
+}
+
+int Engine::set_option(ConnId c, TcpOption opt, uint32_t value) {
+  Tcb& t = conns_[c];
+  switch (opt) {
+    case TcpOption::kNoDelay:
+      t.nodelay = value != 0;
+      if (t.nodelay) queue_output(c);  // Linux pushes what Nagle held back
+      return 0;
+    case TcpOption::kCork:
+      t.cork = value != 0;
+      if (!t.cork) queue_output(c);
+      return 0;
+    case TcpOption::kQuickAck:
+      // Linux: TCP_QUICKACK=1 acknowledges at once for a while.
+      t.quickack = value ? 16 : 0;
+      if (value && t.delack_at != 0) ack_now(c);
+      return 0;
+    case TcpOption::kKeepAlive:
+      t.keepalive = value != 0;
+      t.keep_probes = 0;
+      t.keepalive_at = t.keepalive ? t.last_rx + Time(t.keep_idle) * kSecond : 0;
+      arm_timer(c);
+      return 0;
+    case TcpOption::kKeepIdle:
+    case TcpOption::kKeepIntvl:
+      if (value < 1 || value > 32767) return -EINVAL;  // Linux's MAX_TCP_KEEPIDLE/INTVL
+      (opt == TcpOption::kKeepIdle ? t.keep_idle : t.keep_intvl) = value;
+      if (t.keepalive && opt == TcpOption::kKeepIdle) {
+        t.keepalive_at = t.last_rx + Time(value) * kSecond;
+        arm_timer(c);
+      }
+      return 0;
+    case TcpOption::kKeepCnt:
+      if (value < 1 || value > 127) return -EINVAL;  // Linux's MAX_TCP_KEEPCNT
+      t.keep_cnt = value;
+      return 0;
+    case TcpOption::kCongestion:
+      if (value > uint32_t(CcAlgorithm::kCubic)) return -ENOENT;
+      t.cc = CcState{};
+      t.cc.algorithm = CcAlgorithm(value);
+      return 0;
+  }
+  return -ENOPROTOOPT;
 }
 
 void Engine::poll(Time now) {
@@ -822,11 +411,18 @@ void Engine::attach(ConnId c, abi::ByteRing rx, abi::ByteRing tx, uint64_t user)
   Tcb& t = conns_[c];
   abi::ByteRing old = t.rx;
   if (old.valid()) {
-    // Move what arrived before accept() into the application's ring.
-    uint32_t n = old.readable(), tail = old.tail(), cap = old.capacity();
-    uint32_t off = tail & (cap - 1), first = std::min(n, cap - off);
-    rx.write(old.bytes() + off, first);
-    rx.write(old.bytes(), n - first);
+    // Move what arrived before accept() into the application's ring: the
+    // readable bytes and, behind them, the out-of-order bytes held for
+    // reassembly (their ranges stay valid: same distance from the head).
+    uint32_t readable = old.readable();
+    uint32_t held = t.ooo.n ? uint32_t(t.ooo.r[t.ooo.n - 1].end - t.rcv.nxt) : 0;
+    uint32_t total = std::min(readable + held, std::min(old.capacity(), rx.capacity()));
+    uint32_t from = old.tail(), to = rx.head();
+    uint32_t cap = old.capacity(), off = from & (cap - 1);
+    uint32_t first = std::min(total, cap - off);
+    rx.copy_in(to, old.bytes() + off, first);
+    rx.copy_in(to + first, old.bytes(), total - first);
+    rx.produce(std::min(readable, total));
   }
   if (t.staging != kInvalidId) {
     staging_free_.push_back(t.staging);
@@ -856,8 +452,12 @@ int Engine::connect(uint16_t local_port, uint32_t remote_ip, uint16_t remote_por
   t.user = user;
   t.user_attached = true;
   t.iss = make_isn(remote_ip, remote_port, local_port, now);
+  // The TSval clock's offset is fixed before the SYN carries the first value.
+  t.ts_offset = uint32_t(mix64(cfg_.isn_secret ^ t.iss.raw()));
   t.snd.una = t.snd.nxt = t.snd.max = t.iss;
   t.tx_base = tx.tail();
+  t.cc.algorithm = cfg_.congestion;
+  t.last_rx = now;
   t.cwnd = kInitialWindowSegments * t.snd.mss;
   table_insert(c);
   t.state = TcpState::kSynSent;
@@ -877,7 +477,7 @@ void Engine::rx_drained(ConnId c) {
   // Receiver SWS avoidance (RFC 9293 3.8.6.2.2): update once the window grew by
   // at least an MSS or half the buffer.
   uint32_t wnd = rx_window(t);
-  uint32_t grow = std::min<uint32_t>(t.snd.mss, std::min(t.rx.capacity(), kMaxWindow) / 2);
+  uint32_t grow = std::min<uint32_t>(t.snd.mss, std::min(t.rx.capacity(), max_window(t)) / 2);
   if (is_synchronized(t.state) && wnd >= t.rcv.adv_wnd + grow) {
     t.ack_pending = true;
     queue_output(c);
@@ -917,6 +517,56 @@ bool Engine::close(ConnId c, bool abort, Time now) {
   }
   t.user = user;  // kEvDetached comes once the peer has acknowledged every byte
   return false;
+}
+
+// ---- SeqRanges ----
+
+bool SeqRanges::add(tcp::SeqNum start, tcp::SeqNum end) {
+  // Find the first range that ends at or after start (they touch or overlap).
+  uint8_t i = 0;
+  while (i < n && r[i].end < start) ++i;
+  if (i < n && r[i].start <= end) {
+    // Merge with r[i] and every following range it reaches.
+    if (start < r[i].start) r[i].start = start;
+    if (end > r[i].end) r[i].end = end;
+    uint8_t j = i + 1;
+    while (j < n && r[j].start <= r[i].end) {
+      if (r[j].end > r[i].end) r[i].end = r[j].end;
+      ++j;
+    }
+    uint8_t gone = uint8_t(j - i - 1);
+    for (uint8_t k = i + 1; k + gone < n; ++k) r[k] = r[k + gone];
+    n = uint8_t(n - gone);
+    recent = i;
+    return true;
+  }
+  if (n == kMax) return false;
+  for (uint8_t k = n; k > i; --k) r[k] = r[k - 1];
+  r[i] = {start, end};
+  ++n;
+  recent = i;
+  return true;
+}
+
+void SeqRanges::trim_below(tcp::SeqNum seq) {
+  uint8_t drop = 0;
+  while (drop < n && r[drop].end <= seq) ++drop;
+  for (uint8_t k = 0; k + drop < n; ++k) r[k] = r[k + drop];
+  n = uint8_t(n - drop);
+  recent = recent >= drop ? uint8_t(recent - drop) : 0;
+  if (n != 0 && r[0].start < seq) r[0].start = seq;
+}
+
+bool SeqRanges::contains(tcp::SeqNum start, tcp::SeqNum end) const {
+  for (uint8_t i = 0; i < n; ++i)
+    if (r[i].start <= start && end <= r[i].end) return true;
+  return false;
+}
+
+uint32_t SeqRanges::bytes() const {
+  uint32_t b = 0;
+  for (uint8_t i = 0; i < n; ++i) b += uint32_t(r[i].end - r[i].start);
+  return b;
 }
 
 }  // namespace shunt

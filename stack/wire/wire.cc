@@ -111,8 +111,15 @@ ParseError parse_tcp(const Ipv4& ip, TcpSegment* out) {
   out->flags = p[13] & 0x3f;
   out->window = load16(p.data() + 14);
   out->mss = 0;
+  out->wscale = -1;
+  out->sack_permitted = false;
+  out->has_ts = false;
+  out->tsval = out->tsecr = 0;
+  out->sack_count = 0;
   // Options (RFC 9293 3.2): kinds 0 and 1 are one byte, every other carries a
-  // length >= 2 that must fit; a malformed list drops the segment.
+  // length >= 2 that must fit; a malformed list drops the segment. Options that
+  // belong on SYNs only are ignored elsewhere (RFC 7323 2.2, RFC 2018 2).
+  bool syn = out->flags & kSyn;
   size_t i = kTcpHeader;
   while (i < doff) {
     uint8_t kind = p[i];
@@ -121,9 +128,36 @@ ParseError parse_tcp(const Ipv4& ip, TcpSegment* out) {
     if (i + 1 >= doff) return ParseError::kBadOptions;
     uint8_t len = p[i + 1];
     if (len < 2 || i + len > doff) return ParseError::kBadOptions;
-    if (kind == 2) {
-      if (len != 4) return ParseError::kBadOptions;
-      if (out->flags & kSyn) out->mss = load16(p.data() + i + 2);
+    const uint8_t* o = p.data() + i;
+    switch (kind) {
+      case 2:  // MSS
+        if (len != 4) return ParseError::kBadOptions;
+        if (syn) out->mss = load16(o + 2);
+        break;
+      case 3:  // window scale; a shift above 14 is taken as 14 (RFC 7323 2.3)
+        if (len != 3) return ParseError::kBadOptions;
+        if (syn) out->wscale = int8_t(o[2] > kMaxWindowShift ? kMaxWindowShift : o[2]);
+        break;
+      case 4:  // SACK permitted
+        if (len != 2) return ParseError::kBadOptions;
+        if (syn) out->sack_permitted = true;
+        break;
+      case 5: {  // SACK blocks
+        if (len < 10 || (len - 2) % 8 != 0) return ParseError::kBadOptions;
+        uint8_t n = uint8_t((len - 2) / 8);
+        for (uint8_t b = 0; b < n && b < kMaxSackBlocks; ++b)
+          out->sack[b] = {load32(o + 2 + 8 * b), load32(o + 6 + 8 * b)};
+        out->sack_count = n < kMaxSackBlocks ? n : kMaxSackBlocks;
+        break;
+      }
+      case 8:  // timestamps
+        if (len != 10) return ParseError::kBadOptions;
+        out->has_ts = true;
+        out->tsval = load32(o + 2);
+        out->tsecr = load32(o + 6);
+        break;
+      default:
+        break;  // unknown options are skipped by their length
     }
     i += len;
   }
@@ -131,7 +165,25 @@ ParseError parse_tcp(const Ipv4& ip, TcpSegment* out) {
   return ParseError::kNone;
 }
 
-size_t tcp_header_len(const TcpSegment& seg) { return kTcpHeader + (seg.mss ? 4 : 0); }
+namespace {
+// SACK blocks that fit next to the other options in 40 bytes.
+uint8_t sack_blocks_that_fit(const TcpSegment& seg) {
+  if (seg.sack_count == 0) return 0;
+  size_t used = (seg.mss ? 4 : 0) + (seg.has_ts ? 12 : 0);
+  size_t room = used >= 40 ? 0 : (40 - used - 4) / 8;  // NOP NOP kind len
+  return uint8_t(seg.sack_count < room ? seg.sack_count : room);
+}
+}  // namespace
+
+size_t tcp_header_len(const TcpSegment& seg) {
+  size_t len = kTcpHeader;
+  if (seg.mss) len += 4;
+  if (seg.has_ts || seg.sack_permitted) len += 12;  // (NOP NOP | SACK-perm) + TS, or NOP NOP SACK-perm
+  if (!seg.has_ts && seg.sack_permitted) len -= 8;
+  if (seg.wscale >= 0) len += 4;
+  if (uint8_t n = sack_blocks_that_fit(seg)) len += 4 + 8 * size_t(n);
+  return len;
+}
 
 size_t write_tcp(uint8_t* p, const TcpSegment& seg) {
   size_t hlen = tcp_header_len(seg);
@@ -144,10 +196,47 @@ size_t write_tcp(uint8_t* p, const TcpSegment& seg) {
   store16(p + 14, seg.window);
   store16(p + 16, 0);
   store16(p + 18, 0);
+  uint8_t* o = p + kTcpHeader;
   if (seg.mss) {
-    p[20] = 2;
-    p[21] = 4;
-    store16(p + 22, seg.mss);
+    o[0] = 2;
+    o[1] = 4;
+    store16(o + 2, seg.mss);
+    o += 4;
+  }
+  if (seg.has_ts) {
+    if (seg.sack_permitted) {
+      o[0] = 4;  // SACK-permitted in the two bytes Linux pads with NOPs
+      o[1] = 2;
+    } else {
+      o[0] = o[1] = 1;
+    }
+    o[2] = 8;
+    o[3] = 10;
+    store32(o + 4, seg.tsval);
+    store32(o + 8, seg.tsecr);
+    o += 12;
+  } else if (seg.sack_permitted) {
+    o[0] = o[1] = 1;
+    o[2] = 4;
+    o[3] = 2;
+    o += 4;
+  }
+  if (seg.wscale >= 0) {
+    o[0] = 1;
+    o[1] = 3;
+    o[2] = 3;
+    o[3] = uint8_t(seg.wscale);
+    o += 4;
+  }
+  if (uint8_t n = sack_blocks_that_fit(seg)) {
+    o[0] = o[1] = 1;
+    o[2] = 5;
+    o[3] = uint8_t(2 + 8 * n);
+    for (uint8_t b = 0; b < n; ++b) {
+      store32(o + 4 + 8 * b, seg.sack[b][0]);
+      store32(o + 8 + 8 * b, seg.sack[b][1]);
+    }
+    o += 4 + 8 * size_t(n);
   }
   size_t total = hlen + seg.payload.size();
   uint32_t sum = pseudo_header_sum(seg.src_ip, seg.dst_ip, kProtoTcp, uint16_t(total));

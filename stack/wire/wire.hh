@@ -96,17 +96,30 @@ struct TcpSegment {
   uint16_t window = 0;
   uint16_t mss = 0;  // MSS option, 0 when absent
   std::span<const uint8_t> payload{};
+  // RFC 7323 and RFC 2018 options.
+  int8_t wscale = -1;           // window scale shift (SYN only), -1 when absent
+  bool sack_permitted = false;  // SYN only
+  bool has_ts = false;
+  uint32_t tsval = 0;
+  uint32_t tsecr = 0;
+  uint8_t sack_count = 0;       // SACK blocks (left, right), at most kMaxSackBlocks
+  std::array<std::array<uint32_t, 2>, 4> sack{};
 
   // Sequence space the segment occupies (SYN and FIN count one each).
   uint32_t seq_len() const {
     return uint32_t(payload.size()) + ((flags & kSyn) ? 1 : 0) + ((flags & kFin) ? 1 : 0);
   }
 };
+inline constexpr uint8_t kMaxSackBlocks = 4;
+inline constexpr uint8_t kMaxWindowShift = 14;  // RFC 7323 2.3
+
 // Parses and validates (checksum, data offset, option lengths) a TCP segment
 // carried in `ip`.
 ParseError parse_tcp(const Ipv4& ip, TcpSegment* out);
-// Writes TCP header (+ MSS option when seg.mss != 0) at p; the payload must already
-// be at p + tcp_header_len(seg). Fills in the checksum. Returns the header length.
+// Writes the TCP header with the options `seg` asks for (MSS, SACK-permitted,
+// timestamps and window scale laid out as Linux does; SACK blocks as many as fit
+// in 40 option bytes) at p; the payload must already be at p + tcp_header_len(seg).
+// Fills in the checksum. Returns the header length.
 size_t tcp_header_len(const TcpSegment& seg);
 size_t write_tcp(uint8_t* p, const TcpSegment& seg);
 

@@ -199,7 +199,8 @@ TEST_F(LinkTest, IpChecks) {
   EXPECT_EQ(input(tcp_frame(syn, 0xffffffff, kLocalIp)), Drop::kIpBadSource);
   EXPECT_EQ(input(tcp_frame(syn, ip4(224, 0, 0, 5), kLocalIp)), Drop::kIpBadSource);
   EXPECT_EQ(input(tcp_frame(syn, kLocalIp, kLocalIp)), Drop::kIpBadSource);
-  EXPECT_EQ(input(ip_frame(wire::kProtoUdp, std::vector<uint8_t>(8, 0))), Drop::kIpUnknownProtocol);
+  EXPECT_EQ(input(ip_frame(47 /* GRE */, std::vector<uint8_t>(8, 0))), Drop::kIpUnknownProtocol);
+  EXPECT_EQ(input(ip_frame(wire::kProtoUdp, std::vector<uint8_t>(8, 0))), Drop::kUdpBadLength);
   EXPECT_TRUE(sink_.frames.empty()) << "none of these is answered, not even with a RST";
 }
 

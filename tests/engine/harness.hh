@@ -14,6 +14,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <optional>
@@ -62,7 +63,14 @@ inline constexpr uint64_t kUser = 7;
 inline constexpr uint64_t kListenUser = 9;
 inline constexpr Time kT0 = 1000 * kSecond;
 
-// A TCP segment as the peer writes it, or as the engine sent it.
+// One RFC 2018 SACK block [left, right).
+struct SackBlock {
+  uint32_t left = 0, right = 0;
+  bool operator==(const SackBlock&) const = default;
+};
+
+// A TCP segment as the peer writes it, or as the engine sent it. The RFC 7323
+// and RFC 2018 options after `payload` are absent unless a test sets them.
 struct Seg {
   uint16_t src_port = kRemotePort;
   uint16_t dst_port = kLocalPort;
@@ -72,6 +80,12 @@ struct Seg {
   uint16_t window = 65535;
   uint16_t mss = 0;
   std::string payload;
+  int8_t wscale = -1;           // window scale option, -1 = absent
+  bool sack_permitted = false;
+  bool ts = false;              // timestamps option present
+  uint32_t tsval = 0;
+  uint32_t tsecr = 0;
+  std::vector<SackBlock> sack;  // SACK blocks, first = first on the wire
 
   uint32_t seq_len() const {
     return uint32_t(payload.size()) + ((flags & kSyn) ? 1 : 0) + ((flags & kFin) ? 1 : 0);
@@ -94,6 +108,10 @@ inline std::ostream& operator<<(std::ostream& os, const Seg& s) {
   os << s.src_port << ">" << s.dst_port << " " << flags_str(s.flags) << " seq=" << s.seq
      << " ack=" << s.ack << " win=" << s.window;
   if (s.mss) os << " mss=" << s.mss;
+  if (s.wscale >= 0) os << " ws=" << int(s.wscale);
+  if (s.sack_permitted) os << " sackOK";
+  if (s.ts) os << " ts=" << s.tsval << "/" << s.tsecr;
+  for (const SackBlock& b : s.sack) os << " sack=" << b.left << "-" << b.right;
   return os << " len=" << s.payload.size();
 }
 
@@ -117,7 +135,14 @@ inline std::vector<uint8_t> tcp_frame(const Seg& s, uint32_t src_ip = kRemoteIp,
                      .ack = s.ack,
                      .flags = s.flags,
                      .window = s.window,
-                     .mss = s.mss};
+                     .mss = s.mss,
+                     .wscale = s.wscale,
+                     .sack_permitted = s.sack_permitted,
+                     .has_ts = s.ts,
+                     .tsval = s.tsval,
+                     .tsecr = s.tsecr};
+  t.sack_count = uint8_t(std::min<size_t>(s.sack.size(), wire::kMaxSackBlocks));
+  for (uint8_t i = 0; i < t.sack_count; ++i) t.sack[i] = {s.sack[i].left, s.sack[i].right};
   size_t hlen = wire::tcp_header_len(t);
   std::vector<uint8_t> f(wire::kEthHeader + wire::kIpv4Header + hlen + s.payload.size());
   uint8_t* p = f.data() + wire::kEthHeader + wire::kIpv4Header;
@@ -195,7 +220,13 @@ inline std::optional<TcpFrame> parse_tcp_frame(const std::vector<uint8_t>& f) {
                 .flags = t.flags,
                 .window = t.window,
                 .mss = t.mss,
-                .payload = std::string(t.payload.begin(), t.payload.end())};
+                .payload = std::string(t.payload.begin(), t.payload.end()),
+                .wscale = t.wscale,
+                .sack_permitted = t.sack_permitted,
+                .ts = t.has_ts,
+                .tsval = t.tsval,
+                .tsecr = t.tsecr};
+  for (uint8_t i = 0; i < t.sack_count; ++i) out.seg.sack.push_back({t.sack[i][0], t.sack[i][1]});
   return out;
 }
 
@@ -264,14 +295,18 @@ inline std::string pattern(size_t n, size_t offset = 0) {
 
 class EngineTest : public ::testing::Test {
  protected:
+  // State-machine tests see every ACK at once; delayed ACKs have their own tests
+  // (tcp_timers_test.cc), which turn them back on.
   static EngineConfig default_config() {
-    return EngineConfig{.mac = kLocalMac,
-                        .ip = kLocalIp,
-                        .prefix_len = 24,
-                        .max_connections = 64,
-                        .max_listeners = 8,
-                        .staging_buffers = 8,
-                        .staging_size = 4096};
+    EngineConfig c{.mac = kLocalMac,
+                   .ip = kLocalIp,
+                   .prefix_len = 24,
+                   .max_connections = 64,
+                   .max_listeners = 8,
+                   .staging_buffers = 8,
+                   .staging_size = 4096};
+    c.delayed_ack = false;
+    return c;
   }
 
   explicit EngineTest(EngineConfig cfg = default_config())
@@ -392,12 +427,22 @@ class EstablishedTest : public EngineTest {
     iss_ = syn.seq;
     ASSERT_GE(iss_, kLocalIsnTarget) << "the ISN is meant to sit just below 2^32";
     advance(10 * kMillisecond);
-    ASSERT_EQ(recv(Seg{.seq = kRemoteIsn, .ack = iss_ + 1, .flags = kSyn | kAck, .mss = kPeerMss}),
-              Drop::kNone);
+    Seg synack{.seq = kRemoteIsn, .ack = iss_ + 1, .flags = kSyn | kAck, .mss = peer_opts_.mss};
+    synack.wscale = peer_opts_.wscale;
+    synack.sack_permitted = peer_opts_.sack;
+    if (peer_opts_.ts) {
+      synack.ts = true;
+      synack.tsval = peer_tsval();
+      synack.tsecr = syn.tsval;
+    }
+    ASSERT_EQ(recv(synack), Drop::kNone);
     Seg ack = sent_one();
     ASSERT_EQ(ack.flags, kAck);
     ASSERT_EQ(ack.ack, kRemoteIsn + 1);
     ASSERT_EQ(tcb().state, TcpState::kEstablished);
+    // Segments leave as soon as they may: Nagle has its own tests.
+    ASSERT_EQ(eng().set_option(c_, TcpOption::kNoDelay, 1), 0);
+    eng().flush(now_);
     events();
   }
 
@@ -413,9 +458,60 @@ class EstablishedTest : public EngineTest {
     eng().flush(now_);
   }
 
+  // The peer's TSval clock: 1 ms ticks from an arbitrary origin.
+  uint32_t peer_tsval() const { return uint32_t(now_ / kMillisecond) + 0x70000000u; }
+  // What the engine's TSval reads now (its clock plus the connection's offset).
+  uint32_t our_tsval() const { return uint32_t(now_ / kMillisecond) + tcb().ts_offset; }
+
+  // What the peer's SYN-ACK offers in establish(); by default MSS only, so the
+  // classic tests see no timestamps, SACK or window scaling.
+  struct PeerOptions {
+    uint16_t mss = kPeerMss;
+    int8_t wscale = -1;
+    bool sack = false;
+    bool ts = false;
+  };
+  PeerOptions peer_opts_;
+
   ConnId c_ = kInvalidId;
   uint32_t iss_ = 0;
   std::unique_ptr<AppRings> app_;
+};
+
+// An established connection whose peer negotiated everything: MSS 1460, window
+// scale kPeerShift, SACK and timestamps. Our rings are 64 KiB, so our window
+// field is free >> window_shift. peer_data/peer_ack stamp the peer's timestamps
+// (TSval from its clock, TSecr echoing ours) and scale the window it announces.
+class OptionsEstablishedTest : public EstablishedTest {
+ protected:
+  static constexpr int8_t kPeerShift = 2;
+  static constexpr uint32_t kPeerWindow = 65535u << kPeerShift;
+
+  explicit OptionsEstablishedTest(EngineConfig cfg = default_config()) : EstablishedTest(cfg) {
+    peer_opts_ = PeerOptions{.mss = 1460, .wscale = kPeerShift, .sack = true, .ts = true};
+  }
+  void SetUp() override { ASSERT_NO_FATAL_FAILURE(establish(1 << 16, 1 << 16)); }
+
+  // Adds the peer's timestamps to s.
+  Seg stamped(Seg s) const {
+    s.ts = true;
+    s.tsval = peer_tsval();
+    s.tsecr = our_tsval();
+    return s;
+  }
+  Drop peer_ack(uint32_t off, uint32_t window = kPeerWindow, std::vector<SackBlock> sack = {},
+                uint32_t peer_off = 0) {
+    return recv(stamped(Seg{.seq = rcv(peer_off), .ack = snd(off), .flags = kAck,
+                            .window = uint16_t(window >> kPeerShift), .sack = std::move(sack)}));
+  }
+  Drop peer_data(uint32_t peer_off, std::string data, uint32_t ack_off = 0) {
+    return recv(stamped(Seg{.seq = rcv(peer_off), .ack = snd(ack_off), .flags = kAck | kPsh,
+                            .window = uint16_t(kPeerWindow >> kPeerShift),
+                            .payload = std::move(data)}));
+  }
+  // Our bytes [from, to) as a SACK block.
+  SackBlock sacked(uint32_t from, uint32_t to) const { return {snd(from), snd(to)}; }
+  uint64_t drops(Drop d) const { return eng_->counters().drops[static_cast<size_t>(d)]; }
 };
 
 }  // namespace shunt::test

@@ -86,20 +86,26 @@ TEST_F(Established, OverlapIsTrimmed) {
   EXPECT_EQ(app_->read(), "abcdefghi");
 }
 
-TEST_F(Established, OutOfOrderSegmentIsCountedAndDupAcked) {
-  peer_data(100, "later");
+TEST_F(Established, OutOfOrderSegmentIsHeldAndDupAcked) {
+  EXPECT_EQ(peer_data(100, "later"), Drop::kNone) << "queued for reassembly, not dropped";
   Seg ack = sent_one();
   EXPECT_EQ(ack.flags, kAck);
   EXPECT_EQ(ack.ack, rcv(0)) << "duplicate ACK: asks for the hole";
-  EXPECT_EQ(drops(Drop::kTcpOutOfOrder), 1u);
-  EXPECT_EQ(app_->rx().readable(), 0u) << "no reassembly in this version";
+  EXPECT_EQ(app_->rx().readable(), 0u) << "nothing readable until the hole fills";
   EXPECT_EQ(tcb().rcv.nxt.raw(), rcv(0));
+  EXPECT_EQ(tcb().ooo.n, 1u);
+  EXPECT_EQ(eng().counters().tcp_ooo_queued, 1u);
+  // The hole fills: both pieces become readable in order and rcv.nxt jumps.
+  EXPECT_EQ(peer_data(0, pattern(100)), Drop::kNone);
+  EXPECT_EQ(sent_one().ack, rcv(105));
+  EXPECT_EQ(app_->read(), pattern(100) + "later");
+  EXPECT_EQ(tcb().ooo.n, 0u);
 }
 
-// Drop reasons are returned from input (STYLE 11): a segment whose payload is
-// thrown away for being out of order should say so.
-TEST_F(Established, OutOfOrderDropIsReturnedFromInput) {
-  EXPECT_EQ(peer_data(100, "later"), Drop::kTcpOutOfOrder);
+// Beyond the ring there is nowhere to keep a segment: it is dropped with a reason.
+TEST_F(Established, OutOfOrderBeyondTheRingIsDropped) {
+  EXPECT_EQ(peer_data(4096, "x"), Drop::kTcpUnacceptable) << "outside the 4096-byte window";
+  EXPECT_EQ(tcb().ooo.n, 0u);
 }
 
 TEST_F(Established, RxRingFullTakesWhatFits) {
@@ -222,8 +228,9 @@ TEST_F(Established, InitialWindowIsTenSegments) {
   EXPECT_EQ(out.size(), 10u) << "RFC 6928: IW = 10 MSS";
   peer_ack(2000);
   out = sent();
-  // Slow start: cwnd grows by at most one MSS per ACK: 11000 - 8000 in flight.
-  ASSERT_EQ(out.size(), 3u) << trace(out);
+  // Slow start: cwnd grows by at most 2 MSS per ACK (RFC 3465 L = 2 SMSS):
+  // 12000 - 8000 in flight.
+  ASSERT_EQ(out.size(), 4u) << trace(out);
   EXPECT_EQ(out[0].seq, snd(10000));
 }
 
@@ -290,6 +297,7 @@ TEST_F(Established, RttIsMeasuredOnNewData) {
 }
 
 TEST_F(Established, RtoResendsFromSndUna) {
+  ASSERT_EQ(eng().set_option(c_, TcpOption::kCongestion, uint32_t(CcAlgorithm::kReno)), 0);
   app_send(pattern(3000));
   sent();
   peer_ack(1000);

@@ -11,6 +11,7 @@ namespace {
 
 class ListenTest : public EngineTest {
  protected:
+  using EngineTest::EngineTest;
   void SetUp() override {
     seed_arp();
     ASSERT_EQ(eng().listen(kLocalPort, 4, kListenUser, &lid_), 0);
@@ -188,26 +189,40 @@ TEST_F(ListenTest, RstToClosedPortIsNotAnswered) {
   expect_silent();
 }
 
+// The SYN queue is full: the SYN gets a stateless cookie SYN-ACK (RFC 4987);
+// the accept queue is full: SYNs are dropped, as Linux does.
 TEST_F(ListenTest, BacklogFull) {
   ListenerId l2;
   ASSERT_EQ(eng().listen(81, 1, kListenUser + 1, &l2), 0);
   recv(Seg{.src_port = 1000, .dst_port = 81, .seq = 1, .flags = kSyn});
   Seg synack = sent_one();
-  EXPECT_EQ(recv(Seg{.src_port = 1001, .dst_port = 81, .seq = 1, .flags = kSyn}),
-            Drop::kTcpBacklogFull);
-  expect_silent();
-  EXPECT_EQ(drops(Drop::kTcpBacklogFull), 1u);
-  // Completing and accepting the first frees the slot.
+  uint32_t live = eng().live_connections();
+  EXPECT_EQ(recv(Seg{.src_port = 1001, .dst_port = 81, .seq = 1, .flags = kSyn}), Drop::kNone);
+  EXPECT_EQ(sent_one().flags, kSyn | kAck) << "a cookie";
+  EXPECT_EQ(eng().live_connections(), live) << "and no state";
+  EXPECT_EQ(eng().counters().tcp_syn_cookies_sent, 1u);
+  // Completing the first fills the accept queue: now SYNs are dropped.
   recv(Seg{.src_port = 1000, .dst_port = 81, .seq = 2, .ack = synack.seq + 1, .flags = kAck});
-  EXPECT_EQ(recv(Seg{.src_port = 1001, .dst_port = 81, .seq = 1, .flags = kSyn}),
+  EXPECT_EQ(recv(Seg{.src_port = 1002, .dst_port = 81, .seq = 1, .flags = kSyn}),
             Drop::kTcpBacklogFull)
       << "an established, unaccepted connection still counts";
+  expect_silent();
   ASSERT_NE(eng().accept(l2), kInvalidId);
-  EXPECT_EQ(recv(Seg{.src_port = 1001, .dst_port = 81, .seq = 1, .flags = kSyn}), Drop::kNone);
+  EXPECT_EQ(recv(Seg{.src_port = 1002, .dst_port = 81, .seq = 1, .flags = kSyn}), Drop::kNone);
   EXPECT_EQ(sent_one().flags, kSyn | kAck);
 }
 
-TEST_F(ListenTest, OutOfStagingBuffers) {
+class ListenNoCookiesTest : public ListenTest {
+ protected:
+  static EngineConfig no_cookies() {
+    EngineConfig c = default_config();
+    c.syn_cookies = false;
+    return c;
+  }
+  ListenNoCookiesTest() : ListenTest(no_cookies()) {}
+};
+
+TEST_F(ListenNoCookiesTest, OutOfStagingBuffers) {
   // cfg_.staging_buffers = 8, backlog large enough: the ninth SYN finds no buffer.
   ListenerId l2;
   ASSERT_EQ(eng().listen(81, 100, 1, &l2), 0);
@@ -218,6 +233,17 @@ TEST_F(ListenTest, OutOfStagingBuffers) {
   EXPECT_EQ(recv(Seg{.src_port = 3000, .dst_port = 81, .seq = 1, .flags = kSyn}),
             Drop::kTcpNoMemory);
   expect_silent();
+}
+
+TEST_F(ListenTest, OutOfStagingBuffersAnswersWithACookie) {
+  ListenerId l2;
+  ASSERT_EQ(eng().listen(81, 100, 1, &l2), 0);
+  for (uint16_t p = 0; p < 8; ++p)
+    recv(Seg{.src_port = uint16_t(2000 + p), .dst_port = 81, .seq = 1, .flags = kSyn});
+  sent();
+  EXPECT_EQ(recv(Seg{.src_port = 3000, .dst_port = 81, .seq = 1, .flags = kSyn}), Drop::kNone);
+  EXPECT_EQ(sent_one().flags, kSyn | kAck);
+  EXPECT_EQ(eng().counters().tcp_syn_cookies_sent, 1u);
 }
 
 TEST_F(ListenTest, RetransmittedSynGetsSameSynAck) {

@@ -31,7 +31,7 @@ struct Endpoint {
   bool operator==(const Endpoint& o) const { return app == o.app && slot == o.slot; }
 };
 
-enum class Kind { kFree, kBound, kListener, kConn };
+enum class Kind { kFree, kBound, kListener, kConn, kUdp };
 
 struct Sock {
   Kind kind = Kind::kFree;
@@ -308,6 +308,9 @@ struct FakeShuntd::Impl {
       case abi::Op::kTxReady:
       case abi::Op::kRxDrained:
         return;  // the pump looks at every ring each round
+      case abi::Op::kUdpBind:
+      case abi::Op::kUdpConnect:
+        return udp_command(ai, qp, c);
       case abi::Op::kSetOption: {
         Endpoint e = resolve(ai, c.slot);
         if (e.app < 0) return complete(a, qp, c, -EBADF, c.slot, nullptr);
@@ -346,11 +349,98 @@ struct FakeShuntd::Impl {
   }
 
   // Moves bytes from each connection's tx ring to its peer's rx ring.
+  // ---- UDP: datagram records between slots (docs/abi.md "Datagram sockets") ----
+
+  bool udp_port_in_use(uint16_t port) {
+    for (auto& a : apps)
+      for (auto& s : a->socks)
+        if (a->alive && s.kind == Kind::kUdp && s.port == port) return true;
+    return false;
+  }
+  void udp_command(int ai, abi::QueuePair* qp, const abi::Command& c) {
+    App& a = app(ai);
+    uint32_t slot_no = c.slot;
+    if (abi::Op(c.op) == abi::Op::kUdpBind || c.slot == abi::kNoSlot) {
+      uint32_t ip = abi::Op(c.op) == abi::Op::kUdpBind ? c.ip : nic_ip;
+      if (ip != nic_ip) return complete(a, qp, c, -EADDRNOTAVAIL, abi::kNoSlot, nullptr);
+      uint16_t port = abi::Op(c.op) == abi::Op::kUdpBind && c.port != 0 ? c.port : htons(next_port++);
+      if (udp_port_in_use(port)) return complete(a, qp, c, -EADDRINUSE, abi::kNoSlot, nullptr);
+      int i = alloc_slot(ai);
+      if (i < 0) return complete(a, qp, c, -ENOBUFS, abi::kNoSlot, nullptr);
+      Sock& s = a.socks[size_t(i)];
+      s.kind = Kind::kUdp;
+      s.ip = nic_ip;
+      s.port = port;
+      s.inode = c.arg2;
+      a.region.slot(uint32_t(i))->error_seq.store(0);
+      set_state({ai, uint32_t(i)}, SlotState::kBound);
+      slot_no = uint32_t(i);
+      if (abi::Op(c.op) == abi::Op::kUdpBind) return complete(a, qp, c, 0, slot_no, &s);
+    }
+    Endpoint e = resolve(ai, slot_no);
+    if (e.app < 0 || sock(e).kind != Kind::kUdp) return complete(a, qp, c, -EINVAL, slot_no, nullptr);
+    Sock& s = sock(e);
+    s.peer_ip = c.ip;
+    s.peer_port = c.ip == 0 ? 0 : c.port;
+    set_state(e, c.ip == 0 ? SlotState::kBound : SlotState::kConnected);
+    bump(e);
+    return complete(a, qp, c, 0, slot_no, &s);
+  }
+  // The UDP socket a datagram to ip:port (network order) from src reaches, if any.
+  Endpoint udp_lookup(uint32_t ip, uint16_t port, uint32_t src_ip, uint16_t src_port) {
+    uint32_t mask = htonl(0xffffff00u);
+    if ((ip & mask) != (nic_ip & mask)) return Endpoint{};
+    for (int ai = 0; ai < int(apps.size()); ++ai) {
+      if (!app(ai).alive) continue;
+      for (uint32_t i = 0; i < app(ai).socks.size(); ++i) {
+        Sock& s = app(ai).socks[i];
+        if (s.kind != Kind::kUdp || s.port != port) continue;
+        if (s.peer_ip != 0 && (s.peer_ip != src_ip || s.peer_port != src_port)) continue;
+        return Endpoint{ai, i};
+      }
+    }
+    return Endpoint{};
+  }
+  // Moves each UDP socket's tx records to their destinations' rx rings. A full
+  // destination holds the sender back (no loss, so tests can count); a datagram to
+  // a port nobody has is dropped, and a connected sender hears ECONNREFUSED.
+  void pump_udp(int ai, uint32_t i) {
+    Sock& s = app(ai).socks[i];
+    abi::SocketSlot* sl = app(ai).region.slot(i);
+    sl->tx_notice.store(0, std::memory_order_release);
+    abi::ByteRing tx = app(ai).region.tx(i);
+    bool moved = false;
+    std::vector<uint8_t> buf;
+    for (int n = 0; n < 1024; ++n) {
+      abi::DgramHeader h;
+      if (abi::dgram_front(tx, &h) != abi::DgramFront::kOk) break;
+      Endpoint to = udp_lookup(h.ip, h.port, s.ip, s.port);
+      if (to.app < 0) {
+        if (s.peer_ip == h.ip && s.peer_port == h.port) {
+          sl->error.store(ECONNREFUSED);
+          sl->error_seq.fetch_add(1, std::memory_order_release);
+        }
+        tx.consume(abi::dgram_record_size(h.len));
+        moved = true;
+        continue;
+      }
+      abi::ByteRing rx = app(to.app).region.rx(to.slot);
+      if (rx.writable() < abi::dgram_record_size(h.len)) break;
+      buf.resize(h.len);
+      abi::dgram_pop(tx, h, buf.data(), h.len);
+      abi::dgram_push(rx, s.ip, s.port, buf.data(), h.len);
+      bump(to);
+      moved = true;
+    }
+    if (moved) bump({ai, i});
+  }
+
   void pump() {
     for (int ai = 0; ai < int(apps.size()); ++ai) {
       App& a = app(ai);
       for (uint32_t i = 0; i < a.socks.size(); ++i) {
         Sock& s = a.socks[i];
+        if (s.kind == Kind::kUdp && s.alias_of.app < 0) pump_udp(ai, i);
         if (s.kind != Kind::kConn || s.connecting) continue;
         Endpoint e{ai, i};
         abi::SocketSlot* sl = a.region.slot(i);
@@ -583,7 +673,7 @@ void FakeShuntd::run() {
           m.set_state(ce, SlotState::kListening);
           m.update_accept_ready(ps.port);
         } else {
-          cs.kind = ps.kind == Kind::kConn ? Kind::kBound : ps.kind;  // command alias
+          cs.kind = ps.kind == Kind::kConn || ps.kind == Kind::kUdp ? Kind::kBound : ps.kind;  // command alias
           cs.alias_of = pe;
           cs.inode = ps.inode;
           m.set_state(ce, SlotState(m.slot(pe)->state.load()));

@@ -716,6 +716,8 @@ void failopen() {
 
 }  // namespace
 
+bool run_udp_scenario(const std::string& what);  // udp_probe.cc
+
 int main(int argc, char** argv) {
   if (argc < 2) return 2;
   std::string what = argv[1];
@@ -736,6 +738,7 @@ int main(int argc, char** argv) {
       return 0;
     }
   }
+  if (run_udp_scenario(what)) return 0;
   fprintf(stderr, "unknown scenario %s\n", what.c_str());
   return 2;
 }

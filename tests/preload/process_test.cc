@@ -178,6 +178,33 @@ INSTANTIATE_TEST_SUITE_P(Probe, Shunted,
                                            "wildcard", "poll", "fork", "threads"),
                          [](const auto& info) { return std::string(info.param); });
 
+// UDP (udp_probe.cc), with rings big enough for the largest datagram.
+class ShuntedUdp : public ProbeTest, public ::testing::WithParamInterface<const char*> {};
+
+TEST_P(ShuntedUdp, Scenario) {
+  FakeOptions o;
+  o.ring_size = 1 << 17;
+  start_fake(o);
+  ProbeRun r = run(GetParam(), {"SHUNT_LOG=warn"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, std::string("ok ") + GetParam() + "\n") << r.err;
+  EXPECT_GE(fake->commands(int(abi::Op::kUdpBind)) + fake->commands(int(abi::Op::kUdpConnect)), 1);
+}
+
+INSTANTIATE_TEST_SUITE_P(Probe, ShuntedUdp,
+                         ::testing::Values("udp_basic", "udp_mmsg", "udp_epoll", "udp_wildcard",
+                                           "udp_threads", "udp_big", "udp_fork"),
+                         [](const auto& info) { return std::string(info.param); });
+
+TEST_F(ProbeTest, UdpKernelRoutesStayInTheKernel) {
+  start_fake();
+  ProbeRun r = run("udp_kernel_routes");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "ok udp_kernel_routes\n") << r.err;
+  EXPECT_EQ(fake->commands(int(abi::Op::kUdpBind)), 0);
+  EXPECT_EQ(fake->commands(int(abi::Op::kUdpConnect)), 0);
+}
+
 TEST_F(ProbeTest, DaemonGoneResetsShuntedSocketsAndNewOnesUseTheKernel) {
   start_fake();
   std::thread killer([&] {
