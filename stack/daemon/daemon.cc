@@ -946,8 +946,11 @@ std::string Daemon::stats_text() {
     << "\ntcp.syn_cookies_accepted " << e.tcp_syn_cookies_accepted
     << "\ntcp.keepalive_probes " << e.tcp_keepalive_probes << "\ntcp.delayed_acks "
     << e.tcp_delayed_acks << "\ntcp.fast_path " << e.tcp_fast_path
+    << "\ntcp.tail_loss_probes " << e.tcp_tail_loss_probes << "\ntcp.rto_expired "
+    << e.tcp_rto_expired
     << "\nicmp.errors_received " << e.icmp_errors_received << "\nip.pmtu_updates "
     << e.pmtu_updates << "\n";
+  o << udp_stats_text();
   for (size_t i = 1; i < size_t(Drop::kCount); ++i)
     o << "drop." << drop_name(static_cast<Drop>(i)) << " " << e.drops[i] << "\n";
   for (auto [dir, f] : {std::pair{"rx", &d.rx_fault}, std::pair{"tx", &d.tx_fault}})

@@ -194,6 +194,11 @@ struct Tcb {
   Time time_wait_at = 0;
   Time delack_at = 0;
   Time keepalive_at = 0;
+  Time tlp_at = 0;         // tail loss probe (RFC 8985 7)
+  bool tlp_sent = false;   // one probe per flight, until an ACK advances
+  Time una_rexmit_at = 0;  // when the segment at snd.una was last retransmitted
+  Time first_dupack_at = 0;  // when the current run of duplicate ACKs began
+  uint32_t limited_sent = 0; // bytes sent by limited transmit since snd.una moved
 
   tcp::SeqNum fin_seq;     // sequence number of our FIN, once fin_sent
   uint8_t probes = 0;      // zero-window probes since the window closed
@@ -247,6 +252,8 @@ struct EngineCounters {
   uint64_t tcp_keepalive_probes = 0;
   uint64_t tcp_delayed_acks = 0;
   uint64_t tcp_fast_path = 0;
+  uint64_t tcp_tail_loss_probes = 0;
+  uint64_t tcp_rto_expired = 0;  // retransmission timeouts (each one goes back N)
   uint64_t icmp_errors_received = 0;
   uint64_t pmtu_updates = 0;
   uint64_t drops[static_cast<size_t>(Drop::kCount)] = {};
@@ -392,6 +399,7 @@ class Engine {
   Drop process_ack(ConnId c, const wire::TcpSegment& seg, Time now);
   void ack_advance(ConnId c, const wire::TcpSegment& seg, Time now);
   void on_duplicate_ack(ConnId c, Time now);
+  void enter_recovery(ConnId c, Time now);
   bool take_sack(Tcb& t, const wire::TcpSegment& seg);
   void note_dsack(Tcb& t, tcp::SeqNum start, tcp::SeqNum end);
   Drop process_text(ConnId c, const wire::TcpSegment& seg, Time now);
@@ -403,12 +411,17 @@ class Engine {
   // ---- TCP output (tcp_output.cc) ----
   uint32_t ts_clock(const Tcb& t, Time now) const;
   uint32_t seg_payload(const Tcb& t) const;
+  uint32_t sacked_below(const Tcb& t, tcp::SeqNum upto) const;
   void fill_sack_blocks(Tcb& t, wire::TcpSegment* s);
   uint32_t pipe(const Tcb& t) const;
   bool next_hole(const Tcb& t, tcp::SeqNum from, tcp::SeqNum limit, tcp::SeqNum* start,
                  uint32_t* len) const;
   void retransmit_lost(ConnId c, Time now);
   void send_new_data(ConnId c, Time now);
+  void arm_tail_loss_probe(Tcb& t, Time now);
+  void arm_recovery_timer(Tcb& t, Time now);
+  void tail_loss_probe(ConnId c, Time now);
+  Time reorder_wait(const Tcb& t) const;
   // ---- TCP bookkeeping and timers (tcp.cc) ----
   bool keepalive_due(ConnId c, Time now);
   uint32_t max_window(const Tcb& t) const;

@@ -9,8 +9,10 @@
 //   at MTU 1500, 118 at the IPv4 minimum of 576); more is kIpFragTooMany;
 // - a context lives at most `timeout` (Linux's ipfrag_time, 30 s) after its first
 //   fragment. Expiry is lazy: every add() scans the contexts it looks through
-//   anyway, so a stale context never completes and its memory is reused. (Linux
-//   sends ICMP time exceeded on expiry; we do not: see docs/rfc-coverage notes.)
+//   anyway, so a stale context never completes and its memory is reused. Linux
+//   sends ICMP time exceeded (code 1) when a datagram whose first fragment came
+//   expires (RFC 792, optional per RFC 1122 3.2.2.4); we do not, as expiry
+//   happens lazily and with no frame to answer at that moment.
 //
 // Overlaps: any fragment that overlaps data already held, other than an exact
 // duplicate, discards the whole datagram (RFC 5722 for IPv6, which Linux applies to

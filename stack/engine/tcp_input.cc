@@ -527,6 +527,10 @@ void Engine::ack_advance(ConnId c, const TcpSegment& seg, Time now) {
   }
   t.backoff = 0;
   t.dupacks = 0;
+  t.limited_sent = 0;
+  t.first_dupack_at = 0;
+  t.tlp_at = 0;
+  t.tlp_sent = false;
   uint32_t mss = t.snd.mss;
   if (t.in_recovery) {
     if (ack >= t.recover) {
@@ -569,26 +573,61 @@ void Engine::on_duplicate_ack(ConnId c, Time now) {
   uint32_t mss = t.snd.mss;
   if (t.in_recovery) {
     if (!t.sack_ok) t.cwnd += mss;  // RFC 6582 3.2 step 4: inflate
+    // A retransmission that is not repaired a round trip later was lost too
+    // (the idea of RACK, RFC 8985): send the holes again rather than wait for the RTO.
+    if (t.sack_ok && t.una_rexmit_at != 0 && now - t.una_rexmit_at > reorder_wait(t)) {
+      t.rexmit_next = t.snd.una;
+      t.rexmit_now = true;
+      t.una_rexmit_at = 0;
+    }
     queue_output(c);
     return;
   }
-  ++t.dupacks;
-  bool lost = t.dupacks >= kDupThresh || (t.sack_ok && t.sacked.bytes() >= kDupThresh * mss);
-  // RFC 6582 4.1: a new recovery only once the previous one's data is all acked.
-  bool after_previous = !t.recovered_once || t.snd.una > t.recover;
-  if (!lost || !after_previous) return;
-  ++ctr_.tcp_recoveries;
-  ++ctr_.tcp_fast_retransmits;
-  uint32_t flight = uint32_t(t.snd.max - t.snd.una);
-  t.ssthresh = cc_on_loss(t.cc, t.cc.algorithm == CcAlgorithm::kReno ? flight : t.cwnd, mss, now);
-  t.cwnd = t.ssthresh + (t.sack_ok ? 0 : kDupThresh * mss);
+  if (++t.dupacks == 1) t.first_dupack_at = now;
+  // RFC 5827 early retransmit: with fewer than four segments outstanding and
+  // nothing new to send, fewer duplicate ACKs can come; lower the threshold.
+  uint32_t outstanding = (uint32_t(t.snd.max - t.snd.una) + mss - 1) / mss;
+  uint32_t thresh = kDupThresh;
+  if (outstanding < 4 && tx_unsent(t) == 0) thresh = std::max<uint32_t>(1, outstanding - 1);
+  bool lost = t.dupacks >= thresh || (t.sack_ok && t.sacked.bytes() >= thresh * mss);
+  // RACK (RFC 8985 6.2), time-based: data sent after the hole was delivered, and
+  // the hole has stayed open longer than reordering explains.
+  if (t.sack_ok && t.sacked.n != 0 && now - t.first_dupack_at >= reorder_wait(t)) lost = true;
+  if (!lost) {
+    // RFC 3042 limited transmit: a new segment for each of the first two
+    // duplicate ACKs keeps the ACK clock going in small windows.
+    if (t.dupacks <= 2) queue_output(c);
+    // RACK's reordering timer: decide even if no further ACK comes.
+    if (t.sack_ok && t.sacked.n != 0 && t.srtt != 0) {
+      Time at = now + reorder_wait(t);
+      if (t.tlp_at == 0 || at < t.tlp_at) {
+        t.tlp_at = at;
+        arm_timer(c);
+      }
+    }
+    return;
+  }
+  enter_recovery(c, now);
+}
+
+void Engine::enter_recovery(ConnId c, Time now) {
+  Tcb& t = conns_[c];
+  uint32_t mss = t.snd.mss;
   t.in_recovery = true;
-  t.recovered_once = true;
-  t.recover = t.snd.max;
   t.rexmit_next = t.snd.una;
   t.rexmit_now = true;  // the first retransmission goes regardless of the window
   t.rtt_timing = false;
   queue_output(c);
+  // RFC 6582 4.1: a loss within the window of the previous recovery (or RTO)
+  // is the same congestion event: repair it, but do not reduce again.
+  if (t.recovered_once && t.snd.una <= t.recover) return;
+  ++ctr_.tcp_recoveries;
+  ++ctr_.tcp_fast_retransmits;
+  uint32_t flight = uint32_t(t.snd.max - t.snd.una) - std::min(t.limited_sent, uint32_t(t.snd.max - t.snd.una));
+  t.ssthresh = cc_on_loss(t.cc, t.cc.algorithm == CcAlgorithm::kReno ? flight : t.cwnd, mss, now);
+  t.cwnd = t.ssthresh + (t.sack_ok ? 0 : kDupThresh * mss);
+  t.recovered_once = true;
+  t.recover = t.snd.max;
 }
 
 // Records the peer's SACK blocks (RFC 2018 3). Returns true when they told us

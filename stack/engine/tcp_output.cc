@@ -17,6 +17,14 @@ uint32_t Engine::ts_clock(const Tcb& t, Time now) const {
 
 // Payload that fits in one segment next to the options it will carry (RFC 6691:
 // the MSS counts no options).
+// SACKed bytes between snd.una and `upto`: in flight no more.
+uint32_t Engine::sacked_below(const Tcb& t, SeqNum upto) const {
+  uint32_t n = 0;
+  for (uint8_t i = 0; i < t.sacked.n && t.sacked.r[i].start < upto; ++i)
+    n += uint32_t((t.sacked.r[i].end < upto ? t.sacked.r[i].end : upto) - t.sacked.r[i].start);
+  return n;
+}
+
 uint32_t Engine::seg_payload(const Tcb& t) const {
   uint32_t options = t.ts_ok ? 12 : 0;
   if (t.sack_ok && (t.ooo.n != 0 || t.dsack_pending)) {
@@ -159,7 +167,9 @@ void Engine::retransmit_lost(ConnId c, Time now) {
     if (force && t.snd.una < data_end) {
       uint32_t len = std::min<uint32_t>(seg_payload(t), uint32_t(data_end - t.snd.una));
       send_segment(t, t.snd.una, kAck, len, now);
+      t.una_rexmit_at = now;
       ++ctr_.tcp_retransmits;
+      arm_recovery_timer(t, now);
     }
     return;
   }
@@ -172,12 +182,21 @@ void Engine::retransmit_lost(ConnId c, Time now) {
     if (!next_hole(t, t.rexmit_next, high, &start, &len)) break;
     len = std::min<uint32_t>(len, seg_payload(t));
     send_segment(t, start, kAck, len, now);
+    if (start == t.snd.una) t.una_rexmit_at = now;
     t.rexmit_next = start + len;
     in_pipe += len;
     force = false;
     ++ctr_.tcp_retransmits;
     ++ctr_.tcp_sack_retransmits;
   }
+  arm_recovery_timer(t, now);
+}
+
+void Engine::arm_recovery_timer(Tcb& t, Time now) {
+  if (t.srtt == 0) return;
+  Time wait = std::max<Time>(2 * reorder_wait(t), 5 * kMillisecond);
+  if (t.rto_at != 0 && now + wait >= t.rto_at) return;
+  t.tlp_at = now + wait;
 }
 
 void Engine::send_new_data(ConnId c, Time now) {
@@ -189,11 +208,31 @@ void Engine::send_new_data(ConnId c, Time now) {
   if (t.snd.una == t.snd.max && t.last_tx != 0 && now - t.last_tx > current_rto(t))
     t.cwnd = std::min(t.cwnd, kInitialWindowSegments * t.snd.mss);
   bool sack_recovery = t.in_recovery && t.sack_ok;
-  uint32_t in_pipe = sack_recovery ? pipe(t) : uint32_t(t.snd.nxt - t.snd.una);
+  uint32_t in_pipe = sack_recovery ? pipe(t) : uint32_t(t.snd.nxt - t.snd.una) - sacked_below(t, t.snd.nxt);
   for (; unsent != 0; unsent = tx_unsent(t)) {
+    // Resending after an RTO: skip what the peer holds, stop short of the next
+    // range it holds.
+    uint32_t sacked_limit = ~0u;
+    if (t.snd.nxt < t.snd.max && t.sacked.n != 0) {
+      for (uint8_t i = 0; i < t.sacked.n; ++i) {
+        const auto& r = t.sacked.r[i];
+        if (r.start <= t.snd.nxt && t.snd.nxt < r.end) {
+          t.snd.nxt = r.end;
+          continue;
+        }
+        if (t.snd.nxt < r.start) {
+          sacked_limit = uint32_t(r.start - t.snd.nxt);
+          break;
+        }
+      }
+      unsent = tx_unsent(t);
+      if (unsent == 0) break;
+    }
     uint32_t in_flight = uint32_t(t.snd.nxt - t.snd.una);
     uint32_t wnd_room = t.snd.wnd > in_flight ? t.snd.wnd - in_flight : 0;
-    uint32_t cwnd_room = t.cwnd > in_pipe ? t.cwnd - in_pipe : 0;
+    // RFC 3042: up to two segments past cwnd on the first duplicate ACKs.
+    uint32_t cwnd = t.cwnd + (t.in_recovery ? 0 : std::min<uint32_t>(t.dupacks, 2) * t.snd.mss);
+    uint32_t cwnd_room = cwnd > in_pipe ? cwnd - in_pipe : 0;
     uint32_t room = std::min(wnd_room, cwnd_room);
     if (room == 0) {
       // Zero window with nothing in flight: the persist timer probes it.
@@ -202,8 +241,8 @@ void Engine::send_new_data(ConnId c, Time now) {
       break;
     }
     uint32_t full = seg_payload(t);
-    uint32_t len = std::min({unsent, room, full});
-    if (len < full) {
+    uint32_t len = std::min({unsent, room, full, sacked_limit});
+    if (len < full && len != sacked_limit) {
       // Sender SWS avoidance (RFC 9293 3.8.6.2.1): no window-limited runt
       // while data is in flight.
       if (len < unsent && in_flight > 0) break;
@@ -222,6 +261,9 @@ void Engine::send_new_data(ConnId c, Time now) {
       t.rtt_start = now;
     }
     send_segment(t, t.snd.nxt, flags, len, now);
+    // Limited-transmit segments (beyond cwnd) do not count in the FlightSize
+    // that sets ssthresh (RFC 3042 2).
+    if (in_pipe + len > t.cwnd && !t.in_recovery) t.limited_sent += len;
     t.snd.nxt += len;
     in_pipe += len;
     if (with_fin) {
@@ -232,6 +274,17 @@ void Engine::send_new_data(ConnId c, Time now) {
     if (t.rto_at == 0) t.rto_at = now + current_rto(t);
     if (with_fin) break;
   }
+  arm_tail_loss_probe(t, now);
+}
+
+// RFC 8985 7.2: a probe two round trips after the last send, so that a lost tail
+// (no later segment to cause duplicate ACKs) is found without waiting for the RTO.
+void Engine::arm_tail_loss_probe(Tcb& t, Time now) {
+  if (t.tlp_sent || t.in_recovery || t.srtt == 0 || t.snd.una == t.snd.max) return;
+  Time pto = std::max<Time>(2 * t.srtt, 10 * kMillisecond);
+  if (uint32_t(t.snd.max - t.snd.una) <= t.snd.mss) pto += 200 * kMillisecond;  // WCDelAckT
+  if (t.rto_at != 0 && now + pto >= t.rto_at) return;  // the RTO comes first anyway
+  t.tlp_at = now + pto;
 }
 
 void Engine::output(ConnId c, Time now) {

@@ -69,14 +69,30 @@ TEST_F(NewReno, FurtherDuplicatesInflateTheWindowAndReleaseNewData) {
   use(CcAlgorithm::kReno);
   flight(10, 15000);
   dupacks(3);
-  EXPECT_EQ(sent_one().seq, snd(0));
-  dupacks(2);
-  EXPECT_EQ(tcb().cwnd, 10000u);
-  expect_silent() /* cwnd 10000 = flight */;
+  auto out = sent();
+  ASSERT_EQ(out.size(), 3u) << trace(out);
+  EXPECT_EQ(out[0].seq, snd(10000)) << "RFC 3042 limited transmit on the first duplicate";
+  EXPECT_EQ(out[1].seq, snd(11000)) << "and on the second";
+  EXPECT_EQ(out[2].seq, snd(0)) << "fast retransmit on the third";
+  EXPECT_EQ(tcb().ssthresh, 5000u) << "RFC 3042 2: limited-transmit segments are not FlightSize";
+  EXPECT_EQ(tcb().cwnd, 8000u);
+  dupacks(4);
+  EXPECT_EQ(tcb().cwnd, 12000u);
+  expect_silent() /* cwnd 12000 = flight */;
   dupacks(1);
   Seg fresh = sent_one();
-  EXPECT_EQ(fresh.seq, snd(10000)) << "RFC 6582 3.2 step 4: new data as cwnd inflates";
+  EXPECT_EQ(fresh.seq, snd(12000)) << "RFC 6582 3.2 step 4: new data as cwnd inflates";
   EXPECT_EQ(fresh.payload.size(), kMss);
+}
+
+TEST_F(NewReno, LimitedTransmitSendsOneNewSegmentPerEarlyDuplicate) {
+  use(CcAlgorithm::kReno);
+  flight(10, 15000);
+  dupacks(1);
+  EXPECT_EQ(sent_one().seq, snd(10000));
+  dupacks(1);
+  EXPECT_EQ(sent_one().seq, snd(11000));
+  EXPECT_FALSE(tcb().in_recovery);
 }
 
 TEST_F(NewReno, PartialAckRetransmitsTheNextHoleAndFullAckDeflates) {
@@ -220,25 +236,40 @@ TEST_F(SackRecovery, DsackInsideTheSecondBlockIsCounted) {
   EXPECT_EQ(tcb().sacked.r[0].end.raw(), snd(4 * kSeg));
 }
 
-TEST_F(SackRecovery, RtoDuringRecoveryClearsTheScoreboardAndGoesBackN) {
+// After a timeout the resend skips what the peer SACKed (as Linux marks only the
+// rest lost); a second timeout in a row drops the scoreboard (RFC 2018 8: the
+// receiver may have reneged).
+TEST_F(SackRecovery, RtoDuringRecoveryGoesBackNSkippingSackedData) {
   lose_0_and_3();
   sent();
   ASSERT_NE(tcb().rto_at, 0u);
   advance(tcb().rto_at - now_);
   EXPECT_FALSE(tcb().in_recovery);
-  EXPECT_EQ(tcb().sacked.n, 0u) << "RFC 2018 8: the receiver may have reneged";
+  EXPECT_EQ(tcb().sacked.n, 2u) << "kept across the first timeout";
   EXPECT_EQ(tcb().cwnd, 1460u);
   Seg r = sent_one();
   EXPECT_EQ(r.seq, snd(0));
   EXPECT_EQ(r.payload.size(), kSeg);
-  // The peer had 1-2 and 4-5; the cumulative ACK jumps to segment 3. Everything
-  // after it is sent again, SACKed or not (go-back-N), within cwnd 1460 + 2920.
+  // The cumulative ACK jumps to segment 3; the peer holds 4-5. Within cwnd
+  // 1460 + 2920: segment 3, then (skipping 4-5) 6 and 7.
   ASSERT_EQ(peer_ack(3 * kSeg, kPeerWindow, {segs(4, 6)}), Drop::kNone);
   auto again = sent();
   ASSERT_EQ(again.size(), 3u) << trace(again);
   EXPECT_EQ(again[0].seq, snd(3 * kSeg));
-  EXPECT_EQ(again[1].seq, snd(4 * kSeg));
-  EXPECT_EQ(again[2].seq, snd(5 * kSeg));
+  EXPECT_EQ(again[1].seq, snd(6 * kSeg));
+  EXPECT_EQ(again[2].seq, snd(7 * kSeg));
+}
+
+TEST_F(SackRecovery, SecondTimeoutInARowDropsTheScoreboard) {
+  lose_0_and_3();
+  sent();
+  advance(tcb().rto_at - now_);
+  sent();
+  ASSERT_EQ(tcb().sacked.n, 2u);
+  advance(tcb().rto_at - now_);
+  EXPECT_EQ(tcb().backoff, 2u);
+  EXPECT_EQ(tcb().sacked.n, 0u) << "RFC 2018 8";
+  EXPECT_EQ(sent_one().seq, snd(0));
 }
 
 // ---- Congestion control through the engine ----
@@ -281,15 +312,19 @@ TEST_F(NewReno, RenoCongestionAvoidanceGrowsOneSegmentPerWindow) {
   flight(10, 16000);
   dupacks(3);
   sent();
-  ASSERT_EQ(peer_ack(10000), Drop::kNone);  // full ACK: cwnd = ssthresh = 5000
+  // Limited transmit sent 10000-12000 first, so recovery ends at 12000.
+  ASSERT_EQ(peer_ack(12000), Drop::kNone);  // full ACK: cwnd = ssthresh = 5000
   ASSERT_EQ(tcb().cwnd, 5000u);
-  auto segs = sent();
-  ASSERT_EQ(segs.size(), 5u) << trace(segs);
+  auto segs = sent();  // the last 4000 bytes written
+  ASSERT_EQ(segs.size(), 4u) << trace(segs);
+  app_send(pattern(2000));
+  segs = sent();
+  ASSERT_EQ(segs.size(), 1u) << "cwnd 5000 holds five segments" << trace(segs);
   for (uint32_t k = 1; k <= 4; ++k) {
-    ASSERT_EQ(peer_ack(10000 + k * kMss), Drop::kNone);
+    ASSERT_EQ(peer_ack(12000 + k * kMss), Drop::kNone);
     EXPECT_EQ(tcb().cwnd, 5000u) << "after " << k << " of 5 segments";
   }
-  ASSERT_EQ(peer_ack(15000), Drop::kNone);
+  ASSERT_EQ(peer_ack(17000), Drop::kNone);
   EXPECT_EQ(tcb().cwnd, 6000u) << "one SMSS after a window's worth of ACKs (RFC 5681 3.1)";
 }
 

@@ -315,9 +315,8 @@ struct FakeShuntd::Impl {
         Endpoint e = resolve(ai, c.slot);
         if (e.app < 0) return complete(a, qp, c, -EBADF, c.slot, nullptr);
         if (c.arg == int32_t(abi::SockOption::kLingerZero)) sock(e).linger_zero = c.arg2 != 0;
-        else if (c.arg != int32_t(abi::SockOption::kNoDelay) &&
-                 c.arg != int32_t(abi::SockOption::kKeepAlive))
-          return complete(a, qp, c, -ENOPROTOOPT, c.slot, nullptr);
+        else if (c.arg <= 0 || c.arg >= int32_t(abi::SockOption::kCount))
+          return complete(a, qp, c, -ENOPROTOOPT, c.slot, nullptr);  // the others: accepted
         return complete(a, qp, c, 0, c.slot, nullptr);
       }
       default:

@@ -338,9 +338,15 @@ void errors() {
   close(c);
 
   int l = listener(kNic, 7003);
-  // Options on a shunted socket: honest about what is not supported.
+  // Options on a shunted socket: forwarded where shuntd has them (and checked
+  // like the kernel checks them), honest about what is not supported.
   int idle = 30;
-  CHECK(setsockopt(l, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle) == -1 && errno == ENOPROTOOPT);
+  CHECK(setsockopt(l, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle) == 0);
+  int bad_idle = 0;
+  CHECK(setsockopt(l, IPPROTO_TCP, TCP_KEEPIDLE, &bad_idle, sizeof bad_idle) == -1 &&
+        errno == EINVAL);
+  CHECK(setsockopt(l, IPPROTO_TCP, TCP_CONGESTION, "reno", 4) == 0);
+  CHECK(setsockopt(l, IPPROTO_TCP, TCP_INFO, &idle, sizeof idle) == -1);
   int one = 1;
   CHECK(setsockopt(l, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == 0);
   CHECK(setsockopt(l, SOL_SOCKET, 9999, &one, sizeof one) == -1);
