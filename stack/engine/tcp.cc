@@ -50,6 +50,7 @@ void Engine::queue_output(ConnId c) {
 
 void Engine::note_event(ConnId c, uint32_t ev) {
   Tcb& t = conns_[c];
+  if (t.user == 0) return;  // nobody to tell (not accepted yet, or closed)
   t.events |= ev;
   if (t.in_events) return;
   t.in_events = true;
@@ -68,6 +69,12 @@ void Engine::set_state(ConnId c, TcpState s, Time now) {
   if (t.state == TcpState::kTimeWait) time_wait_unlink(c);
   t.state = s;
   if (s == TcpState::kEstablished) ++ctr_.tcp_established;
+  // An orphan waits in FIN-WAIT-2 for the peer's FIN only so long (Linux
+  // tcp_fin_timeout); a silent peer must not pin it forever.
+  if (s == TcpState::kFinWait2 && t.user_closed) {
+    t.time_wait_at = now + kFinTimeout;
+    arm_timer(c);
+  }
   if (s == TcpState::kTimeWait) {
     t.rto_at = t.persist_at = 0;
     t.time_wait_at = now + cfg_.time_wait;
@@ -235,7 +242,8 @@ void Engine::on_timer(ConnId c, Time now) {
     ++ctr_.tcp_retransmits;
     ++ctr_.tcp_rto_expired;
     bool handshake = t.state == TcpState::kSynSent || t.state == TcpState::kSynReceived;
-    if (++t.backoff > (handshake ? kSynRetries : kDataRetries)) {
+    uint32_t retries = handshake ? kSynRetries : t.user_closed ? kOrphanRetries : kDataRetries;
+    if (++t.backoff > retries) {
       ++ctr_.tcp_timeouts;
       reset_conn(c, ETIMEDOUT);
       return;
@@ -277,6 +285,12 @@ void Engine::on_timer(ConnId c, Time now) {
   if (t.persist_at != 0 && now >= t.persist_at) {
     // Zero-window probe: an old sequence number makes the peer answer with its
     // window. Probes back off exponentially (RFC 9293 3.8.6.1).
+    if (t.user_closed && t.probes >= kOrphanRetries) {
+      // Nobody will read what is left: give up like Linux's orphan limit.
+      ++ctr_.tcp_timeouts;
+      abort_conn(c, now);
+      return;
+    }
     send_segment(t, t.snd.una + uint32_t(-1), kAck, 0, now);
     t.probes = uint8_t(std::min<uint32_t>(t.probes + 1u, 16u));
     t.persist_at = now + std::min(t.rto << std::min<uint32_t>(t.probes, 6), kMaxRto);
@@ -566,6 +580,10 @@ bool Engine::close(ConnId c, bool abort, Time now) {
   }
   t.fin_queued = true;
   queue_output(c);
+  if (t.state == TcpState::kFinWait2) {
+    t.time_wait_at = now + kFinTimeout;  // as set_state does for a later FIN-WAIT-2
+    arm_timer(c);
+  }
   if (!t.tx.valid() || t.tx.readable() == 0 || t.state == TcpState::kTimeWait ||
       t.state == TcpState::kFinWait2) {
     detach_rings(c);

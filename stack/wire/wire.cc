@@ -169,7 +169,8 @@ namespace {
 // SACK blocks that fit next to the other options in 40 bytes.
 uint8_t sack_blocks_that_fit(const TcpSegment& seg) {
   if (seg.sack_count == 0) return 0;
-  size_t used = (seg.mss ? 4 : 0) + (seg.has_ts ? 12 : 0);
+  size_t used = (seg.mss ? 4 : 0) + (seg.has_ts ? 12 : seg.sack_permitted ? 4 : 0) +
+                (seg.wscale >= 0 ? 4 : 0);
   size_t room = used >= 40 ? 0 : (40 - used - 4) / 8;  // NOP NOP kind len
   return uint8_t(seg.sack_count < room ? seg.sack_count : room);
 }

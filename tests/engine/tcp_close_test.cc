@@ -309,3 +309,53 @@ TEST_F(Close, DataForClosedSocketResets) {
 
 }  // namespace
 }  // namespace shunt::test
+
+namespace shunt::test {
+namespace {
+
+// Linux tcp_fin_timeout: a closed socket whose peer never sends its FIN does not
+// stay in FIN-WAIT-2 forever.
+TEST_F(Close, OrphanInFinWait2GivesUpAfterFinTimeout) {
+  EXPECT_TRUE(eng().close(c_, false, now_));
+  eng().flush(now_);
+  sent_one();
+  peer(0, 1, kAck);
+  ASSERT_EQ(state(), TcpState::kFinWait2);
+  uint32_t live = eng().live_connections();
+  advance(59 * kSecond);
+  EXPECT_EQ(state(), TcpState::kFinWait2);
+  advance(2 * kSecond);
+  EXPECT_EQ(eng().live_connections(), live - 1) << "freed after 60 s";
+}
+
+// A connection the application still holds may wait in FIN-WAIT-2 as long as
+// it likes (half-close): the timeout is for orphans only.
+TEST_F(Close, HalfClosedFinWait2WithItsOwnerWaits) {
+  eng().shutdown_write(c_);
+  eng().flush(now_);
+  sent_one();
+  peer(0, 1, kAck);
+  ASSERT_EQ(state(), TcpState::kFinWait2);
+  advance(120 * kSecond);
+  EXPECT_EQ(state(), TcpState::kFinWait2);
+}
+
+// Data left for a peer that keeps its window shut: an orphan gives up after
+// Linux's tcp_orphan_retries probes and resets, instead of probing forever.
+TEST_F(Close, OrphanProbingAZeroWindowGivesUp) {
+  app_->write("data");
+  recv(Seg{.seq = rcv(0), .ack = snd(0), .flags = kAck, .window = 0});
+  EXPECT_FALSE(eng().close(c_, false, now_));
+  eng().flush(now_);
+  sent();
+  bool reset = false;
+  for (int i = 0; i < 400 && !reset; ++i) {
+    advance(kSecond);
+    for (auto& s : sent()) reset |= (s.flags & kRst) != 0;
+  }
+  EXPECT_TRUE(reset);
+  EXPECT_EQ(state(), TcpState::kClosed);
+}
+
+}  // namespace
+}  // namespace shunt::test

@@ -385,3 +385,29 @@ TEST(Icmp, ParseAndMalformed) {
 
 }  // namespace
 }  // namespace shunt::test
+
+namespace shunt::test {
+namespace {
+
+// Every option at once on a SYN plus SACK blocks: the blocks are cut to what
+// fits in 40 option bytes, and the data offset stays right (found by fuzz.wire).
+TEST(Tcp, OptionsNeverOverflowTheDataOffset) {
+  std::array<uint8_t, 128> buf{};
+  wire::TcpSegment s{.src_port = 1, .dst_port = 2, .flags = wire::kSyn, .mss = 1460};
+  s.wscale = 7;
+  s.sack_permitted = true;
+  s.has_ts = true;
+  s.sack_count = 3;
+  size_t hlen = wire::tcp_header_len(s);
+  EXPECT_LE(hlen, 60u);
+  EXPECT_EQ(wire::write_tcp(buf.data(), s), hlen);
+  EXPECT_EQ(size_t(buf[12] >> 4) * 4, hlen);
+  s.has_ts = false;  // SACK-permitted alone (4 bytes) + window scale + MSS
+  hlen = wire::tcp_header_len(s);
+  EXPECT_LE(hlen, 60u);
+  EXPECT_EQ(wire::write_tcp(buf.data(), s), hlen);
+  EXPECT_EQ(size_t(buf[12] >> 4) * 4, hlen);
+}
+
+}  // namespace
+}  // namespace shunt::test
