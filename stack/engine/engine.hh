@@ -382,6 +382,7 @@ class Engine {
   // ---- TCP input (tcp_input.cc) ----
   Drop input_tcp(const wire::Ipv4& ip, Time now);
   Drop listen_input(Listener& l, ListenerId lid, const wire::TcpSegment& seg, Time now);
+  ConnId new_passive_child(Listener& l, ListenerId lid, const wire::TcpSegment& seg, Time now);
   void take_staging(Tcb& t);
   void negotiate_options(Tcb& t, const wire::TcpSegment& syn, Time now);
   uint32_t cookie_hash(const wire::TcpSegment& s, uint32_t irs, uint32_t counter) const;

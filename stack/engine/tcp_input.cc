@@ -72,15 +72,9 @@ Drop Engine::listen_input(Listener& l, ListenerId lid, const TcpSegment& seg, Ti
     send_syn_cookie(seg, now);
     return Drop::kNone;
   }
-  ConnId c = alloc_conn(now);
+  ConnId c = new_passive_child(l, lid, seg, now);
   if (c == kInvalidId) return Drop::kTcpNoMemory;
   Tcb& t = conns_[c];
-  t.remote_ip = seg.src_ip;
-  t.remote_port = seg.src_port;
-  t.local_port = seg.dst_port;
-  t.listener = lid;
-  ++l.pending;
-  take_staging(t);
   t.irs = SeqNum(seg.seq);
   t.rcv.nxt = t.rcv.last_ack = t.irs + 1;
   t.iss = make_isn(seg.src_ip, seg.src_port, seg.dst_port, now);
@@ -90,13 +84,28 @@ Drop Engine::listen_input(Listener& l, ListenerId lid, const TcpSegment& seg, Ti
   t.snd.wnd = seg.window;  // never scaled in a SYN (RFC 7323 2.2)
   t.snd.wl1 = SeqNum(seg.seq);
   t.tx_base = 0;
-  t.cc.algorithm = cfg_.congestion;
-  t.last_rx = now;
   table_insert(c);
   t.state = TcpState::kSynReceived;
   ++ctr_.tcp_passive_opens;
   queue_output(c);  // SYN-ACK
   return Drop::kNone;
+}
+
+// A connection born of a listener (a SYN, or a cookie's ACK): its 4-tuple, its
+// place in the listener's backlog, and a staging ring until accept().
+ConnId Engine::new_passive_child(Listener& l, ListenerId lid, const TcpSegment& seg, Time now) {
+  ConnId c = alloc_conn(now);
+  if (c == kInvalidId) return c;
+  Tcb& t = conns_[c];
+  t.remote_ip = seg.src_ip;
+  t.remote_port = seg.src_port;
+  t.local_port = seg.dst_port;
+  t.listener = lid;
+  ++l.pending;
+  take_staging(t);
+  t.cc.algorithm = cfg_.congestion;
+  t.last_rx = now;
+  return c;
 }
 
 void Engine::take_staging(Tcb& t) {
@@ -193,15 +202,9 @@ Drop Engine::cookie_ack_input(Listener& l, ListenerId lid, const TcpSegment& seg
     return Drop::kTcpBadCookie;
   if (l.queued >= l.backlog) return Drop::kTcpBacklogFull;
   if (staging_free_.empty()) return Drop::kTcpNoMemory;
-  ConnId c = alloc_conn(now);
+  ConnId c = new_passive_child(l, lid, seg, now);
   if (c == kInvalidId) return Drop::kTcpNoMemory;
   Tcb& t = conns_[c];
-  t.remote_ip = seg.src_ip;
-  t.remote_port = seg.src_port;
-  t.local_port = seg.dst_port;
-  t.listener = lid;
-  ++l.pending;
-  take_staging(t);
   t.iss = SeqNum(cookie);
   t.irs = SeqNum(irs);
   t.rcv.nxt = t.rcv.last_ack = t.irs + 1;
@@ -223,8 +226,6 @@ Drop Engine::cookie_ack_input(Listener& l, ListenerId lid, const TcpSegment& seg
   t.snd.wl1 = SeqNum(seg.seq);
   t.snd.wl2 = SeqNum(seg.ack);
   t.tx_base = 0;
-  t.cc.algorithm = cfg_.congestion;
-  t.last_rx = now;
   table_insert(c);
   t.state = TcpState::kEstablished;
   ++ctr_.tcp_established;
