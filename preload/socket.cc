@@ -117,12 +117,17 @@ bool adopt_slot(Socket& s, const abi::Completion& c) {
   return true;
 }
 
+// Options go without a round trip: the kernel placeholder has already checked
+// the value the way the kernel does, and shuntd accepts what the kernel accepts
+// (nginx sets TCP_CORK twice per response: a wait each time would cost more
+// than the response).
 int set_option(Socket& s, abi::SockOption opt, int64_t value) {
   abi::Command cmd = make_command(abi::Op::kSetOption, s.ctl_slot);
   cmd.arg = int32_t(opt);
   cmd.arg2 = uint64_t(value);
-  abi::Completion c;
-  return rt().call(cmd, &c);
+  cmd.flags = abi::kCmdNoReply;
+  rt().post(cmd);
+  return 0;
 }
 
 // Options set before the decision, applied to the fresh slot (DESIGN.md 3).

@@ -81,10 +81,13 @@ enum class SockOption : int32_t {
   kCount
 };
 
+// Command flags.
+inline constexpr uint16_t kCmdNoReply = 1u << 0;  // kSetOption: no completion wanted
+
 struct Command {
   uint64_t cookie;  // echoed in the completion
   uint16_t op;      // Op
-  uint16_t flags;
+  uint16_t flags;   // kCmd*
   uint32_t slot;
   uint32_t ip;      // network byte order
   uint16_t port;    // network byte order

@@ -308,7 +308,8 @@ abi::Completion Daemon::handle(uint32_t app_id, const abi::Command& cmd, Time no
   bool needs_slot = op != abi::Op::kBind && op != abi::Op::kNop &&
                     !(op == abi::Op::kConnect && cmd.slot == abi::kNoSlot);
   if (needs_slot && !valid_slot(app_id, cmd.slot)) {
-    *reply = op != abi::Op::kClose && op != abi::Op::kTxReady && op != abi::Op::kRxDrained;
+    *reply = op != abi::Op::kClose && op != abi::Op::kTxReady && op != abi::Op::kRxDrained &&
+             !(cmd.flags & abi::kCmdNoReply);
     c.result = -EBADF;
     return c;
   }
@@ -349,6 +350,12 @@ abi::Completion Daemon::handle(uint32_t app_id, const abi::Command& cmd, Time no
     case abi::Op::kSetOption:
       c.result = set_option(apps_[app_id].slots[cmd.slot].socket,
                             static_cast<abi::SockOption>(cmd.arg), cmd.arg2);
+      // The application validated it against its kernel placeholder already
+      // and does not wait (nginx corks and uncorks every response).
+      if (cmd.flags & abi::kCmdNoReply) {
+        *reply = false;
+        if (c.result != 0) ++ctr_.option_errors;
+      }
       break;
     default:
       c.result = -EINVAL;
@@ -965,7 +972,8 @@ std::string Daemon::stats_text() {
   o << "apps.active " << active << "\napps.attached " << ctr_.apps_attached
     << "\napps.detached " << ctr_.apps_detached << "\napps.killed " << ctr_.apps_killed
     << "\ndaemon.commands " << ctr_.commands << "\ndaemon.doorbells " << ctr_.doorbells_rung
-    << "\ndaemon.sleeps " << ctr_.sleeps << "\ndaemon.inherits " << ctr_.inherits << "\n";
+    << "\ndaemon.sleeps " << ctr_.sleeps << "\ndaemon.inherits " << ctr_.inherits
+    << "\ndaemon.option_errors " << ctr_.option_errors << "\n";
   return o.str();
 }
 

@@ -27,6 +27,7 @@ struct DaemonCounters {
   uint64_t accepts = 0;
   uint64_t connects = 0;
   uint64_t inherits = 0;
+  uint64_t option_errors = 0;  // kSetOption without reply that failed
 };
 
 class Daemon {

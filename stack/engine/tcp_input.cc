@@ -511,8 +511,12 @@ void Engine::ack_advance(ConnId c, const TcpSegment& seg, Time now) {
   bool fin_acked = t.fin_sent && ack > t.fin_seq && t.snd.una <= t.fin_seq;
   if (fin_acked) --acked;           // our FIN
   if (acked > 0 && t.tx.valid()) {
-    t.tx.consume(std::min(acked, t.tx.capacity()));
-    note_event(c, kEvWritable);
+    uint32_t freed = std::min(acked, t.tx.capacity());
+    uint32_t used_before = std::min(t.tx.readable(), t.tx.capacity());
+    t.tx.consume(freed);
+    // Like Linux's SOCK_NOSPACE: space matters to the application only when the
+    // ring was filling up; a writer or poller can only be blocked on a full ring.
+    if (used_before > t.tx.capacity() / 2) note_event(c, kEvWritable);
   }
   t.snd.una = ack;
   // After a go-back-N rewind the peer may acknowledge beyond snd.nxt.

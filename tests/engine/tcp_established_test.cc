@@ -257,10 +257,21 @@ TEST_F(Established, AckAdvancesTxTail) {
   EXPECT_EQ(app_->tx().tail(), tail + 1000);
   EXPECT_EQ(app_->tx().readable(), 1500u);
   EXPECT_EQ(tcb().snd.una.raw(), snd(1000));
-  EXPECT_EQ(events()[kUser], kEvWritable);
+  EXPECT_EQ(events()[kUser], 0u) << "a ring far from full: nobody waits for space";
   peer_ack(2500);
   EXPECT_EQ(app_->tx().readable(), 0u);
   EXPECT_EQ(tcb().rto_at, 0u) << "RFC 6298 5.2: all acknowledged, timer off";
+}
+
+// Like Linux's SOCK_NOSPACE: space freed in a ring that was more than half
+// full is reported (a writer or poller may be waiting for it).
+TEST_F(Established, AckFreeingAFillingRingReportsWritable) {
+  std::string big = pattern(12000);  // of 16384: more than half
+  app_send(big);
+  sent();
+  events();
+  EXPECT_EQ(peer_ack(1000), Drop::kNone);
+  EXPECT_EQ(events()[kUser] & kEvWritable, kEvWritable);
 }
 
 TEST_F(Established, AckOfUnsentDataIsAnsweredAndDropped) {

@@ -312,12 +312,14 @@ struct FakeShuntd::Impl {
       case abi::Op::kUdpConnect:
         return udp_command(ai, qp, c);
       case abi::Op::kSetOption: {
+        // Like shuntd: no completion when the application asked for none.
+        bool reply = !(c.flags & abi::kCmdNoReply);
         Endpoint e = resolve(ai, c.slot);
-        if (e.app < 0) return complete(a, qp, c, -EBADF, c.slot, nullptr);
+        if (e.app < 0) return reply ? complete(a, qp, c, -EBADF, c.slot, nullptr) : void();
         if (c.arg == int32_t(abi::SockOption::kLingerZero)) sock(e).linger_zero = c.arg2 != 0;
         else if (c.arg <= 0 || c.arg >= int32_t(abi::SockOption::kCount))
-          return complete(a, qp, c, -ENOPROTOOPT, c.slot, nullptr);  // the others: accepted
-        return complete(a, qp, c, 0, c.slot, nullptr);
+          return reply ? complete(a, qp, c, -ENOPROTOOPT, c.slot, nullptr) : void();
+        return reply ? complete(a, qp, c, 0, c.slot, nullptr) : void();
       }
       default:
         return;
