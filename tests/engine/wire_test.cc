@@ -29,7 +29,7 @@ TEST(Checksum, Rfc1071Example) {
 }
 
 TEST(Checksum, KnownIpv4Header) {
-  // A widely quoted header (192.168.0.1 -> 192.168.0.199, UDP, 115 bytes) whose
+  // A widely quoted header (c0a80001 -> c0a800c7, UDP, 115 bytes) whose
   // checksum field is b861; with it in place the header sums to zero.
   auto h = bytes({0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0,
                   0xa8, 0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7});

@@ -16,7 +16,7 @@ struct FakeOptions {
   uint32_t queue_pairs = 4;
   uint32_t slots = 64;
   uint32_t ring_size = 16384;
-  const char* nic_ip = "10.9.0.1";
+  const char* nic_ip = "198.18.250.1";
   uint32_t prefix_len = 24;
   int reply_status = 0;  // < 0: refuse every attach with it (e.g. -EPROTO)
 };

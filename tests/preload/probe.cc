@@ -40,7 +40,7 @@
 
 namespace {
 
-const char* kNic = "10.9.0.1";
+const char* kNic = "198.18.250.1";
 volatile sig_atomic_t g_sigpipes = 0;
 volatile sig_atomic_t g_alarms = 0;
 

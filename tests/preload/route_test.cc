@@ -28,7 +28,7 @@ TEST(Route, SubnetMembership) {
   EXPECT_TRUE(in_subnet(kNic, ip("198.18.7.2")));
   EXPECT_TRUE(in_subnet(kNic, ip("198.18.7.255")));
   EXPECT_FALSE(in_subnet(kNic, ip("198.18.8.2")));
-  EXPECT_FALSE(in_subnet(kNic, ip("10.0.0.1")));
+  EXPECT_FALSE(in_subnet(kNic, ip("198.19.0.1")));
   NicRoute host{ip("198.18.7.1"), 32, 0};
   EXPECT_TRUE(in_subnet(host, ip("198.18.7.1")));
   EXPECT_FALSE(in_subnet(host, ip("198.18.7.2")));

@@ -1,6 +1,6 @@
 // UDP scenarios of preload_probe (probe.cc runs them by name): plain socket code
 // that checks, under LD_PRELOAD=libshunt.so against the fake shuntd, what a Linux
-// kernel would answer. The fake's NIC is 10.9.0.1/24.
+// kernel would answer. The fake's NIC is 198.18.250.1/24 (no traffic leaves the process).
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -34,7 +34,7 @@
 
 namespace {
 
-const char* kNic = "10.9.0.1";
+const char* kNic = "198.18.250.1";
 
 sockaddr_in addr_of(const char* ip, int port) {
   sockaddr_in a{};
