@@ -42,8 +42,8 @@ void load() {
   if (const char* l = getenv("SHUNT_LOG"); l != nullptr && l[0] != '\0') {
     if (strcmp(l, "debug") == 0) g_config.log_level = LogLevel::kDebug;
     else if (strcmp(l, "error") == 0) g_config.log_level = LogLevel::kError;
-    else if (strcmp(l, "info") != 0)
-      log_line(false, "SHUNT_LOG=%s: expected error, info or debug; using info", l);
+    else if (strcmp(l, "info") != 0 && strcmp(l, "warn") != 0)
+      log_line(false, "SHUNT_LOG=%s: expected error, warn, info or debug; using info", l);
   }
 }
 

@@ -174,11 +174,11 @@ bool load_config(DaemonConfig* cfg, std::string* error) {
   }
   if ((v = env("SHUNT_LOG"))) {
     std::string l = v;
-    if (l == "error") cfg->log_level = 0;
+    if (l == "error" || l == "warn") cfg->log_level = 0;
     else if (l == "info") cfg->log_level = 1;
     else if (l == "debug") cfg->log_level = 2;
     else {
-      *error = bad("SHUNT_LOG", v, "expected error, info or debug");
+      *error = bad("SHUNT_LOG", v, "expected error, warn, info or debug");
       return false;
     }
   }
