@@ -149,11 +149,10 @@ void Daemon::run() {
 
 void Daemon::sleep_until_work() {
   // Dekker with the applications: announce sleep, re-check queues, then block.
-  for (auto& a : apps_)
-    if (a.active) a.hdr->daemon_sleeping.store(1, std::memory_order_seq_cst);
+  for (uint32_t id : active_ids_) apps_[id].hdr->daemon_sleeping.store(1, std::memory_order_seq_cst);
   bool pending = false;
-  for (auto& a : apps_) {
-    if (!a.active) continue;
+  for (uint32_t id : active_ids_) {
+    App& a = apps_[id];
     uint32_t n = std::min(a.hdr->queue_pairs_claimed.load(std::memory_order_acquire),
                           a.hdr->queue_pair_count);
     for (uint32_t q = 0; q < n && !pending; ++q) {
@@ -166,15 +165,15 @@ void Daemon::sleep_until_work() {
     ++ctr_.sleeps;
     poll_control(nap_);
   }
-  for (auto& a : apps_)
-    if (a.active) a.hdr->daemon_sleeping.store(0, std::memory_order_relaxed);
+  for (uint32_t id : active_ids_) apps_[id].hdr->daemon_sleeping.store(0, std::memory_order_relaxed);
 }
 
 uint32_t Daemon::poll_apps(Time now) {
   uint32_t work = 0;
-  for (uint32_t a = 0; a < apps_.size(); ++a) {
+  // By index: a command may detach its application (and shrink the list).
+  for (size_t i = 0; i < active_ids_.size(); ++i) {
+    uint32_t a = active_ids_[i];
     App& app = apps_[a];
-    if (!app.active) continue;
     uint32_t n = std::min(app.hdr->queue_pairs_claimed.load(std::memory_order_acquire),
                           app.hdr->queue_pair_count);
     for (uint32_t q = 0; q < n && app.active; ++q)
@@ -247,8 +246,9 @@ void Daemon::publish_events() {
 }
 
 void Daemon::ring_doorbells() {
-  for (auto& a : apps_) {
-    if (!a.active || !a.dirty) continue;
+  for (uint32_t id : active_ids_) {
+    App& a = apps_[id];
+    if (!a.dirty) continue;
     a.dirty = false;
     // Pairs with the app's seq_cst app_waiters increment before it re-checks.
     std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -839,6 +839,7 @@ void Daemon::attach_app(int fd, const ctl::Request& req) {
   app.pid = req.pid;
   app.zombies = 0;
   app.active = app.in_use = true;
+  active_ids_.push_back(id);
   ctl_conns_[fd] = id;
   epoll_event ev{};
   ev.events = EPOLLIN;
@@ -895,6 +896,7 @@ void Daemon::detach_app(uint32_t app_id, const char* why) {
   for (uint32_t s = 0; s < app.slots.size(); ++s)
     if (app.slots[s].used && !app.slots[s].zombie) do_close(app_id, s, now);
   app.active = false;
+  active_ids_.erase(std::find(active_ids_.begin(), active_ids_.end(), app_id));
   ++ctr_.apps_detached;
   log_info("detached region %u (pid %d): %s", app_id, app.pid, why);
   if (app.daemon_doorbell >= 0) epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, app.daemon_doorbell, nullptr);

@@ -152,6 +152,7 @@ class Daemon {
   abi::Layout layout_;
 
   std::vector<App> apps_;
+  std::vector<uint32_t> active_ids_;  // attached applications: what the loop polls
   std::unordered_map<int, uint32_t> ctl_conns_;  // control fd -> app id (kNone before attach)
   std::vector<Socket> sockets_;
   std::vector<uint32_t> free_sockets_;
