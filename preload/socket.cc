@@ -813,6 +813,45 @@ int sock_ioctl(Socket& s, int fd, unsigned long req, void* arg) {
 
 // ---- data path ----
 
+namespace {
+
+// The wait step every stream call shares: nothing (more) to do now. Returns true
+// with *out set when the call must return (nonblocking, signal, timeout, with
+// the bytes moved so far); false when `ready` holds and the caller goes again.
+template <typename Ready>
+bool wait_or_return(Socket& s, bool nonblock, const Deadline& d, size_t done, Ready&& ready,
+                    ssize_t* out) {
+  int err = 0;
+  if (nonblock) {
+    err = EAGAIN;
+  } else {
+    Wake w = rt().wait(*s.region, ready, d);
+    if (w == Wake::kInterrupted) err = EINTR;
+    else if (w == Wake::kTimeout) err = EAGAIN;
+    else return false;
+  }
+  *out = done > 0 ? ssize_t(done) : -err;
+  return true;
+}
+
+bool writable_or_failed(Socket& s) {
+  return (s.readiness() & (EPOLLOUT | EPOLLERR | EPOLLHUP)) != 0;
+}
+
+// Writing is over (reset, shut down, closed): the result a send returns, with the
+// bytes already queued taking precedence. Returns false when writing may go on.
+bool write_ended(Socket& s, const SlotSnapshot& v, size_t done, int flags, ssize_t* out) {
+  if (!(v.flags & (abi::kFlagReset | abi::kFlagWriteShut)) && !s.shut_wr.load() &&
+      v.state != uint32_t(SlotState::kClosed))
+    return false;
+  if (done > 0) return *out = ssize_t(done), true;
+  int e = take_error(s);
+  *out = e != 0 ? -e : epipe(flags);
+  return true;
+}
+
+}  // namespace
+
 ssize_t sock_recv(Socket& s, int fd, const iovec* iov, int iovcnt, int flags) {
   if (s.datagram) {
     msghdr m{};
@@ -857,15 +896,12 @@ ssize_t sock_recv(Socket& s, int fd, const iovec* iov, int iovcnt, int flags) {
         return v.state == uint32_t(SlotState::kClosed) ? 0 : -ENOTCONN;
       }
     }
-    if (nb) return done > 0 ? ssize_t(done) : -EAGAIN;
     auto ready = [&] {
       return (s.readiness() & (EPOLLIN | EPOLLERR | EPOLLHUP)) != 0 &&
              (!peek || !waitall || rx_available(s.rx) >= size_t(total) ||
               (view(s).flags & (abi::kFlagPeerFin | abi::kFlagReset)) != 0);
     };
-    Wake w = rt().wait(*s.region, ready, d);
-    if (w == Wake::kInterrupted) return done > 0 ? ssize_t(done) : -EINTR;
-    if (w == Wake::kTimeout) return done > 0 ? ssize_t(done) : -EAGAIN;
+    if (ssize_t r; wait_or_return(s, nb, d, done, ready, &r)) return r;
   }
 }
 
@@ -885,17 +921,7 @@ ssize_t sock_send(Socket& s, int fd, const iovec* iov, int iovcnt, int flags) {
   size_t done = 0;
   for (;;) {
     SlotSnapshot v = view(s);
-    if (v.flags & abi::kFlagReset) {
-      if (done > 0) return ssize_t(done);
-      int e = take_error(s);
-      return e != 0 ? -e : epipe(flags);
-    }
-    if (s.shut_wr.load(std::memory_order_acquire) || (v.flags & abi::kFlagWriteShut) ||
-        v.state == uint32_t(SlotState::kClosed)) {
-      if (done > 0) return ssize_t(done);
-      int e = take_error(s);
-      return e != 0 ? -e : epipe(flags);
-    }
+    if (ssize_t r; write_ended(s, v, done, flags, &r)) return r;
     if (v.state == uint32_t(SlotState::kConnected)) {
       size_t n = iov_to_tx(s.tx, iov, iovcnt, done, size_t(total) - done);
       if (n > 0) {
@@ -906,11 +932,8 @@ ssize_t sock_send(Socket& s, int fd, const iovec* iov, int iovcnt, int flags) {
     } else if (v.state != uint32_t(SlotState::kConnecting) && !s.connect_pending.load()) {
       return kernel_send(fd, iov, iovcnt, flags);  // never connected: the kernel's answer
     }
-    if (nb) return done > 0 ? ssize_t(done) : -EAGAIN;
-    auto ready = [&] { return (s.readiness() & (EPOLLOUT | EPOLLERR | EPOLLHUP)) != 0; };
-    Wake w = rt().wait(*s.region, ready, d);
-    if (w == Wake::kInterrupted) return done > 0 ? ssize_t(done) : -EINTR;
-    if (w == Wake::kTimeout) return done > 0 ? ssize_t(done) : -EAGAIN;
+    if (ssize_t r; wait_or_return(s, nb, d, done, [&] { return writable_or_failed(s); }, &r))
+      return r;
   }
 }
 
@@ -925,12 +948,7 @@ ssize_t sock_sendfile(Socket& s, int in_fd, off_t* offset, size_t count) {
   size_t done = 0;
   for (;;) {
     SlotSnapshot v = view(s);
-    if ((v.flags & abi::kFlagReset) || s.shut_wr.load() || (v.flags & abi::kFlagWriteShut) ||
-        v.state == uint32_t(SlotState::kClosed)) {
-      if (done > 0) return ssize_t(done);
-      int e = take_error(s);
-      return e != 0 ? -e : epipe(0);
-    }
+    if (ssize_t r; write_ended(s, v, done, 0, &r)) return r;
     if (v.state == uint32_t(SlotState::kConnected)) {
       if (count == 0) return 0;
       uint32_t room = s.tx.writable();
@@ -945,11 +963,8 @@ ssize_t sock_sendfile(Socket& s, int in_fd, off_t* offset, size_t count) {
     } else if (v.state != uint32_t(SlotState::kConnecting) && !s.connect_pending.load()) {
       return epipe(0);
     }
-    if (nb) return done > 0 ? ssize_t(done) : -EAGAIN;
-    auto ready = [&] { return (s.readiness() & (EPOLLOUT | EPOLLERR | EPOLLHUP)) != 0; };
-    Wake w = rt().wait(*s.region, ready, d);
-    if (w == Wake::kInterrupted) return done > 0 ? ssize_t(done) : -EINTR;
-    if (w == Wake::kTimeout) return done > 0 ? ssize_t(done) : -EAGAIN;
+    if (ssize_t r; wait_or_return(s, nb, d, done, [&] { return writable_or_failed(s); }, &r))
+      return r;
   }
 }
 
