@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "harness.hh"
+#include "sim.hh"
 
 namespace shunt::test {
 namespace {
@@ -52,64 +53,13 @@ struct Scenario {
   Time pause_from = 0, pause_until = 0;  // the server does not read meanwhile
 };
 
-class Node : public FrameSink {
- public:
-  Node(uint32_t ip, const wire::MacAddr& mac, const Scenario& sc)
-      : buf_(size_t(sc.mtu) + wire::kEthHeader), eng(config(ip, mac, sc), *this) {}
-  static EngineConfig config(uint32_t ip, const wire::MacAddr& mac, const Scenario& sc) {
-    EngineConfig c{.mac = mac, .ip = ip, .mtu = sc.mtu, .max_connections = 16,
-                   .max_listeners = 2, .staging_buffers = 4, .staging_size = 1 << 16};
-    c.timestamps = c.sack = sc.options;
-    return c;
-  }
-  std::span<uint8_t> tx_buffer() override { return buf_; }
-  void tx_commit(size_t len) override { out.emplace_back(buf_.begin(), buf_.begin() + len); }
+using App = SimApp;
 
-  std::vector<std::vector<uint8_t>> out;
-
- private:
-  std::vector<uint8_t> buf_;
-
- public:
-  Engine eng;  // last: it keeps a reference to this sink
-};
-
-struct App {
-  Engine* eng = nullptr;
-  ConnId c = kInvalidId;
-  std::unique_ptr<AppRings> rings;
-  std::vector<uint8_t> to_send, received;
-  size_t written = 0;
-  bool shut = false;
-  Time pause_from = 0, pause_until = 0;
-
-  void pump(Time now) {
-    if (c == kInvalidId) return;
-    if (written < to_send.size()) {
-      uint32_t n = rings->tx().write(to_send.data() + written,
-                                     uint32_t(std::min<size_t>(to_send.size() - written, 1u << 20)));
-      written += n;
-      if (n) eng->tx_ready(c);
-    }
-    if (written == to_send.size() && !shut) {
-      eng->shutdown_write(c);
-      shut = true;
-    }
-    if (now >= pause_from && now < pause_until) return;
-    uint8_t buf[8192];
-    bool any = false;
-    while (uint32_t n = rings->rx().read(buf, sizeof buf)) {
-      received.insert(received.end(), buf, buf + n);
-      any = true;
-    }
-    if (any) eng->rx_drained(c);
-  }
-  bool finished() const {
-    if (c == kInvalidId || received.size() != to_send.size() || !shut) return false;
-    const Tcb& t = eng->tcb(c);
-    return t.peer_fin && (t.state == TcpState::kTimeWait || t.state == TcpState::kClosed);
-  }
-};
+EngineConfig node_config(uint32_t ip, const wire::MacAddr& mac, const Scenario& sc) {
+  EngineConfig c = sim_config(ip, mac, sc.mtu);
+  c.timestamps = c.sack = sc.options;
+  return c;
+}
 
 struct Result {
   bool done = false;
@@ -120,7 +70,7 @@ struct Result {
 class Sim {
  public:
   Sim(const Scenario& sc, uint64_t seed)
-      : sc_(sc), rng_(seed), server(kLocalIp, kLocalMac, sc), client(kRemoteIp, kRemoteMac, sc) {
+      : sc_(sc), rng_(seed), server(node_config(kLocalIp, kLocalMac, sc)), client(node_config(kRemoteIp, kRemoteMac, sc)) {
     for (App* a : {&server_app, &client_app}) a->rings = std::make_unique<AppRings>(sc.rx_ring, 1 << 16);
     server_app.pause_from = now + sc.pause_from;
     server_app.pause_until = now + sc.pause_until;
@@ -155,7 +105,7 @@ class Sim {
   uint64_t rng_;
 
  public:
-  Node server, client;
+  SimNode server, client;
   App server_app, client_app;
 
  private:
@@ -182,7 +132,7 @@ class Sim {
     client.eng.drain_events(on_event);
     server_app.pump(now);
     client_app.pump(now);
-    for (Node* n : {&server, &client}) {
+    for (SimNode* n : {&server, &client}) {
       n->eng.poll(now);
       n->eng.flush(now);
     }
@@ -192,7 +142,7 @@ class Sim {
   }
 
   // The wire: frames sent this step arrive next step; held frames a step later.
-  void transmit(Node& from, std::vector<std::vector<uint8_t>>& next,
+  void transmit(SimNode& from, std::vector<std::vector<uint8_t>>& next,
                 std::vector<std::vector<uint8_t>>& held) {
     std::vector<std::vector<uint8_t>> later;
     for (auto& f : from.out) {

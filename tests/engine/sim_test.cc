@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "harness.hh"
+#include "sim.hh"
 
 namespace shunt::test {
 namespace {
@@ -46,59 +47,8 @@ uint64_t fnv1a(const std::vector<uint8_t>& v) {
   return h;
 }
 
-class Node : public FrameSink {
- public:
-  Node(uint32_t ip, const wire::MacAddr& mac)
-      : eng(EngineConfig{.mac = mac, .ip = ip, .max_connections = 16, .max_listeners = 2,
-                         .staging_buffers = 4, .staging_size = 1 << 16},
-            *this) {}
-  std::span<uint8_t> tx_buffer() override { return buf_; }
-  void tx_commit(size_t len) override { out.emplace_back(buf_.begin(), buf_.begin() + len); }
-
-  std::vector<std::vector<uint8_t>> out;
-
- private:
-  std::vector<uint8_t> buf_ = std::vector<uint8_t>(1514);
-
- public:
-  Engine eng;  // last: it keeps a reference to this sink
-};
-
-// One endpoint's application: streams `to_send` out, collects what arrives.
-struct App {
-  Engine* eng = nullptr;
-  ConnId c = kInvalidId;
-  std::unique_ptr<AppRings> rings = std::make_unique<AppRings>(1 << 16, 1 << 16);
-  std::vector<uint8_t> to_send, received;
-  size_t written = 0;
-  bool shut = false;
-
-  void pump() {
-    if (c == kInvalidId) return;
-    if (written < to_send.size()) {
-      uint32_t n = rings->tx().write(to_send.data() + written,
-                                     uint32_t(std::min<size_t>(to_send.size() - written, 1u << 20)));
-      written += n;
-      if (n) eng->tx_ready(c);
-    }
-    if (written == to_send.size() && !shut) {
-      eng->shutdown_write(c);
-      shut = true;
-    }
-    uint8_t buf[8192];
-    bool any = false;
-    while (uint32_t n = rings->rx().read(buf, sizeof buf)) {
-      received.insert(received.end(), buf, buf + n);
-      any = true;
-    }
-    if (any) eng->rx_drained(c);
-  }
-  bool finished() const {
-    if (c == kInvalidId || received.size() != to_send.size() || !shut) return false;
-    const Tcb& t = eng->tcb(c);
-    return t.peer_fin && (t.state == TcpState::kTimeWait || t.state == TcpState::kClosed);
-  }
-};
+using Node = SimNode;
+using App = SimApp;
 
 struct Faults {
   double loss = 0, dup = 0, reorder = 0;
