@@ -82,12 +82,13 @@ struct Pair {
   Pair() : server(config(kServerIp, 1), to_client), client(config(kClientIp, 2), to_server) {
     ListenerId l;
     server.listen(80, 16, 1, &l);
-    client.connect(40000, kServerIp, 80, cli_rings.rx(), cli_rings.tx(), 2, now, &cli);
+    client.connect(40000, kServerIp, 80, abi::ProducerEnd(cli_rings.rx()),
+                   abi::ConsumerEnd(cli_rings.tx()), 2, now, &cli);
     for (int i = 0; i < 20 && srv == kInvalidId; ++i) {
       step();
       srv = server.accept(l);
     }
-    server.attach(srv, srv_rings.rx(), srv_rings.tx(), 3);
+    server.attach(srv, abi::ProducerEnd(srv_rings.rx()), abi::ConsumerEnd(srv_rings.tx()), 3);
     step();
   }
   // One batch on each side, as the daemon's loop does it.

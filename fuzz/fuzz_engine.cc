@@ -263,7 +263,8 @@ class Harness {
         if (c == kInvalidId) break;
         Slot& s = slots_[i];
         s.take(c);
-        eng().attach(c, s.rx_ring(), s.tx_ring(), kSlotUser0 + uint64_t(i));
+        eng().attach(c, abi::ProducerEnd(s.rx_ring()), abi::ConsumerEnd(s.tx_ring()),
+                     kSlotUser0 + uint64_t(i));
         break;
       }
       case kWrite: {
@@ -306,8 +307,9 @@ class Harness {
         s.take(kInvalidId);
         ConnId c = kInvalidId;
         uint32_t dst = (b & 0x10) ? kOffLinkIp : kPeerIp;
-        int rc = eng().connect(uint16_t(40000 + (b & 3)), dst, uint16_t(443 + ((b >> 2) & 1)), s.rx_ring(),
-                               s.tx_ring(), kSlotUser0 + uint64_t(i), now_, &c);
+        int rc = eng().connect(uint16_t(40000 + (b & 3)), dst, uint16_t(443 + ((b >> 2) & 1)),
+                               abi::ProducerEnd(s.rx_ring()), abi::ConsumerEnd(s.tx_ring()),
+                               kSlotUser0 + uint64_t(i), now_, &c);
         if (rc != 0 || c == kInvalidId) {
           s.release();
         } else {

@@ -1,5 +1,6 @@
 // The shared-memory ABI: layout, entry rings, byte rings, and two processes
 // sharing a memfd region.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -24,17 +25,21 @@ TEST(Layout, OffsetsAreOrderedAlignedAndFitTheSize) {
   EXPECT_EQ(l.size(), l.rings_offset() + 16 * (4096 + 8192));
 }
 
+// The header init_region writes, copied out of a scratch region.
 void fill_header(RegionHeader* h, const Layout& l) {
-  h->magic = kMagic;
-  h->version = kVersion;
-  h->queue_pair_count = l.queue_pair_count;
-  h->slot_count = l.slot_count;
-  h->rx_ring_size = l.rx_ring_size;
-  h->tx_ring_size = l.tx_ring_size;
-  h->queues_offset = l.queues_offset();
-  h->slots_offset = l.slots_offset();
-  h->rings_offset = l.rings_offset();
-  h->size = l.size();
+  std::vector<uint64_t> mem(l.size() / sizeof(uint64_t) + 1);
+  std::memcpy(static_cast<void*>(h), init_region(mem.data(), l, 3, 0xc6120701, 24, 0), sizeof *h);
+}
+
+TEST(Layout, InitRegionWritesAHeaderThatFits) {
+  Layout l{2, 8, 4096, 4096};
+  RegionHeader h;
+  fill_header(&h, l);
+  EXPECT_TRUE(region_fits(h, l.size()));
+  EXPECT_EQ(h.region_id, 3u);
+  EXPECT_EQ(h.nic_ip, htonl(0xc6120701));
+  EXPECT_EQ(h.nic_prefix_len, 24u);
+  EXPECT_EQ(h.gateway_ip, 0u);
 }
 
 TEST(Layout, RegionFitsRejectsEveryInconsistentHeader) {
@@ -138,8 +143,7 @@ TEST(SharedRegion, TwoProcessesStreamBytesThroughAMemfd) {
   ASSERT_EQ(ftruncate(fd, off_t(l.size())), 0);
   void* base = mmap(nullptr, l.size(), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   ASSERT_NE(base, MAP_FAILED);
-  RegionHeader* h = header(base);
-  fill_header(h, l);
+  RegionHeader* h = init_region(base, l, 0, 0, 0, 0);
   constexpr uint32_t kTotal = 1 << 20;
 
   pid_t child = fork();

@@ -24,6 +24,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <new>
 
 namespace shunt::abi {
 
@@ -257,6 +258,32 @@ inline uint8_t* rx_bytes(void* base, const RegionHeader& h, uint32_t i) {
 }
 inline uint8_t* tx_bytes(void* base, const RegionHeader& h, uint32_t i) {
   return rx_bytes(base, h, i) + h.rx_ring_size;
+}
+
+// Lays a fresh (zeroed) region of l.size() bytes out: the header with its
+// read-only fields, then every queue pair and slot in their initial state. The one
+// place a region is initialised (shuntd at attach, the tests' fake regions).
+// Addresses are host order here and network order in the header.
+inline RegionHeader* init_region(void* base, const Layout& l, uint32_t region_id, uint32_t nic_ip,
+                                 uint32_t nic_prefix_len, uint32_t gateway_ip) {
+  auto* h = new (base) RegionHeader{};
+  h->magic = kMagic;
+  h->version = kVersion;
+  h->size = l.size();
+  h->region_id = region_id;
+  h->queue_pair_count = l.queue_pair_count;
+  h->slot_count = l.slot_count;
+  h->rx_ring_size = l.rx_ring_size;
+  h->tx_ring_size = l.tx_ring_size;
+  h->nic_ip = __builtin_bswap32(nic_ip);
+  h->nic_prefix_len = nic_prefix_len;
+  h->gateway_ip = __builtin_bswap32(gateway_ip);
+  h->queues_offset = l.queues_offset();
+  h->slots_offset = l.slots_offset();
+  h->rings_offset = l.rings_offset();
+  for (uint32_t i = 0; i < l.queue_pair_count; ++i) new (queue_pair(base, *h, i)) QueuePair;
+  for (uint32_t i = 0; i < l.slot_count; ++i) new (slot(base, *h, i)) SocketSlot{};
+  return h;
 }
 
 // True when the header describes a region of `mapped` bytes laid out by Layout.

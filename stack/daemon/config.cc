@@ -172,6 +172,10 @@ bool load_config(DaemonConfig* cfg, std::string* error) {
   if ((v = env("SHUNT_FAULT"))) {
     if (!parse_fault_spec(v, &cfg->fault, error)) return false;
   }
+  if ((v = env("SHUNT_ALLOW"))) {
+    if (!parse_allow(v, &cfg->allow, error)) return false;
+    cfg->allow_text = v;
+  }
   if ((v = env("SHUNT_LOG"))) {
     std::string l = v;
     if (l == "error" || l == "warn") cfg->log_level = 0;

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "daemon/access.hh"
 #include "daemon/fault.hh"
 
 namespace shunt {
@@ -26,6 +27,8 @@ struct DaemonConfig {
   uint32_t ring_size = 1 << 18;   // bytes per direction per socket
   uint32_t queue_pairs = 16;      // threads per application with their own queues
   fault::Spec fault;              // SHUNT_FAULT: faults injected at the device (tests)
+  AccessPolicy allow;             // SHUNT_ALLOW: who may attach besides root and our user
+  std::string allow_text;
 };
 
 // Parses the environment. On error returns false and sets *error to a message

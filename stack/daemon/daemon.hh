@@ -1,165 +1,115 @@
-// shuntd: the poll loop that joins the device, the protocol engine and the
-// applications' shared-memory regions, plus the control socket.
+// shuntd: the poll loop that joins the port, the protocol engine and the
+// applications' shared-memory regions, and the control socket that attaches them
+// (docs/architecture.md). One turn of the loop (step):
+//
+//   port rx burst -> engine input -> application commands -> engine timers ->
+//   engine output -> events to slots -> port tx burst -> cut off applications that
+//   broke the contract -> doorbells
+//
+// then, when idle in adaptive mode, a sleep on the port's wake-up descriptors,
+// the doorbells and the control socket until the next engine timer.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "daemon/apps.hh"
 #include "daemon/config.hh"
+#include "daemon/counters.hh"
+#include "daemon/port.hh"
+#include "daemon/region.hh"
+#include "daemon/sockets.hh"
 #include "engine/engine.hh"
-#include "shunt/abi.h"
 #include "shunt/control.h"
-#include "shunt/ring.h"
 
 namespace shunt {
 
-class Device;
-
-struct DaemonCounters {
-  uint64_t apps_attached = 0;
-  uint64_t apps_detached = 0;
-  uint64_t apps_killed = 0;  // violated the shared-memory contract
-  uint64_t commands = 0;
-  uint64_t doorbells_rung = 0;
-  uint64_t sleeps = 0;
-  uint64_t accepts = 0;
-  uint64_t connects = 0;
-  uint64_t inherits = 0;
-  uint64_t option_errors = 0;  // kSetOption without reply that failed
+// The counters as "name value" lines, refreshed by the loop now and then, for
+// readers on other threads (DPDK telemetry).
+struct StatsSnapshot {
+  std::mutex mu;
+  std::string text;
 };
 
 class Daemon {
  public:
-  Daemon(const DaemonConfig& cfg, Device& dev, Engine& engine);
+  Daemon(const DaemonConfig& cfg, Port& port, Engine& engine);
   ~Daemon();
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
 
-  // Creates the control socket. Fails (naming SHUNT_RUNDIR) if it cannot, or if
-  // another daemon already answers there.
+  // Creates the control socket (mode and group from SHUNT_ALLOW). Fails, naming
+  // SHUNT_RUNDIR, if it cannot, or if another daemon already answers there.
   bool start(std::string* error);
+  // Until stop(): then FIN on every connection, up to kStopGrace for them to be
+  // acknowledged, and every application is let go.
   void run();
-  void stop() { running_ = false; }
+  // Async-signal-safe.
+  void stop() { stop_requested_.store(true, std::memory_order_relaxed); }
+  void set_stats_snapshot(StatsSnapshot* s) { snapshot_ = s; }
+
+  // ---- The pieces of run(), for tests ----
+  static Time now_us();
+  uint32_t step(Time now);           // one turn of the loop
+  void poll_control(Time timeout_us);  // control socket and doorbells, up to timeout
+  std::string stats_text();
+  const DaemonCounters& counters() const { return ctr_; }
+  uint64_t violations(Violation v) const { return violations_[size_t(v)]; }
+  AppRegistry& apps() { return apps_; }
+  SocketTable& sockets() { return sockets_; }
+  const std::string& socket_path() const { return socket_path_; }
 
  private:
-  static constexpr uint32_t kNone = ~0u;
+  static constexpr Time kStopGrace = 2 * kSecond;
 
-  enum class Kind : uint8_t { kFree, kBound, kListener, kConn, kUdp };
-  struct Holder {
-    uint32_t app;
-    uint32_t slot;
-  };
-  // A socket as the daemon knows it; the applications' slots refer to it.
-  // Several slots (in several processes, after fork) may hold one socket.
-  struct Socket {
-    Kind kind = Kind::kFree;
-    uint16_t port = 0;   // local port (host order)
-    bool owns_port = false;
-    bool linger_zero = false;
-    // Options the application set (kSetOption), replayed on the connection when
-    // it exists, and passed from a listener to what it accepts.
-    uint32_t option_set = 0;  // bit per abi::SockOption
-    uint32_t option_value[uint32_t(abi::SockOption::kCount)] = {};
-    uint64_t inode = 0;  // the kernel placeholder's inode: identity across fork
-    ListenerId listener = kInvalidId;
-    ConnId conn = kInvalidId;
-    UdpId udp = kNoUdp;  // kUdp: the engine's socket
-    Holder rings{kNone, kNone};  // the slot whose rings the engine uses
-    std::vector<Holder> holders;
-  };
-  struct SlotInfo {
-    uint32_t socket = kNone;
-    bool used = false;
-    bool zombie = false;  // closed by the app; the engine still drains its tx ring
-  };
-  struct App {
-    bool active = false;   // attached and alive
-    bool in_use = false;   // region still mapped (alive, or zombies remain)
-    int ctl_fd = -1;
-    int memfd = -1;
-    int app_doorbell = -1;
-    int daemon_doorbell = -1;
-    int pid = 0;
-    void* base = nullptr;
-    uint64_t size = 0;
-    abi::RegionHeader* hdr = nullptr;
-    std::vector<SlotInfo> slots;
-    std::vector<uint32_t> free_slots;
-    uint32_t zombies = 0;
-    bool dirty = false;
-  };
-
-  // ---- Loop steps ----
-  uint32_t poll_apps(Time now);
-  uint32_t process_commands(uint32_t app_id, abi::QueuePair* qp, Time now);
-  void publish_events();
+  // ---- The loop (daemon.cc) ----
+  uint32_t serve_apps(Time now);
+  uint32_t serve_app(uint32_t id, Time now);
+  void cut_off_faulty();
+  void check_headers();
   void ring_doorbells();
-  void poll_control(Time timeout_us);
-  void sleep_until_work();
+  void sleep_until_work(Time now);
+  void begin_stop(Time now);
+  bool stop_done(Time now) const;
+  void detach(uint32_t id, Ending how, const char* why);
+  void publish_snapshot(Time now);
 
-  // ---- Commands ----
-  abi::Completion handle(uint32_t app_id, const abi::Command& cmd, Time now, bool* reply);
-  int do_bind(uint32_t app_id, const abi::Command& cmd, abi::Completion* out);
-  int do_listen(uint32_t app_id, uint32_t slot, int backlog);
-  int do_connect(uint32_t app_id, const abi::Command& cmd, Time now, abi::Completion* out);
-  int do_accept(uint32_t app_id, const abi::Command& cmd, abi::Completion* out);
-  void do_close(uint32_t app_id, uint32_t slot, Time now);
-  int set_option(uint32_t socket, abi::SockOption opt, uint64_t value);
-  void apply_options(uint32_t socket);
-
-  // ---- UDP sockets (udp_sockets.cc) ----
-  abi::Completion handle_udp(uint32_t app_id, const abi::Command& cmd);
-  int do_udp_bind(uint32_t app_id, const abi::Command& cmd, abi::Completion* out);
-  int do_udp_connect(uint32_t app_id, const abi::Command& cmd, abi::Completion* out);
-  void udp_tx_ready(uint32_t socket, Time now);
-  void publish_udp_events();
-  uint16_t pick_udp_port();
-  std::string udp_stats_text() const;  // "udp.* N" lines for stats_text()
-
-  // ---- Sockets and slots ----
-  uint32_t alloc_socket();
-  void free_socket(uint32_t s);
-  uint32_t alloc_slot(uint32_t app_id, uint32_t socket);
-  void free_slot(uint32_t app_id, uint32_t slot);
-  void reset_slot(abi::SocketSlot* slot, abi::SlotState state);
-  abi::SocketSlot* slot_of(uint32_t app_id, uint32_t slot);
-  abi::ByteRing rx_ring(uint32_t app_id, uint32_t slot);
-  abi::ByteRing tx_ring(uint32_t app_id, uint32_t slot);
-  bool valid_slot(uint32_t app_id, uint32_t slot) const;
-  uint16_t pick_ephemeral_port();
-  void publish_conn(uint32_t socket);
-  void publish_listener(uint32_t socket);
-  void touch(uint32_t app_id, abi::SocketSlot* slot);
-
-  // ---- Control plane ----
+  // ---- Control socket (control.cc) ----
   void accept_control();
   void control_message(int fd);
+  void hang_up(int fd);
   void attach_app(int fd, const ctl::Request& req);
-  void inherit(int fd, uint32_t app_id, const ctl::Request& req, int* fds, int nfds);
-  std::string stats_text();
-  void detach_app(uint32_t app_id, const char* why);
-  void release_region(uint32_t app_id);
+  void inherit(int fd, uint32_t app, const ctl::Request& req, const int* fds, int nfds);
+  void send_sockets(int fd);
+  void start_capture(int fd, const ctl::Request& req, const int* fds, int nfds);
+  void service_capture();
+  bool privileged(int fd) const;  // root or the daemon's own user
 
   const DaemonConfig& cfg_;
-  Device& dev_;
+  Port& port_;
   Engine& engine_;
   DaemonCounters ctr_;
-  bool running_ = true;
-  Time nap_ = 50;  // current adaptive sleep, microseconds
+  uint64_t violations_[size_t(Violation::kCount)] = {};
+  AppRegistry apps_;
+  SocketTable sockets_;
+  std::atomic<bool> stop_requested_{false};
+  bool stopping_ = false;
+  Time stop_deadline_ = 0;
+  Time started_at_ = 0;
+  Time nap_ = 0;  // current adaptive nap when the port has no wake-up descriptors
+  Time next_snapshot_ = 0;
+  StatsSnapshot* snapshot_ = nullptr;
+  uint32_t turn_ = 0;
   int listen_fd_ = -1;
   int epoll_fd_ = -1;
+  int capture_client_ = -1;  // control connection that asked for the running capture
   std::string socket_path_;
-  abi::Layout layout_;
-
-  std::vector<App> apps_;
-  std::vector<uint32_t> active_ids_;  // attached applications: what the loop polls
-  std::unordered_map<int, uint32_t> ctl_conns_;  // control fd -> app id (kNone before attach)
-  std::vector<Socket> sockets_;
-  std::vector<uint32_t> free_sockets_;
-  std::vector<uint32_t> port_owner_;  // port -> socket + 1, 0 = free
-  uint16_t next_ephemeral_ = 32768;
-  uint16_t next_udp_ephemeral_ = 32768;
-  std::vector<uint8_t> udp_scratch_;  // one datagram that wraps around a tx ring's end
+  std::unordered_map<int, uint32_t> ctl_conns_;  // control fd -> app id (kNone: not an app)
+  std::vector<uint32_t> turn_apps_;  // the active list, copied per turn
 };
 
 }  // namespace shunt

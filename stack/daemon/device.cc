@@ -1,5 +1,6 @@
 #include "daemon/device.hh"
 
+#include <dirent.h>
 #include <rte_bus_vdev.h>
 #include <rte_dev.h>
 #include <rte_eal.h>
@@ -8,12 +9,18 @@
 #include <rte_lcore.h>
 #include <rte_log.h>
 #include <rte_mbuf.h>
+#include <rte_pcapng.h>
+#include <rte_cycles.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <cstring>
+#include <set>
 #include <vector>
+
+#include "daemon/log.hh"
 
 namespace shunt {
 
@@ -32,6 +39,35 @@ bool hugepages_available() {
   return ok;
 }
 std::string device_name(const std::string& spec) { return spec.substr(0, spec.find(',')); }
+
+// The process's open descriptors.
+std::set<int> open_fds() {
+  std::set<int> fds;
+  if (DIR* d = opendir("/proc/self/fd")) {
+    while (dirent* e = readdir(d))
+      if (e->d_name[0] != '.') fds.insert(std::atoi(e->d_name));
+    closedir(d);
+  }
+  return fds;
+}
+
+// The kernel sockets a PMD opened (AF_XDP: 44, AF_PACKET: 17) between two
+// snapshots of the descriptor table. They turn readable when frames arrive, which
+// DPDK 22.11 does not report for these ports (rte_eth_dev_rx_intr_enable returns
+// -ENOTSUP): the daemon sleeps on them when idle.
+std::vector<int> new_packet_sockets(const std::set<int>& before) {
+  constexpr int kAfXdp = 44;
+  std::vector<int> out;
+  for (int fd : open_fds()) {
+    if (before.count(fd)) continue;
+    int domain = 0;
+    socklen_t len = sizeof domain;
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 &&
+        (domain == kAfXdp || domain == AF_PACKET))
+      out.push_back(fd);
+  }
+  return out;
+}
 }  // namespace
 
 bool Device::open(const std::string& nic, int huge, const std::vector<std::string>& eal_extra,
@@ -46,7 +82,8 @@ bool Device::open(const std::string& nic, int huge, const std::vector<std::strin
   }
   // One daemon per NIC: a per-process file prefix and no shared config keep
   // several daemons (and their tests) apart.
-  std::vector<std::string> args = {"shuntd", "--no-shconf", "--no-telemetry",
+  // Telemetry stays on: shuntd publishes its counters there (/shunt/stats).
+  std::vector<std::string> args = {"shuntd", "--no-shconf",
                                    "--file-prefix=shuntd" + std::to_string(getpid()),
                                    "--log-level=lib.eal:error", "--log-level=pmd.*:error"};
   bool pci = !iface && nic.rfind("net_", 0) != 0;  // a PCI address
@@ -78,6 +115,7 @@ bool Device::open(const std::string& nic, int huge, const std::vector<std::strin
   }
   std::string tried;
   bool found = false;
+  std::set<int> fds_before = open_fds();
   for (auto& c : candidates) {
     int rc = rte_dev_probe(c.c_str());
     if (rc == 0 && rte_eth_dev_get_port_by_name(device_name(c).c_str(), &port_) == 0) {
@@ -115,6 +153,7 @@ bool Device::open(const std::string& nic, int huge, const std::vector<std::strin
     *error = "SHUNT_NIC=" + nic + ": port setup failed: " + rte_strerror(-rc);
     return false;
   }
+  wake_fds_ = new_packet_sockets(fds_before);
   rte_ether_addr a;
   rte_eth_macaddr_get(port_, &a);
   std::memcpy(mac_.data(), a.addr_bytes, 6);
@@ -142,8 +181,13 @@ fault::Time Device::fault_clock() {
   return fault::Time(ts.tv_sec) * 1000000 + fault::Time(ts.tv_nsec) / 1000;
 }
 
+bool Device::holds_frames() const {
+  return (rx_fault_ && rx_fault_->held() != 0) || (tx_fault_ && tx_fault_->held() != 0);
+}
+
 void Device::close() {
   if (!opened_) return;
+  stop_capture();
   flush();
   if (rx_fault_) rx_fault_->clear();
   if (tx_fault_) tx_fault_->clear();
@@ -204,6 +248,7 @@ void Device::flush() {
 }
 
 void Device::send_tx() {
+  if (capture_ && tx_count_ > 0) capture_burst(tx_, tx_count_, false);
   uint16_t sent = 0;
   // A full tx ring empties within microseconds; a few tries, then count and drop.
   for (int tries = 0; sent < tx_count_ && tries < 64; ++tries)
@@ -215,8 +260,8 @@ void Device::send_tx() {
   tx_count_ = 0;
 }
 
-DeviceStats Device::stats() {
-  DeviceStats s = own_;
+PortStats Device::stats() {
+  PortStats s = own_;
   rte_eth_stats e{};
   if (rte_eth_stats_get(port_, &e) == 0) {
     s.rx_packets = e.ipackets;
@@ -231,6 +276,59 @@ DeviceStats Device::stats() {
   if (rx_fault_) s.rx_fault = rx_fault_->counters();
   if (tx_fault_) s.tx_fault = tx_fault_->counters();
   return s;
+}
+
+// ---- Capture (rte_pcapng) ----
+
+int Device::start_capture(int fd, uint64_t max_packets) {
+  if (capture_) return -EBUSY;
+  if (!capture_pool_) {
+    // Copies live only until the end of the burst that made them.
+    capture_pool_ = rte_pktmbuf_pool_create("shunt_capture", 1023, 0, 0,
+                                            uint16_t(rte_pcapng_mbuf_size(RTE_MBUF_DEFAULT_BUF_SIZE)),
+                                            rte_socket_id());
+    if (!capture_pool_) return -ENOMEM;
+  }
+  int own = dup(fd);
+  if (own < 0) return -errno;
+  capture_ = rte_pcapng_fdopen(own, nullptr, nullptr, "shuntd", nullptr);
+  if (!capture_) {
+    ::close(own);
+    return -(rte_errno ? rte_errno : EIO);
+  }
+  capture_limit_ = max_packets;
+  capture_written_ = 0;
+  return 0;
+}
+
+void Device::stop_capture() {
+  if (!capture_) return;
+  rte_pcapng_write_stats(capture_, port_, nullptr, 0, 0, capture_written_, own_.capture_dropped);
+  rte_pcapng_close(capture_);  // closes the descriptor
+  capture_ = nullptr;
+}
+
+// Copies the burst into the capture file: one write per burst, only while a
+// capture runs. The copies come from a pool of their own and are freed by the write.
+void Device::capture_burst(rte_mbuf* const* pkts, uint16_t n, bool rx) {
+  rte_mbuf* copies[kBurst];
+  uint16_t k = 0;
+  uint64_t tsc = rte_get_tsc_cycles();
+  for (uint16_t i = 0; i < n && k < kBurst; ++i) {
+    if (capture_limit_ != 0 && capture_written_ + k >= capture_limit_) break;
+    rte_mbuf* c = rte_pcapng_copy(port_, 0, pkts[i], capture_pool_, UINT32_MAX, tsc,
+                                  rx ? RTE_PCAPNG_DIRECTION_IN : RTE_PCAPNG_DIRECTION_OUT);
+    if (c) copies[k++] = c;
+    else ++own_.capture_dropped;
+  }
+  if (k > 0 && rte_pcapng_write_packets(capture_, copies, k) < 0) {
+    log_error("capture: writing the file failed; capture stopped");
+    stop_capture();
+    return;
+  }
+  capture_written_ += k;
+  own_.capture_packets += k;
+  if (capture_limit_ != 0 && capture_written_ >= capture_limit_) stop_capture();
 }
 
 }  // namespace shunt

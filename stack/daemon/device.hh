@@ -3,26 +3,20 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
-
-#include <memory>
+#include <vector>
 
 #include "daemon/fault.hh"
+#include "daemon/port.hh"
 #include "engine/engine.hh"
 
 struct rte_mbuf;
 struct rte_mempool;
+struct rte_pcapng;
 
 namespace shunt {
-
-struct DeviceStats {
-  uint64_t rx_packets = 0, tx_packets = 0, rx_bytes = 0, tx_bytes = 0;
-  uint64_t rx_missed = 0, rx_errors = 0, tx_errors = 0, rx_nombuf = 0;
-  uint64_t tx_dropped = 0;  // frames the port would not take after retries
-  uint64_t rx_multiseg_dropped = 0;
-  fault::Counters rx_fault, tx_fault;  // SHUNT_FAULT: what the injector did
-};
 
 // The fault injector's view of an mbuf (defined in device.cc, where DPDK is).
 struct MbufOps {
@@ -33,7 +27,7 @@ struct MbufOps {
 };
 using MbufInjector = fault::Injector<rte_mbuf*, MbufOps>;
 
-class Device : public FrameSink {
+class Device final : public Port {
  public:
   static constexpr uint16_t kBurst = 32;
 
@@ -45,16 +39,23 @@ class Device : public FrameSink {
   void set_fault(const fault::Spec& spec) { fault_spec_ = spec; }
   void close();
 
-  wire::MacAddr mac() const { return mac_; }
-  const std::string& driver() const { return driver_; }
-  uint16_t mtu() const { return mtu_; }
+  wire::MacAddr mac() const override { return mac_; }
+  const std::string& driver() const override { return driver_; }
+  uint16_t mtu() const override { return mtu_; }
+  std::span<const int> wake_fds() const override { return wake_fds_; }
+  bool holds_frames() const override;
+
+  uint16_t receive(Engine& engine, Time now) override {
+    return receive_frames([&](std::span<const uint8_t> frame) { engine.input(frame, now); });
+  }
 
   // Receives up to kBurst frames and hands each to fn(frame bytes).
   // With SHUNT_FAULT the frames pass the rx injector first, and frames it held
   // back earlier are handed over when their time comes.
   template <typename Fn>
-  uint16_t receive(Fn&& fn) {
+  uint16_t receive_frames(Fn&& fn) {
     uint16_t n = rx_burst();
+    if (capture_ && n > 0) capture_burst(rx_, n, true);
     if (tx_fault_) tx_now_ = fault_clock();  // frames the engine sends in this turn
     if (rx_fault_) return receive_faulty(n, fn);
     for (uint16_t i = 0; i < n; ++i) {
@@ -68,9 +69,14 @@ class Device : public FrameSink {
   // FrameSink: frames are batched and sent by flush().
   std::span<uint8_t> tx_buffer() override;
   void tx_commit(size_t len) override;
-  void flush();
+  void flush() override;
 
-  DeviceStats stats();
+  PortStats stats() override;
+
+  int start_capture(int fd, uint64_t max_packets) override;
+  bool capturing() const override { return capture_ != nullptr; }
+  uint64_t captured() const override { return capture_written_; }
+  void stop_capture() override;
 
  private:
   uint16_t rx_burst();
@@ -79,6 +85,7 @@ class Device : public FrameSink {
   void queue_tx(rte_mbuf* m);  // after the tx injector: into the burst
   void send_tx();
   fault::Time fault_clock();  // µs, CLOCK_MONOTONIC like the daemon's
+  void capture_burst(rte_mbuf* const* pkts, uint16_t n, bool rx);
 
   template <typename Fn>
   uint16_t receive_faulty(uint16_t n, Fn& fn) {
@@ -111,7 +118,12 @@ class Device : public FrameSink {
   wire::MacAddr mac_{};
   std::string driver_;
   uint16_t mtu_ = 1500;
-  DeviceStats own_;
+  PortStats own_;
+  std::vector<int> wake_fds_;  // the PMD's kernel sockets (AF_XDP, AF_PACKET)
+  rte_pcapng* capture_ = nullptr;
+  rte_mempool* capture_pool_ = nullptr;
+  uint64_t capture_limit_ = 0;  // 0: no limit
+  uint64_t capture_written_ = 0;
   fault::Spec fault_spec_;
   MbufOps mbuf_ops_;
   std::unique_ptr<MbufInjector> rx_fault_, tx_fault_;  // null: no faults that way

@@ -48,15 +48,22 @@ struct Spec {
 
 // SHUNT_FAULT's text is parsed by parse_fault_spec (daemon/config.hh).
 
+// Injector counters, per direction: X(field, "name", with "fault.rx_" or
+// "fault.tx_" in front in shunt stat).
+#define SHUNT_FAULT_COUNTERS(X)                                   \
+  X(frames, "frames")        /* frames that entered the injector */ \
+  X(dropped, "dropped")                                           \
+  X(duplicated, "duplicated")                                     \
+  X(dup_failed, "dup_failed")  /* duplicate wanted, no buffer */   \
+  X(corrupted, "corrupted")                                       \
+  X(reordered, "reordered")  /* held back by the reorder stage */ \
+  X(delayed, "delayed")                                           \
+  X(delay_overflow, "delay_overflow")  /* the delay line was full */
+
 struct Counters {
-  uint64_t frames = 0;      // frames that entered the injector
-  uint64_t dropped = 0;
-  uint64_t duplicated = 0;
-  uint64_t dup_failed = 0;  // duplicate wanted, no buffer free
-  uint64_t corrupted = 0;
-  uint64_t reordered = 0;   // held back by the reorder stage
-  uint64_t delayed = 0;
-  uint64_t delay_overflow = 0;  // dropped: the delay line was full
+#define SHUNT_X(field, name) uint64_t field = 0;
+  SHUNT_FAULT_COUNTERS(SHUNT_X)
+#undef SHUNT_X
 };
 
 // splitmix64: small, fast, good enough for fault decisions, and fully

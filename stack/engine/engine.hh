@@ -176,9 +176,11 @@ struct Tcb {
   Time last_rx = 0;         // last segment from the peer
   Time last_tx = 0;         // last data we sent (slow start after idle)
 
-  // Byte streams. tx: [tail, head) holds unacked + unsent bytes; the byte at ring
-  // index i has sequence number iss + 1 + (i - tx_base).
-  abi::ByteRing rx, tx;
+  // Byte streams: the engine's ends of the socket's rings (include/shunt/ring.h),
+  // which keep the engine's own index private. tx: [tail, head) holds unacked +
+  // unsent bytes; the byte at ring index i has sequence number iss + 1 + (i - tx_base).
+  abi::ProducerEnd rx;
+  abi::ConsumerEnd tx;
   uint32_t tx_base = 0;
 
   // RFC 6298 retransmission state.
@@ -199,6 +201,10 @@ struct Tcb {
   Time una_rexmit_at = 0;  // when the segment at snd.una was last retransmitted
   Time first_dupack_at = 0;  // when the current run of duplicate ACKs began
   uint32_t limited_sent = 0; // bytes sent by limited transmit since snd.una moved
+
+  // For shunt ss (and TCP_INFO): totals over the connection's life.
+  uint64_t bytes_acked = 0, bytes_received = 0;
+  uint32_t retransmits = 0;
 
   tcp::SeqNum fin_seq;     // sequence number of our FIN, once fin_sent
   uint8_t probes = 0;      // zero-window probes since the window closed
@@ -222,40 +228,48 @@ struct Tcb {
   bool in_table = false;
 };
 
+// Engine counters: X(field, "name in shunt stat"). Drops are counted per reason
+// in `drops` (drop.hh).
+#define SHUNT_ENGINE_COUNTERS(X)                                          \
+  X(rx_frames, "engine.rx_frames")                                        \
+  X(tx_frames, "engine.tx_frames")                                        \
+  X(rx_bytes, "engine.rx_bytes")                                          \
+  X(tx_bytes, "engine.tx_bytes")                                          \
+  X(arp_requests_sent, "arp.requests_sent")                               \
+  X(arp_replies_sent, "arp.replies_sent")                                 \
+  X(icmp_echo_replies, "icmp.echo_replies")                               \
+  X(icmp_errors_received, "icmp.errors_received")                         \
+  X(pmtu_updates, "ip.pmtu_updates")                                      \
+  X(tcp_segments_in, "tcp.segments_in")                                   \
+  X(tcp_segments_out, "tcp.segments_out")                                 \
+  X(tcp_passive_opens, "tcp.passive_opens")                               \
+  X(tcp_active_opens, "tcp.active_opens")                                 \
+  X(tcp_established, "tcp.established")                                  \
+  X(tcp_resets_sent, "tcp.resets_sent")                                   \
+  X(tcp_resets_received, "tcp.resets_received")                           \
+  X(tcp_retransmits, "tcp.retransmits")                                   \
+  X(tcp_timeouts, "tcp.timeouts")                                         \
+  X(tcp_rto_expired, "tcp.rto_expired") /* each one goes back N */        \
+  X(tcp_time_wait_recycled, "tcp.time_wait_recycled")                     \
+  X(tcp_fast_retransmits, "tcp.fast_retransmits")                         \
+  X(tcp_recoveries, "tcp.recoveries")                                     \
+  X(tcp_sack_retransmits, "tcp.sack_retransmits")                         \
+  X(tcp_tail_loss_probes, "tcp.tail_loss_probes")                         \
+  X(tcp_ooo_queued, "tcp.ooo_queued")                                     \
+  X(tcp_dsacks_sent, "tcp.dsacks_sent")                                   \
+  X(tcp_dsacks_received, "tcp.dsacks_received")                           \
+  X(tcp_challenge_acks, "tcp.challenge_acks")                             \
+  X(tcp_syn_cookies_sent, "tcp.syn_cookies_sent")                         \
+  X(tcp_syn_cookies_accepted, "tcp.syn_cookies_accepted")                 \
+  X(tcp_keepalive_probes, "tcp.keepalive_probes")                         \
+  X(tcp_delayed_acks, "tcp.delayed_acks")                                 \
+  X(tcp_fast_path, "tcp.fast_path")                                       \
+  X(tcp_orphan_fins, "tcp.orphan_fins") /* peer FINs taken by orphans */
+
 struct EngineCounters {
-  uint64_t rx_frames = 0;
-  uint64_t tx_frames = 0;
-  uint64_t rx_bytes = 0;
-  uint64_t tx_bytes = 0;
-  uint64_t arp_requests_sent = 0;
-  uint64_t arp_replies_sent = 0;
-  uint64_t icmp_echo_replies = 0;
-  uint64_t tcp_passive_opens = 0;
-  uint64_t tcp_active_opens = 0;
-  uint64_t tcp_established = 0;
-  uint64_t tcp_resets_sent = 0;
-  uint64_t tcp_resets_received = 0;
-  uint64_t tcp_retransmits = 0;
-  uint64_t tcp_timeouts = 0;
-  uint64_t tcp_segments_in = 0;
-  uint64_t tcp_segments_out = 0;
-  uint64_t tcp_time_wait_recycled = 0;
-  uint64_t tcp_fast_retransmits = 0;
-  uint64_t tcp_recoveries = 0;
-  uint64_t tcp_sack_retransmits = 0;
-  uint64_t tcp_ooo_queued = 0;
-  uint64_t tcp_dsacks_sent = 0;
-  uint64_t tcp_dsacks_received = 0;
-  uint64_t tcp_challenge_acks = 0;
-  uint64_t tcp_syn_cookies_sent = 0;
-  uint64_t tcp_syn_cookies_accepted = 0;
-  uint64_t tcp_keepalive_probes = 0;
-  uint64_t tcp_delayed_acks = 0;
-  uint64_t tcp_fast_path = 0;
-  uint64_t tcp_tail_loss_probes = 0;
-  uint64_t tcp_rto_expired = 0;  // retransmission timeouts (each one goes back N)
-  uint64_t icmp_errors_received = 0;
-  uint64_t pmtu_updates = 0;
+#define SHUNT_X(field, name) uint64_t field = 0;
+  SHUNT_ENGINE_COUNTERS(SHUNT_X)
+#undef SHUNT_X
   uint64_t drops[static_cast<size_t>(Drop::kCount)] = {};
 };
 
@@ -276,6 +290,16 @@ class Engine {
   void announce();
   // True while any timer is armed.
   bool has_timers() const { return wheel_.size() != 0; }
+  // When poll() next has something to do (timer ticks are milliseconds), or
+  // kNoDeadline.
+  static constexpr Time kNoDeadline = ~Time{0};
+  Time next_deadline() const {
+    uint64_t tick = wheel_.next_deadline();
+    return tick == TimerWheel::kNever ? kNoDeadline : Time(tick) * kMillisecond;
+  }
+  // No connection still has a FIN or data to get across: everything is LISTEN,
+  // FIN-WAIT-2, TIME-WAIT or closed (a graceful stop waits for this).
+  bool quiescent() const;
 
   // ---- Listeners ----
   int listen(uint16_t port, uint32_t backlog, uint64_t user, ListenerId* out);
@@ -286,9 +310,9 @@ class Engine {
 
   // ---- Connections ----
   int connect(uint16_t local_port, uint32_t remote_ip, uint16_t remote_port,
-              abi::ByteRing rx, abi::ByteRing tx, uint64_t user, Time now, ConnId* out);
+              abi::ProducerEnd rx, abi::ConsumerEnd tx, uint64_t user, Time now, ConnId* out);
   // Hands an accepted connection its final rings; staged rx bytes move over.
-  void attach(ConnId c, abi::ByteRing rx, abi::ByteRing tx, uint64_t user);
+  void attach(ConnId c, abi::ProducerEnd rx, abi::ConsumerEnd tx, uint64_t user);
   void tx_ready(ConnId c);
   int set_option(ConnId c, TcpOption opt, uint32_t value);
   void rx_drained(ConnId c);
@@ -319,6 +343,21 @@ class Engine {
       }
     }
     event_list_.clear();
+  }
+
+  // Diagnostics (shunt ss): fn(id, tcb) for every connection in use, fn(port,
+  // backlog, queued, user) for every listener.
+  template <typename Fn>
+  void for_each_connection(Fn&& fn) const {
+    for (ConnId c = 0; c < conns_.size(); ++c) {
+      const Tcb& t = conns_[c];
+      if (t.state != TcpState::kClosed || t.user_attached || t.rx.valid()) fn(c, t);
+    }
+  }
+  template <typename Fn>
+  void for_each_listener(Fn&& fn) const {
+    for (const Listener& l : listeners_)
+      if (l.active) fn(l.port, l.backlog, l.queued, l.user);
   }
 
   // Lookup by 4-tuple (tests, daemon diagnostics).

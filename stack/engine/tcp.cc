@@ -27,12 +27,11 @@ uint32_t Engine::rx_window(const Tcb& t) const {
   return std::min(t.rx.writable(), max_window(t));
 }
 
-// Bytes in the tx ring past snd.nxt. The head is written by the application, so
-// it is clamped to the ring's capacity.
+// Bytes in the tx ring past snd.nxt (the application's head is checked by the end).
 uint32_t Engine::tx_unsent(const Tcb& t) const {
   if (!t.tx.valid() || t.snd.nxt == t.iss) return 0;
   uint32_t tail = t.tx.tail();
-  uint32_t used = std::min(t.tx.head() - tail, t.tx.capacity());
+  uint32_t used = t.tx.readable();
   uint32_t sent_index = t.tx_base + uint32_t(t.snd.nxt - (t.iss + 1));
   // Past the end once our FIN is sent (snd.nxt = fin_seq + 1): nothing unsent.
   int32_t unsent = int32_t(tail + used - sent_index);
@@ -123,8 +122,8 @@ void Engine::maybe_free(ConnId c) {
 void Engine::detach_rings(ConnId c) {
   Tcb& t = conns_[c];
   if (!t.rx.valid() && !t.tx.valid()) return;
-  t.rx = abi::ByteRing();
-  t.tx = abi::ByteRing();
+  t.rx = abi::ProducerEnd();
+  t.tx = abi::ConsumerEnd();
   if (t.staging != kInvalidId) {
     staging_free_.push_back(t.staging);
     t.staging = kInvalidId;
@@ -240,6 +239,7 @@ void Engine::on_timer(ConnId c, Time now) {
   if (t.rto_at != 0 && now >= t.rto_at) {
     t.rto_at = 0;
     ++ctr_.tcp_retransmits;
+    ++t.retransmits;
     ++ctr_.tcp_rto_expired;
     bool handshake = t.state == TcpState::kSynSent || t.state == TcpState::kSynReceived;
     uint32_t retries = handshake ? kSynRetries : t.user_closed ? kOrphanRetries : kDataRetries;
@@ -335,6 +335,7 @@ void Engine::tail_loss_probe(ConnId c, Time now) {
     if (len == 0) return;
     send_segment(t, data_end + (0u - len), kAck, len, now);
     ++ctr_.tcp_retransmits;
+    ++t.retransmits;
   }
   t.rto_at = now + current_rto(t);  // RFC 8985 7.3: restart the RTO
 }
@@ -416,6 +417,20 @@ int Engine::set_option(ConnId c, TcpOption opt, uint32_t value) {
   return -ENOPROTOOPT;
 }
 
+bool Engine::quiescent() const {
+  for (const Tcb& t : conns_) {
+    if (!t.in_table) continue;
+    switch (t.state) {
+      case TcpState::kClosed:
+      case TcpState::kListen:
+      case TcpState::kFinWait2:
+      case TcpState::kTimeWait: break;
+      default: return false;
+    }
+  }
+  return true;
+}
+
 void Engine::poll(Time now) {
   wheel_.expire(now / kMillisecond, [&](uint32_t c) { on_timer(c, now); });
 }
@@ -477,14 +492,14 @@ ConnId Engine::accept(ListenerId lid) {
   return c;
 }
 
-void Engine::attach(ConnId c, abi::ByteRing rx, abi::ByteRing tx, uint64_t user) {
+void Engine::attach(ConnId c, abi::ProducerEnd rx, abi::ConsumerEnd tx, uint64_t user) {
   Tcb& t = conns_[c];
-  abi::ByteRing old = t.rx;
+  abi::ProducerEnd old = t.rx;
   if (old.valid()) {
     // Move what arrived before accept() into the application's ring: the
     // readable bytes and, behind them, the out-of-order bytes held for
     // reassembly (their ranges stay valid: same distance from the head).
-    uint32_t readable = old.readable();
+    uint32_t readable = old.used();
     uint32_t held = t.ooo.n ? uint32_t(t.ooo.r[t.ooo.n - 1].end - t.rcv.nxt) : 0;
     uint32_t total = std::min(readable + held, std::min(old.capacity(), rx.capacity()));
     uint32_t from = old.tail(), to = rx.head();
@@ -508,7 +523,7 @@ void Engine::attach(ConnId c, abi::ByteRing rx, abi::ByteRing tx, uint64_t user)
 }
 
 int Engine::connect(uint16_t local_port, uint32_t remote_ip, uint16_t remote_port,
-                    abi::ByteRing rx, abi::ByteRing tx, uint64_t user, Time now, ConnId* out) {
+                    abi::ProducerEnd rx, abi::ConsumerEnd tx, uint64_t user, Time now, ConnId* out) {
   if (remote_ip == 0 || remote_port == 0 || local_port == 0) return -EINVAL;
   if (find(remote_ip, remote_port, local_port) != kInvalidId) return -EADDRNOTAVAIL;
   ConnId c = alloc_conn(now);
@@ -574,7 +589,7 @@ bool Engine::close(ConnId c, bool abort, Time now) {
     return true;
   }
   // Linux: unread data (or SO_LINGER 0) turns close into an abort with RST.
-  if (abort || (t.rx.valid() && t.rx.readable() > 0)) {
+  if (abort || (t.rx.valid() && t.rx.used() > 0)) {
     abort_conn(c, now);
     return true;
   }

@@ -115,9 +115,9 @@ void Engine::take_staging(Tcb& t) {
   abi::RingIndices& idx = staging_idx_[t.staging];
   idx.head.value.store(0, std::memory_order_relaxed);
   idx.tail.value.store(0, std::memory_order_relaxed);
-  t.rx = abi::ByteRing(&idx, staging_bytes_.data() + size_t{t.staging} * cfg_.staging_size,
-                       cfg_.staging_size);
-  t.tx = abi::ByteRing(&empty_tx_idx_, &empty_tx_byte_, 1);
+  t.rx = abi::ProducerEnd(&idx, staging_bytes_.data() + size_t{t.staging} * cfg_.staging_size,
+                          cfg_.staging_size, 0);
+  t.tx = abi::ConsumerEnd(&empty_tx_idx_, &empty_tx_byte_, 1, 0);
 }
 
 // Options of a SYN we answer or a SYN-ACK we receive (RFC 7323 1.3, 2.2; RFC 2018 2).
@@ -164,7 +164,7 @@ void Engine::send_syn_cookie(const TcpSegment& syn, Time now) {
   Tcb t;
   // Advertise the window the connection will have (a staging ring), not 0.
   abi::RingIndices no_bytes;
-  t.rx = abi::ByteRing(&no_bytes, nullptr, cfg_.staging_size);
+  t.rx = abi::ProducerEnd(&no_bytes, nullptr, cfg_.staging_size, 0);
   t.remote_ip = syn.src_ip;
   t.remote_port = syn.src_port;
   t.local_port = syn.dst_port;
@@ -422,6 +422,7 @@ bool Engine::fast_path(ConnId c, const TcpSegment& seg, Time now) {
   } else {
     t.rx.write(seg.payload.data(), uint32_t(seg.payload.size()));
     t.rcv.nxt += uint32_t(seg.payload.size());
+    t.bytes_received += seg.payload.size();
     note_event(c, kEvReadable);
     schedule_ack(c, uint32_t(seg.payload.size()), now);
   }
@@ -511,9 +512,10 @@ void Engine::ack_advance(ConnId c, const TcpSegment& seg, Time now) {
   bool fin_acked = t.fin_sent && ack > t.fin_seq && t.snd.una <= t.fin_seq;
   if (fin_acked) --acked;           // our FIN
   if (acked > 0 && t.tx.valid()) {
-    uint32_t freed = std::min(acked, t.tx.capacity());
-    uint32_t used_before = std::min(t.tx.readable(), t.tx.capacity());
+    uint32_t used_before = t.tx.readable();
+    uint32_t freed = std::min(acked, used_before);
     t.tx.consume(freed);
+    t.bytes_acked += freed;
     // Like Linux's SOCK_NOSPACE: space matters to the application only when the
     // ring was filling up; a writer or poller can only be blocked on a full ring.
     if (used_before > t.tx.capacity() / 2) note_event(c, kEvWritable);
@@ -693,6 +695,7 @@ Drop Engine::process_text(ConnId c, const TcpSegment& seg, Time now) {
     return Drop::kTcpRxRingFull;
   }
   t.rcv.nxt += n;
+  t.bytes_received += n;
   bool filled_hole = false;
   // Ranges now contiguous with rcv.nxt are already in the ring: expose them.
   while (t.ooo.n != 0 && t.ooo.r[0].start <= t.rcv.nxt) {
@@ -700,6 +703,7 @@ Drop Engine::process_text(ConnId c, const TcpSegment& seg, Time now) {
       uint32_t more = uint32_t(t.ooo.r[0].end - t.rcv.nxt);
       t.rx.produce(more);
       t.rcv.nxt += more;
+      t.bytes_received += more;
     }
     t.ooo.trim_below(t.rcv.nxt);
     filled_hole = true;
@@ -725,8 +729,7 @@ Drop Engine::queue_out_of_order(ConnId c, SeqNum seq, std::span<const uint8_t> p
     return Drop::kNone;
   }
   if (!t.ooo.add(seq, end)) return Drop::kTcpOooFull;
-  t.rx.copy_in(t.rx.indices()->head.value.load(std::memory_order_relaxed) + offset,
-               payload.data(), n);
+  t.rx.copy_in(t.rx.head() + offset, payload.data(), n);
   ++ctr_.tcp_ooo_queued;
   return Drop::kNone;
 }

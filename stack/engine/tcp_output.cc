@@ -169,6 +169,7 @@ void Engine::retransmit_lost(ConnId c, Time now) {
       send_segment(t, t.snd.una, kAck, len, now);
       t.una_rexmit_at = now;
       ++ctr_.tcp_retransmits;
+      ++t.retransmits;
       arm_recovery_timer(t, now);
     }
     return;
@@ -187,6 +188,7 @@ void Engine::retransmit_lost(ConnId c, Time now) {
     in_pipe += len;
     force = false;
     ++ctr_.tcp_retransmits;
+    ++t.retransmits;
     ++ctr_.tcp_sack_retransmits;
   }
   arm_recovery_timer(t, now);

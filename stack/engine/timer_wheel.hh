@@ -42,6 +42,21 @@ class TimerWheel {
 
   size_t size() const { return count_; }
 
+  // The earliest deadline scheduled, or kNever. Walks the slots from the current
+  // tick for at most one turn of the wheel, stopping at the first slot that holds
+  // an entry due in this turn: meant for a loop about to sleep, not per packet.
+  static constexpr uint64_t kNever = ~uint64_t{0};
+  uint64_t next_deadline() const {
+    if (count_ == 0) return kNever;
+    uint64_t best = kNever;
+    for (uint64_t t = current_; t <= current_ + mask_; ++t) {
+      for (uint32_t id = heads_[t & mask_]; id != kNone; id = nodes_[id].next)
+        if (nodes_[id].tick < best) best = nodes_[id].tick;
+      if (best <= t) break;  // later slots only hold later deadlines
+    }
+    return best;
+  }
+
   // Calls fn(id) for every id whose deadline is <= now; each is unlinked first,
   // so fn may schedule it again.
   template <typename Fn>

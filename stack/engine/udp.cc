@@ -70,7 +70,7 @@ int unreachable_errno(uint8_t code) {
 
 UdpTable::UdpTable(uint32_t max_sockets) : max_(max_sockets), by_port_(65536, 0) {}
 
-int UdpTable::bind(uint16_t port, abi::ByteRing rx, uint64_t user, UdpId* out) {
+int UdpTable::bind(uint16_t port, abi::ProducerEnd rx, uint64_t user, UdpId* out) {
   if (port == 0) return -EINVAL;
   if (by_port_[port] != 0) return -EADDRINUSE;
   UdpId id = free_head_;

@@ -27,13 +27,19 @@ inline constexpr UdpId kNoUdp = ~0u;
 inline constexpr uint32_t kUdpEvReadable = 1u << 0;  // a datagram went into the rx ring
 inline constexpr uint32_t kUdpEvError = 1u << 1;     // an ICMP error for a connected socket
 
+// UDP counters: X(field, "name in shunt stat").
+#define SHUNT_UDP_COUNTERS(X)                                                     \
+  X(datagrams_in, "udp.datagrams_in")       /* delivered to a socket's ring */   \
+  X(datagrams_out, "udp.datagrams_out")                                           \
+  X(fragments_out, "udp.fragments_out")     /* IPv4 fragments above the MTU */   \
+  X(reassembled, "udp.reassembled")         /* datagrams rebuilt from fragments */ \
+  X(port_unreachable_sent, "udp.port_unreachable_sent")                           \
+  X(icmp_errors_in, "udp.icmp_errors_in")   /* matched to a connected socket */
+
 struct UdpCounters {
-  uint64_t datagrams_in = 0;       // delivered to a socket's ring
-  uint64_t datagrams_out = 0;
-  uint64_t fragments_out = 0;      // IPv4 fragments of datagrams above the MTU
-  uint64_t reassembled = 0;        // datagrams rebuilt from fragments
-  uint64_t port_unreachable_sent = 0;
-  uint64_t icmp_errors_in = 0;     // ICMP errors matched to a connected socket
+#define SHUNT_X(field, name) uint64_t field = 0;
+  SHUNT_UDP_COUNTERS(SHUNT_X)
+#undef SHUNT_X
 };
 
 struct UdpSocket {
@@ -44,7 +50,7 @@ struct UdpSocket {
   uint16_t remote_port = 0;
   int error = 0;             // the last ICMP error (errno) for a connected socket
   uint32_t events = 0;
-  abi::ByteRing rx;
+  abi::ProducerEnd rx;
   uint64_t user = 0;
   UdpId next_free = kNoUdp;
 
@@ -56,7 +62,7 @@ class UdpTable {
   explicit UdpTable(uint32_t max_sockets = 65536);
 
   // A socket on `port` (non-zero) delivering into `rx`. -EADDRINUSE, -ENOBUFS.
-  int bind(uint16_t port, abi::ByteRing rx, uint64_t user, UdpId* out);
+  int bind(uint16_t port, abi::ProducerEnd rx, uint64_t user, UdpId* out);
   // Sets the peer (host order); ip 0 disconnects.
   void connect(UdpId id, uint32_t ip, uint16_t port);
   void close(UdpId id);

@@ -120,7 +120,7 @@ TEST_F(LinkTest, OutputParksUntilArpReplyThenLeavesInOrder) {
   // Nothing known about the peer: the SYN waits while we ask.
   AppRings app;
   ConnId c;
-  ASSERT_EQ(eng().connect(kLocalPort, kRemoteIp, kRemotePort, app.rx(), app.tx(), kUser, now_, &c),
+  ASSERT_EQ(eng().connect(kLocalPort, kRemoteIp, kRemotePort, app.erx(), app.etx(), kUser, now_, &c),
             0);
   eng().flush(now_);
   ASSERT_EQ(sink_.frames.size(), 1u);

@@ -39,10 +39,10 @@ std::string describe(const Engine& e, ConnId c) {
     for (uint8_t i = 0; i < r.n; ++i) os << r.r[i].start.raw() << "-" << r.r[i].end.raw() << " ";
     os << "recent=" << int(r.recent) << "}\n";
   };
-  auto ring = [&](const char* name, const abi::ByteRing& r) {
+  auto ring = [&](const char* name, const auto& r) {
     os << name << "=";
     if (r.valid())
-      os << r.indices()->head.value.load() << "/" << r.indices()->tail.value.load();
+      os << r.head() << "/" << r.tail();
     else
       os << "none";
     os << "\n";
@@ -115,7 +115,7 @@ class Twin {
   void establish() {
     both_input(arp_frame(1, kRemoteMac, kRemoteIp, wire::MacAddr{}, kLocalIp));
     for (Side* s : {fast_.get(), full_.get()}) {
-      ASSERT_EQ(s->eng->connect(kLocalPort, kRemoteIp, kRemotePort, s->app.rx(), s->app.tx(),
+      ASSERT_EQ(s->eng->connect(kLocalPort, kRemoteIp, kRemotePort, s->app.erx(), s->app.etx(),
                                 kUser, now_, &s->c),
                 0);
       s->eng->flush(now_);

@@ -273,6 +273,9 @@ struct AppRings {
 
   abi::ByteRing rx() { return {&rx_idx, rx_bytes.data(), uint32_t(rx_bytes.size())}; }
   abi::ByteRing tx() { return {&tx_idx, tx_bytes.data(), uint32_t(tx_bytes.size())}; }
+  // The engine's ends of the same rings (what the daemon hands the engine).
+  abi::ProducerEnd erx() { return abi::ProducerEnd(rx()); }
+  abi::ConsumerEnd etx() { return abi::ConsumerEnd(tx()); }
 
   uint32_t write(std::string_view s) { return tx().write(s.data(), uint32_t(s.size())); }
   std::string read(uint32_t max = ~0u) {
@@ -387,7 +390,7 @@ class EngineTest : public ::testing::Test {
     Engine scratch(cfg_, scratch_sink);
     AppRings rings;
     ConnId c;
-    EXPECT_EQ(scratch.connect(kLocalPort, kRemoteIp, kRemotePort, rings.rx(), rings.tx(), 1, 0, &c),
+    EXPECT_EQ(scratch.connect(kLocalPort, kRemoteIp, kRemotePort, rings.erx(), rings.etx(), 1, 0, &c),
               0);
     uint32_t f = scratch.tcb(c).iss.raw();
     for (uint32_t adj = 0; adj < 2; ++adj)
@@ -418,7 +421,7 @@ class EstablishedTest : public EngineTest {
     now_ = time_for_isn(kLocalIsnTarget);
     ASSERT_NO_FATAL_FAILURE(seed_arp());
     app_ = std::make_unique<AppRings>(rx_cap, tx_cap);
-    ASSERT_EQ(eng().connect(kLocalPort, kRemoteIp, kRemotePort, app_->rx(), app_->tx(), kUser,
+    ASSERT_EQ(eng().connect(kLocalPort, kRemoteIp, kRemotePort, app_->erx(), app_->etx(), kUser,
                             now_, &c_),
               0);
     eng().flush(now_);

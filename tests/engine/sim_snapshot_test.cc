@@ -82,8 +82,8 @@ class Sim {
     server_app.eng = &server.eng;
     client_app.eng = &client.eng;
     EXPECT_EQ(server.eng.listen(kServerPort, 4, kListenerUser, &listener_), 0);
-    EXPECT_EQ(client.eng.connect(kClientPort, kLocalIp, kServerPort, client_app.rings->rx(),
-                                 client_app.rings->tx(), kClientUser, now, &client_app.c),
+    EXPECT_EQ(client.eng.connect(kClientPort, kLocalIp, kServerPort, client_app.rings->erx(),
+                                 client_app.rings->etx(), kClientUser, now, &client_app.c),
               0);
     Time start = now;
     for (uint64_t steps = 0; steps < sc_.bound / kStep; ++steps) {
@@ -125,7 +125,7 @@ class Sim {
         ConnId c = server.eng.accept(listener_);
         if (c == kInvalidId) return;
         server_app.c = c;
-        server.eng.attach(c, server_app.rings->rx(), server_app.rings->tx(), kServerUser);
+        server.eng.attach(c, server_app.rings->erx(), server_app.rings->etx(), kServerUser);
       }
     };
     server.eng.drain_events(on_event);

@@ -37,7 +37,7 @@ std::string describe(const Engine& e, ConnId c) {
      << " persist_at=" << t.persist_at << " backoff=" << t.backoff
      << " fin_queued=" << t.fin_queued << " fin_sent=" << t.fin_sent
      << " peer_fin=" << t.peer_fin << " tx.readable=" << (t.tx.valid() ? t.tx.readable() : 0)
-     << " rx.readable=" << (t.rx.valid() ? t.rx.readable() : 0) << " timers=" << e.has_timers();
+     << " rx.used=" << (t.rx.valid() ? t.rx.used() : 0) << " timers=" << e.has_timers();
   return os.str();
 }
 
@@ -82,7 +82,7 @@ class Sim {
         ConnId c = server.eng.accept(listener_);
         if (c == kInvalidId) return;
         server_app.c = c;
-        server.eng.attach(c, server_app.rings->rx(), server_app.rings->tx(), kServerUser);
+        server.eng.attach(c, server_app.rings->erx(), server_app.rings->etx(), kServerUser);
       }
     };
     server.eng.drain_events(on_event);
@@ -103,8 +103,8 @@ class Sim {
     server_app.eng = &server.eng;
     client_app.eng = &client.eng;
     ASSERT_EQ(server.eng.listen(kServerPort, 4, kListenerUser, &listener_), 0);
-    ASSERT_EQ(client.eng.connect(kClientPort, kLocalIp, kServerPort, client_app.rings->rx(),
-                                 client_app.rings->tx(), kClientUser, now, &client_app.c),
+    ASSERT_EQ(client.eng.connect(kClientPort, kLocalIp, kServerPort, client_app.rings->erx(),
+                                 client_app.rings->etx(), kClientUser, now, &client_app.c),
               0);
   }
 
@@ -239,8 +239,8 @@ TEST(Sim, SimultaneousOpenBetweenTwoEngines) {
   AppRings ra, rb;
   ConnId ca, cb;
   Time now = kT0;
-  ASSERT_EQ(a.eng.connect(7000, kRemoteIp, 7001, ra.rx(), ra.tx(), 1, now, &ca), 0);
-  ASSERT_EQ(b.eng.connect(7001, kLocalIp, 7000, rb.rx(), rb.tx(), 2, now, &cb), 0);
+  ASSERT_EQ(a.eng.connect(7000, kRemoteIp, 7001, ra.erx(), ra.etx(), 1, now, &ca), 0);
+  ASSERT_EQ(b.eng.connect(7001, kLocalIp, 7000, rb.erx(), rb.etx(), 2, now, &cb), 0);
   ra.write("from a");
   rb.write("from b");
   for (int i = 0; i < 20; ++i) {

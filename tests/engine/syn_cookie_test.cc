@@ -149,7 +149,7 @@ TEST_F(SynCookie, WithTimestampsWindowScaleAndSackSurvive) {
   // The accepted connection's segments carry timestamps that did not go back.
   ASSERT_EQ(eng().accept(lid_), c);
   AppRings app;
-  eng().attach(c, app.rx(), app.tx(), kUser);
+  eng().attach(c, app.erx(), app.etx(), kUser);
   ASSERT_EQ(eng().set_option(c, TcpOption::kNoDelay, 1), 0);
   ASSERT_EQ(app.write("hello"), 5u);
   eng().tx_ready(c);
@@ -244,7 +244,7 @@ TEST_F(SynCookie, DataInTheCookieAckIsDelivered) {
   ConnId c = eng().accept(lid_);
   ASSERT_NE(c, kInvalidId);
   AppRings app;
-  eng().attach(c, app.rx(), app.tx(), kUser);
+  eng().attach(c, app.erx(), app.etx(), kUser);
   EXPECT_EQ(app.read(), req);
 }
 

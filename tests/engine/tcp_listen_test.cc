@@ -113,7 +113,7 @@ TEST_F(ListenTest, AttachMovesStagedBytesAndOpensTheWindow) {
   ConnId c = eng().accept(lid_);
   ASSERT_NE(c, kInvalidId);
   AppRings app(8192);
-  eng().attach(c, app.rx(), app.tx(), kUser);
+  eng().attach(c, app.erx(), app.etx(), kUser);
   EXPECT_EQ(app.read(), "early bird");
   EXPECT_EQ(events()[kUser], kEvState | kEvReadable | kEvWritable);
   // The application ring is the window now.

@@ -132,7 +132,7 @@ class ActiveOptions : public EngineTest {
  protected:
   void SetUp() override {
     seed_arp();
-    ASSERT_EQ(eng().connect(kLocalPort, kRemoteIp, kRemotePort, app_.rx(), app_.tx(), kUser, now_,
+    ASSERT_EQ(eng().connect(kLocalPort, kRemoteIp, kRemotePort, app_.erx(), app_.etx(), kUser, now_,
                             &c_),
               0);
     eng().flush(now_);
@@ -659,7 +659,7 @@ TEST_F(SynSentIcmp, PortUnreachableRefusesTheConnection) {
   seed_arp();
   AppRings app;
   ConnId c;
-  ASSERT_EQ(eng().connect(kLocalPort, kRemoteIp, kRemotePort, app.rx(), app.tx(), kUser, now_, &c),
+  ASSERT_EQ(eng().connect(kLocalPort, kRemoteIp, kRemotePort, app.erx(), app.etx(), kUser, now_, &c),
             0);
   eng().flush(now_);
   Seg syn = sent_one();

@@ -13,7 +13,7 @@ class SynSentTest : public EngineTest {
  protected:
   void SetUp() override {
     seed_arp();
-    ASSERT_EQ(eng().connect(kLocalPort, kRemoteIp, kRemotePort, app_.rx(), app_.tx(), kUser, now_,
+    ASSERT_EQ(eng().connect(kLocalPort, kRemoteIp, kRemotePort, app_.erx(), app_.etx(), kUser, now_,
                             &c_),
               0);
     eng().flush(now_);
@@ -50,11 +50,11 @@ TEST_F(SynSentTest, ConnectSendsSynWithMss) {
 TEST_F(SynSentTest, ConnectErrors) {
   ConnId c;
   AppRings other;
-  EXPECT_EQ(eng().connect(kLocalPort, kRemoteIp, kRemotePort, other.rx(), other.tx(), 1, now_, &c),
+  EXPECT_EQ(eng().connect(kLocalPort, kRemoteIp, kRemotePort, other.erx(), other.etx(), 1, now_, &c),
             -EADDRNOTAVAIL);
-  EXPECT_EQ(eng().connect(0, kRemoteIp, kRemotePort, other.rx(), other.tx(), 1, now_, &c), -EINVAL);
-  EXPECT_EQ(eng().connect(5, 0, kRemotePort, other.rx(), other.tx(), 1, now_, &c), -EINVAL);
-  EXPECT_EQ(eng().connect(5, kRemoteIp, 0, other.rx(), other.tx(), 1, now_, &c), -EINVAL);
+  EXPECT_EQ(eng().connect(0, kRemoteIp, kRemotePort, other.erx(), other.etx(), 1, now_, &c), -EINVAL);
+  EXPECT_EQ(eng().connect(5, 0, kRemotePort, other.erx(), other.etx(), 1, now_, &c), -EINVAL);
+  EXPECT_EQ(eng().connect(5, kRemoteIp, 0, other.erx(), other.etx(), 1, now_, &c), -EINVAL);
 }
 
 TEST_F(SynSentTest, SynAckEstablishesAndIsAcked) {

@@ -112,7 +112,7 @@ class UdpTest : public EngineTest {
 
   UdpId bind(uint16_t port, AppRings& rings, uint64_t user = kUdpUser) {
     UdpId id = kNoUdp;
-    EXPECT_EQ(eng().udp().bind(port, rings.rx(), user, &id), 0);
+    EXPECT_EQ(eng().udp().bind(port, rings.erx(), user, &id), 0);
     return id;
   }
 
@@ -163,13 +163,13 @@ TEST_F(UdpTest, OneSocketPerPortAndClosingFreesIt) {
   AppRings a, b;
   UdpId id = bind(kDnsPort, a);
   UdpId other;
-  EXPECT_EQ(eng().udp().bind(kDnsPort, b.rx(), 1, &other), -EADDRINUSE);
-  EXPECT_EQ(eng().udp().bind(0, b.rx(), 1, &other), -EINVAL);
+  EXPECT_EQ(eng().udp().bind(kDnsPort, b.erx(), 1, &other), -EADDRINUSE);
+  EXPECT_EQ(eng().udp().bind(0, b.erx(), 1, &other), -EINVAL);
   EXPECT_TRUE(eng().udp().port_in_use(kDnsPort));
   EXPECT_FALSE(eng().port_in_use(kDnsPort)) << "TCP and UDP ports are separate spaces";
   eng().udp().close(id);
   EXPECT_FALSE(eng().udp().port_in_use(kDnsPort));
-  EXPECT_EQ(eng().udp().bind(kDnsPort, b.rx(), 1, &other), 0);
+  EXPECT_EQ(eng().udp().bind(kDnsPort, b.erx(), 1, &other), 0);
   EXPECT_EQ(eng().udp().live(), 1u);
 }
 
@@ -426,7 +426,7 @@ TEST_F(UdpTest, LargeDatagramIsFragmentedAndReassembles) {
   Engine peer(pc, peer_sink);
   AppRings pr;
   UdpId pid;
-  ASSERT_EQ(peer.udp().bind(kDnsPort, pr.rx(), 5, &pid), 0);
+  ASSERT_EQ(peer.udp().bind(kDnsPort, pr.erx(), 5, &pid), 0);
   // Out of order: last, first, middle.
   for (size_t i : {2, 0, 1}) {
     auto f = frames[i];

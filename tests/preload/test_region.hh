@@ -2,6 +2,7 @@
 // the unit tests (one mapping) and by the fake daemon (mapped by both processes).
 #pragma once
 
+#include <arpa/inet.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -28,22 +29,8 @@ struct TestRegion {
       base = nullptr;
       return false;
     }
-    hdr = new (base) abi::RegionHeader{};
-    hdr->magic = abi::kMagic;
-    hdr->version = abi::kVersion;
-    hdr->size = size;
-    hdr->region_id = id;
-    hdr->queue_pair_count = l.queue_pair_count;
-    hdr->slot_count = l.slot_count;
-    hdr->rx_ring_size = l.rx_ring_size;
-    hdr->tx_ring_size = l.tx_ring_size;
-    hdr->nic_ip = nic_ip;
-    hdr->nic_prefix_len = prefix;
-    hdr->queues_offset = l.queues_offset();
-    hdr->slots_offset = l.slots_offset();
-    hdr->rings_offset = l.rings_offset();
-    for (uint32_t i = 0; i < l.queue_pair_count; ++i) new (abi::queue_pair(base, *hdr, i)) abi::QueuePair;
-    for (uint32_t i = 0; i < l.slot_count; ++i) new (abi::slot(base, *hdr, i)) abi::SocketSlot{};
+    // nic_ip and the prefix come in network order here (as the header keeps them).
+    hdr = abi::init_region(base, l, id, ntohl(nic_ip), prefix, 0);
     return abi::region_fits(*hdr, size);
   }
   abi::SocketSlot* slot(uint32_t i) const { return abi::slot(base, *hdr, i); }

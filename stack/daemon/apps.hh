@@ -1,0 +1,97 @@
+// The applications attached to shuntd: their regions, doorbells, credentials and
+// slot tables (docs/architecture.md "Applications and sockets").
+//
+// Dependencies go one way: the socket table (sockets.hh) hands out and frees
+// slots here; this registry never calls the socket table. An application is
+// `active` while its control connection is up; its region stays mapped (`in_use`)
+// until the last of its slots is freed, because a closed connection may still be
+// sending what the application wrote (a zombie slot), as the kernel keeps a
+// closed socket's send queue.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "daemon/counters.hh"
+#include "daemon/region.hh"
+#include "shunt/abi.h"
+
+namespace shunt {
+
+inline constexpr uint32_t kNone = ~0u;
+
+struct Credentials {
+  pid_t pid = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+
+struct SlotInfo {
+  uint32_t socket = kNone;  // SocketTable index
+  bool used = false;
+  bool zombie = false;      // closed by the application; the engine still drains it
+};
+
+struct App {
+  bool active = false;  // attached and alive
+  bool in_use = false;  // region mapped (alive, or zombies remain)
+  bool dirty = false;   // completions or slot changes since the last doorbell
+  int ctl_fd = -1;
+  int app_doorbell = -1;     // daemon -> app eventfd
+  int daemon_doorbell = -1;  // app -> daemon eventfd
+  Credentials cred;
+  std::string comm;          // /proc/PID/comm at attach
+  uint64_t attached_at = 0;  // µs, the daemon's clock
+  AppRegion region;
+  std::vector<SlotInfo> slots;
+  std::vector<uint32_t> free_slots;
+  uint32_t used_slots = 0;
+  uint32_t zombies = 0;
+  uint64_t commands = 0;
+};
+
+class AppRegistry {
+ public:
+  AppRegistry(uint32_t max_apps, const abi::Layout& layout);
+
+  const abi::Layout& layout() const { return layout_; }
+  uint32_t capacity() const { return uint32_t(apps_.size()); }
+  App& app(uint32_t id) { return apps_[id]; }
+  const App& app(uint32_t id) const { return apps_[id]; }
+  // The attached applications, in attach order: what the loop polls.
+  const std::vector<uint32_t>& active() const { return active_; }
+  uint32_t regions_in_use() const;
+
+  // A new application: a region (sealed memfd) and two doorbells. Returns its id,
+  // or kNone with *error (-EUSERS when every region is in use).
+  uint32_t attach(int ctl_fd, const Credentials& cred, uint32_t nic_ip, uint32_t prefix_len,
+                  uint32_t gateway, uint64_t now, int* error);
+  // The application is gone (or cut off): it stops being polled. The caller has
+  // closed its sockets first; the region goes once no slot is used.
+  void deactivate(uint32_t id);
+
+  // ---- Slots ----
+  // A slot of `id` that commands may name: handed out and not closed.
+  bool valid_slot(uint32_t id, uint32_t slot) const {
+    const App& a = apps_[id];
+    return a.in_use && slot < a.slots.size() && a.slots[slot].used && !a.slots[slot].zombie;
+  }
+  // A slot for `socket`, or kNone when the application has none left.
+  uint32_t alloc_slot(uint32_t id, uint32_t socket);
+  // Back to the application; if it is gone and this was its last slot, its region
+  // is released.
+  void free_slot(uint32_t id, uint32_t slot);
+  void make_zombie(uint32_t id, uint32_t slot);
+
+ private:
+  void release(uint32_t id);
+
+  abi::Layout layout_;
+  std::vector<App> apps_;
+  std::vector<uint32_t> active_;
+};
+
+}  // namespace shunt

@@ -1,0 +1,632 @@
+#include "daemon/sockets.hh"
+
+#include <arpa/inet.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+
+namespace shunt {
+
+namespace {
+// Linux's default ip_local_port_range.
+constexpr uint16_t kEphemeralFirst = 32768;
+constexpr uint16_t kEphemeralLast = 60999;
+constexpr uint32_t kEphemeralCount = kEphemeralLast - kEphemeralFirst + 1;
+
+bool ephemeral(uint16_t port) { return port >= kEphemeralFirst && port <= kEphemeralLast; }
+
+// The engine's name for each option the application can set (kLingerZero is
+// the daemon's own: it decides how close() ends the connection).
+bool engine_option(abi::SockOption o, TcpOption* out) {
+  switch (o) {
+    case abi::SockOption::kNoDelay: *out = TcpOption::kNoDelay; return true;
+    case abi::SockOption::kKeepAlive: *out = TcpOption::kKeepAlive; return true;
+    case abi::SockOption::kCork: *out = TcpOption::kCork; return true;
+    case abi::SockOption::kQuickAck: *out = TcpOption::kQuickAck; return true;
+    case abi::SockOption::kKeepIdle: *out = TcpOption::kKeepIdle; return true;
+    case abi::SockOption::kKeepIntvl: *out = TcpOption::kKeepIntvl; return true;
+    case abi::SockOption::kKeepCnt: *out = TcpOption::kKeepCnt; return true;
+    case abi::SockOption::kCongestion: *out = TcpOption::kCongestion; return true;
+    default: return false;
+  }
+}
+
+ctl::LinuxTcpState linux_state(TcpState s) {
+  using L = ctl::LinuxTcpState;
+  switch (s) {
+    case TcpState::kClosed: return L::kClose;
+    case TcpState::kListen: return L::kListen;
+    case TcpState::kSynSent: return L::kSynSent;
+    case TcpState::kSynReceived: return L::kSynRecv;
+    case TcpState::kEstablished: return L::kEstablished;
+    case TcpState::kFinWait1: return L::kFinWait1;
+    case TcpState::kFinWait2: return L::kFinWait2;
+    case TcpState::kCloseWait: return L::kCloseWait;
+    case TcpState::kClosing: return L::kClosing;
+    case TcpState::kLastAck: return L::kLastAck;
+    case TcpState::kTimeWait: return L::kTimeWait;
+  }
+  return L::kClose;
+}
+}  // namespace
+
+SocketTable::SocketTable(AppRegistry& apps, Engine& engine, const NicAddress& nic,
+                         DaemonCounters& ctr)
+    : apps_(apps), engine_(engine), nic_(nic), ctr_(ctr), port_owner_(65536, 0) {
+  sockets_.reserve(size_t(apps.capacity()) * 64);
+}
+
+// ---- Commands ----
+
+abi::Completion SocketTable::handle(uint32_t app, const abi::Command& cmd, Time now,
+                                    bool* reply) {
+  abi::Completion c{};
+  c.cookie = cmd.cookie;
+  c.slot = cmd.slot;
+  *reply = true;
+  const auto op = static_cast<abi::Op>(cmd.op);
+  switch (op) {
+    case abi::Op::kNop: c.result = 0; return c;
+    case abi::Op::kBind: c.result = do_bind(app, cmd, &c); return c;
+    case abi::Op::kUdpBind: c.result = do_udp_bind(app, cmd, &c); return c;
+    case abi::Op::kConnect:
+      if (cmd.slot == abi::kNoSlot) {
+        c.result = do_connect(app, cmd, now, &c);
+        return c;
+      }
+      break;
+    case abi::Op::kUdpConnect:
+      if (cmd.slot == abi::kNoSlot) {
+        c.result = do_udp_connect(app, cmd, &c);
+        return c;
+      }
+      break;
+    case abi::Op::kListen:
+    case abi::Op::kAccept:
+    case abi::Op::kClose:
+    case abi::Op::kShutdown:
+    case abi::Op::kTxReady:
+    case abi::Op::kRxDrained:
+    case abi::Op::kSetOption:
+      break;
+    default:
+      ++ctr_.bad_commands;
+      c.result = -EINVAL;
+      return c;
+  }
+  // Every other command names a slot of this application: one it was handed and
+  // has not closed. Anything else is answered like a bad fd.
+  bool answers = op != abi::Op::kClose && op != abi::Op::kTxReady && op != abi::Op::kRxDrained &&
+                 !(op == abi::Op::kSetOption && (cmd.flags & abi::kCmdNoReply));
+  if (!apps_.valid_slot(app, cmd.slot)) {
+    ++ctr_.bad_commands;
+    *reply = answers;
+    c.result = -EBADF;
+    return c;
+  }
+  *reply = answers;
+  switch (op) {
+    case abi::Op::kConnect: c.result = do_connect(app, cmd, now, &c); break;
+    case abi::Op::kUdpConnect: c.result = do_udp_connect(app, cmd, &c); break;
+    case abi::Op::kListen: c.result = do_listen(app, cmd.slot, cmd.arg); break;
+    case abi::Op::kAccept: c.result = do_accept(app, cmd, &c); break;
+    case abi::Op::kClose: do_close(app, cmd.slot, now); break;
+    case abi::Op::kShutdown: c.result = do_shutdown(app, cmd.slot, cmd.arg); break;
+    case abi::Op::kTxReady: do_tx_ready(app, cmd.slot, now); break;
+    case abi::Op::kRxDrained: do_rx_drained(app, cmd.slot); break;
+    case abi::Op::kSetOption:
+      c.result = set_option(socket_of(app, cmd.slot), static_cast<abi::SockOption>(cmd.arg),
+                            cmd.arg2);
+      // The application validated it against its kernel placeholder already and
+      // does not wait (nginx corks and uncorks every response).
+      if (!answers && c.result != 0) ++ctr_.option_errors;
+      break;
+    default: break;
+  }
+  return c;
+}
+
+uint16_t SocketTable::pick_ephemeral_port() {
+  if (ephemeral_owned_ >= kEphemeralCount) return 0;  // all taken: no scan
+  for (uint32_t i = 0; i < kEphemeralCount; ++i) {
+    uint16_t p = next_ephemeral_;
+    next_ephemeral_ = next_ephemeral_ >= kEphemeralLast ? kEphemeralFirst : uint16_t(p + 1);
+    if (port_owner_[p] == 0 && !engine_.port_in_use(p)) return p;
+  }
+  return 0;
+}
+
+int SocketTable::do_bind(uint32_t app, const abi::Command& cmd, abi::Completion* out) {
+  uint32_t ip = ntohl(cmd.ip);
+  if (ip != 0 && ip != nic_.ip) return -EADDRNOTAVAIL;
+  uint16_t port = ntohs(cmd.port);
+  if (port == 0) port = pick_ephemeral_port();
+  if (port == 0) return -EADDRINUSE;
+  if (port_owner_[port] != 0 || engine_.port_in_use(port)) return -EADDRINUSE;
+  uint32_t s = alloc_socket();
+  uint32_t slot = add_holder(app, s);
+  if (slot == kNone) {
+    free_socket(s);
+    return -ENOBUFS;
+  }
+  Socket& sock = sockets_[s];
+  sock.kind = Kind::kBound;
+  sock.port = port;
+  sock.owns_port = true;
+  sock.inode = cmd.arg2;
+  port_owner_[port] = s + 1;
+  if (ephemeral(port)) ++ephemeral_owned_;
+  apps_.app(app).region.reset_slot(slot, abi::SlotState::kBound);
+  out->slot = slot;
+  out->local_ip = htonl(nic_.ip);
+  out->local_port = htons(port);
+  return 0;
+}
+
+int SocketTable::do_listen(uint32_t app, uint32_t slot, int backlog) {
+  uint32_t s = socket_of(app, slot);
+  Socket& sock = sockets_[s];
+  if (sock.kind == Kind::kListener) return 0;
+  if (sock.kind != Kind::kBound) return -EINVAL;
+  // Linux caps the backlog at somaxconn (4096) and takes <= 0 as a small queue.
+  uint32_t bl = backlog <= 0 ? 1 : uint32_t(std::min(backlog, 4096));
+  ListenerId l;
+  int rc = engine_.listen(sock.port, bl, uint64_t(s) + 1, &l);
+  if (rc != 0) return rc;
+  sock.kind = Kind::kListener;
+  sock.listener = l;
+  apps_.app(app).region.set_state(slot, abi::SlotState::kListening);
+  touch(app);
+  return 0;
+}
+
+int SocketTable::do_connect(uint32_t app, const abi::Command& cmd, Time now,
+                            abi::Completion* out) {
+  uint32_t dst = ntohl(cmd.ip);
+  uint16_t dport = ntohs(cmd.port);
+  if (dst == 0 || dport == 0) return -ECONNREFUSED;
+  // Loopback through the stack itself is not in this version.
+  if (dst == nic_.ip) return -ENETUNREACH;
+  uint32_t slot = cmd.slot;
+  if (slot == abi::kNoSlot) {
+    abi::Command bind_cmd = cmd;
+    bind_cmd.ip = 0;
+    bind_cmd.port = 0;
+    abi::Completion tmp{};
+    if (int rc = do_bind(app, bind_cmd, &tmp); rc != 0) return rc;
+    slot = tmp.slot;
+  }
+  uint32_t s = socket_of(app, slot);
+  Socket& sock = sockets_[s];
+  if (sock.kind == Kind::kConn) return -EISCONN;
+  if (sock.kind != Kind::kBound) return -EINVAL;
+  AppRegion& region = apps_.app(app).region;
+  region.reset_slot(slot, abi::SlotState::kConnecting);
+  ConnId c;
+  int rc = engine_.connect(sock.port, dst, dport, region.rx_end(slot), region.tx_end(slot),
+                           uint64_t(s) + 1, now, &c);
+  if (rc != 0) {
+    region.reset_slot(slot, abi::SlotState::kBound);
+    return rc;
+  }
+  ++ctr_.connects;
+  sock.kind = Kind::kConn;
+  sock.conn = c;
+  sock.rings = {app, slot};
+  apply_options(s);
+  out->slot = slot;
+  out->local_ip = htonl(nic_.ip);
+  out->local_port = htons(sock.port);
+  out->remote_ip = cmd.ip;
+  out->remote_port = cmd.port;
+  return 0;
+}
+
+int SocketTable::do_accept(uint32_t app, const abi::Command& cmd, abi::Completion* out) {
+  uint32_t ls = socket_of(app, cmd.slot);
+  if (sockets_[ls].kind != Kind::kListener) return -EINVAL;
+  if (engine_.accept_queue_len(sockets_[ls].listener) == 0) return -EAGAIN;
+  if (apps_.app(app).free_slots.empty()) return -ENFILE;
+  ConnId c = engine_.accept(sockets_[ls].listener);
+  if (c == kInvalidId) return -EAGAIN;
+  uint32_t s = alloc_socket();  // may grow sockets_: no references held across it
+  uint32_t slot = add_holder(app, s);
+  Socket& sock = sockets_[s];
+  Socket& lsock = sockets_[ls];
+  sock.kind = Kind::kConn;
+  sock.conn = c;
+  sock.inode = cmd.arg2;
+  sock.port = engine_.tcb(c).local_port;
+  sock.rings = {app, slot};
+  // Linux: an accepted socket starts with its listener's options.
+  sock.option_set = lsock.option_set;
+  std::copy(std::begin(lsock.option_value), std::end(lsock.option_value),
+            std::begin(sock.option_value));
+  sock.linger_zero = lsock.linger_zero;
+  AppRegion& region = apps_.app(app).region;
+  region.reset_slot(slot, abi::SlotState::kConnected);
+  engine_.attach(c, region.rx_end(slot), region.tx_end(slot), uint64_t(s) + 1);
+  apply_options(s);
+  publish_conn(s);
+  publish_listener(ls);
+  ++ctr_.accepts;
+  const Tcb& t = engine_.tcb(c);
+  out->slot = slot;
+  out->local_ip = htonl(nic_.ip);
+  out->local_port = htons(t.local_port);
+  out->remote_ip = htonl(t.remote_ip);
+  out->remote_port = htons(t.remote_port);
+  return 0;
+}
+
+// close(2) of one holder. The socket goes when its last holder does.
+void SocketTable::do_close(uint32_t app, uint32_t slot, Time now) {
+  uint32_t s = socket_of(app, slot);
+  Socket& sock = sockets_[s];
+  drop_holder(s, app, slot);
+  const bool ring_owner = sock.rings == Holder{app, slot};
+  if (!sock.holders.empty()) {
+    // Another process still holds it (fork): the rings stay until it ends.
+    if (ring_owner) apps_.make_zombie(app, slot);
+    else apps_.free_slot(app, slot);
+    return;
+  }
+  const Holder rings = sock.rings;
+  switch (sock.kind) {
+    case Kind::kConn:
+      // The slot whose rings the engine drains stays (a zombie) until it is done;
+      // any other (the ring owner closed earlier and is a zombie already, or the
+      // rings are gone) goes now.
+      if (ring_owner) apps_.make_zombie(app, slot);
+      else apps_.free_slot(app, slot);
+      if (engine_.close(sock.conn, sock.linger_zero, now)) {
+        if (rings.app != kNone) apps_.free_slot(rings.app, rings.slot);
+        free_socket(s);
+      }
+      return;
+    case Kind::kListener: engine_.unlisten(sock.listener); break;
+    case Kind::kUdp: engine_.udp().close(sock.udp); break;
+    case Kind::kBound:
+    case Kind::kDead:
+    case Kind::kFree: break;
+  }
+  apps_.free_slot(app, slot);
+  if (rings.app != kNone && !ring_owner) apps_.free_slot(rings.app, rings.slot);
+  free_socket(s);
+}
+
+int SocketTable::do_shutdown(uint32_t app, uint32_t slot, int how) {
+  uint32_t s = socket_of(app, slot);
+  Socket& sock = sockets_[s];
+  if (sock.kind != Kind::kConn) return -ENOTCONN;
+  if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR) return -EINVAL;
+  if (how != SHUT_RD) engine_.shutdown_write(sock.conn);
+  publish_conn(s);
+  return 0;
+}
+
+void SocketTable::do_tx_ready(uint32_t app, uint32_t slot, Time now) {
+  uint32_t s = socket_of(app, slot);
+  Socket& sock = sockets_[s];
+  // The notice was raised on the slot whose rings carry the bytes (after fork,
+  // the ring owner's, whichever holder wrote).
+  const Holder h = sock.rings;
+  if (h.app == kNone || !apps_.app(h.app).in_use) return;
+  if (sock.kind == Kind::kUdp) {
+    udp_tx_ready(s, now);
+    return;
+  }
+  apps_.app(h.app).region.clear_tx_notice(h.slot);
+  if (sock.kind == Kind::kConn) engine_.tx_ready(sock.conn);
+}
+
+void SocketTable::do_rx_drained(uint32_t app, uint32_t slot) {
+  uint32_t s = socket_of(app, slot);
+  Socket& sock = sockets_[s];
+  const Holder h = sock.rings;
+  if (sock.kind != Kind::kConn || h.app == kNone || !apps_.app(h.app).in_use) return;
+  AppRegion& region = apps_.app(h.app).region;
+  region.clear_rx_notice(h.slot);
+  region.want_rx_drain(h.slot, false);
+  engine_.rx_drained(sock.conn);
+}
+
+int SocketTable::set_option(uint32_t s, abi::SockOption opt, uint64_t value) {
+  Socket& sock = sockets_[s];
+  uint32_t index = uint32_t(opt);
+  if (index == 0 || index >= uint32_t(abi::SockOption::kCount)) return -ENOPROTOOPT;
+  if (value > 0xffffffffu) return -EINVAL;
+  if (opt == abi::SockOption::kLingerZero) {
+    sock.linger_zero = value != 0;
+    return 0;
+  }
+  TcpOption eo;
+  if (!engine_option(opt, &eo)) return -ENOPROTOOPT;
+  // Validate like Linux even before a connection exists.
+  if ((opt == abi::SockOption::kKeepIdle || opt == abi::SockOption::kKeepIntvl) &&
+      (value < 1 || value > 32767))
+    return -EINVAL;
+  if (opt == abi::SockOption::kKeepCnt && (value < 1 || value > 127)) return -EINVAL;
+  if (opt == abi::SockOption::kCongestion && value > uint32_t(CcAlgorithm::kCubic)) return -ENOENT;
+  if (sock.kind == Kind::kConn) {
+    if (int rc = engine_.set_option(sock.conn, eo, uint32_t(value)); rc != 0) return rc;
+  }
+  sock.option_set |= 1u << index;
+  sock.option_value[index] = uint32_t(value);
+  return 0;
+}
+
+void SocketTable::apply_options(uint32_t s) {
+  Socket& sock = sockets_[s];
+  if (sock.kind != Kind::kConn) return;
+  for (uint32_t i = 1; i < uint32_t(abi::SockOption::kCount); ++i) {
+    TcpOption eo;
+    if ((sock.option_set & (1u << i)) && engine_option(abi::SockOption(i), &eo))
+      (void)engine_.set_option(sock.conn, eo, sock.option_value[i]);  // validated when set
+  }
+}
+
+// ---- An application goes ----
+
+void SocketTable::close_all(uint32_t app, Ending how, Time now) {
+  App& a = apps_.app(app);
+  if (!a.in_use) return;
+  for (uint32_t slot = 0; slot < a.slots.size(); ++slot) {
+    const SlotInfo si = a.slots[slot];
+    if (!si.used) continue;
+    if (how == Ending::kAsKernel) {
+      if (!si.zombie) do_close(app, slot, now);  // zombies go on draining, as orphans do
+      continue;
+    }
+    // Cut off: nothing may use this region after this. What runs on its rings
+    // (its connections, zombies included, and those it shares with a fork child)
+    // ends now; a socket it only shares through another holder's rings loses
+    // this holder, as with close().
+    Socket& sock = sockets_[si.socket];
+    if (sock.rings.app == app && sock.kind != Kind::kDead) kill_socket(si.socket, now);
+    if (sock.kind == Kind::kDead) {
+      drop_holder(si.socket, app, slot);
+      apps_.free_slot(app, slot);
+      if (sock.holders.empty()) free_socket(si.socket);
+    } else if (!si.zombie) {
+      sock.linger_zero = true;
+      do_close(app, slot, now);
+    }
+  }
+}
+
+void SocketTable::kill_socket(uint32_t s, Time now) {
+  Socket& sock = sockets_[s];
+  const Holder rings = sock.rings;
+  switch (sock.kind) {
+    case Kind::kConn: (void)engine_.close(sock.conn, /*abort=*/true, now); break;  // RST
+    case Kind::kUdp: engine_.udp().close(sock.udp); break;
+    case Kind::kListener: engine_.unlisten(sock.listener); break;
+    default: break;
+  }
+  // Holders in other processes read the ring owner's slot: tell them there.
+  if (rings.app != kNone && apps_.app(rings.app).active) {
+    apps_.app(rings.app).region.publish_conn(
+        rings.slot, abi::SlotState::kClosed, abi::kFlagReset | abi::kFlagPeerFin, ECONNRESET);
+    touch(rings.app);
+  }
+  if (sock.owns_port && port_owner_[sock.port] == s + 1) {
+    port_owner_[sock.port] = 0;
+    if (ephemeral(sock.port)) --ephemeral_owned_;
+  }
+  sock.owns_port = false;
+  sock.kind = Kind::kDead;
+  sock.conn = kInvalidId;
+  sock.listener = kInvalidId;
+  sock.udp = kNoUdp;
+  sock.rings = {kNone, kNone};
+}
+
+void SocketTable::shutdown_all() {
+  for (Socket& sock : sockets_)
+    if (sock.kind == Kind::kConn) engine_.shutdown_write(sock.conn);
+}
+
+// ---- Engine events to slots ----
+
+void SocketTable::publish_events() {
+  publish_udp_events();  // udp_sockets.cc
+  engine_.drain_events([&](uint64_t user, uint32_t ev) {
+    uint32_t s = uint32_t(user - 1);
+    if (s >= sockets_.size()) return;
+    Socket& sock = sockets_[s];
+    if (sock.kind == Kind::kListener) {
+      publish_listener(s);
+      return;
+    }
+    if (sock.kind != Kind::kConn) return;
+    const Holder h = sock.rings;
+    if (ev & kEvDetached) {
+      // The engine is done with the rings: a closed slot can go back to its app.
+      if (h.app != kNone && apps_.app(h.app).slots[h.slot].zombie) {
+        apps_.free_slot(h.app, h.slot);
+        sock.rings = {kNone, kNone};
+      }
+      if (sock.holders.empty()) free_socket(s);
+      return;
+    }
+    if (h.app == kNone || apps_.app(h.app).slots[h.slot].zombie) return;
+    if (ev & kEvWindowLow) {
+      AppRegion& region = apps_.app(h.app).region;
+      region.want_rx_drain(h.slot, true);
+      // The application may have drained before it could see the flag.
+      const abi::ProducerEnd& rx = engine_.tcb(sock.conn).rx;
+      if (rx.valid() && rx.writable() >= rx.capacity() / 2) {
+        region.want_rx_drain(h.slot, false);
+        engine_.rx_drained(sock.conn);
+      }
+    }
+    publish_conn(s);
+  });
+}
+
+void SocketTable::publish_conn(uint32_t s) {
+  Socket& sock = sockets_[s];
+  const Holder h = sock.rings;
+  if (h.app == kNone || !apps_.app(h.app).active) return;
+  const Tcb& t = engine_.tcb(sock.conn);
+  abi::SlotState st = abi::SlotState::kConnected;
+  if (t.state == TcpState::kSynSent || t.state == TcpState::kSynReceived)
+    st = abi::SlotState::kConnecting;
+  else if (t.state == TcpState::kClosed)
+    st = abi::SlotState::kClosed;
+  uint32_t flags = 0;
+  if (t.peer_fin) flags |= abi::kFlagPeerFin;
+  if (t.error != 0) flags |= abi::kFlagReset;
+  if (t.fin_queued) flags |= abi::kFlagWriteShut;
+  apps_.app(h.app).region.publish_conn(h.slot, st, flags, t.error);
+  touch(h.app);
+}
+
+void SocketTable::publish_listener(uint32_t s) {
+  Socket& sock = sockets_[s];
+  uint32_t n = engine_.accept_queue_len(sock.listener);
+  for (const Holder& h : sock.holders) {
+    if (!apps_.app(h.app).active) continue;
+    apps_.app(h.app).region.set_accept_ready(h.slot, n);
+    touch(h.app);
+  }
+}
+
+// ---- Fork ----
+
+uint32_t SocketTable::inherit(uint32_t child, uint32_t parent, uint32_t parent_slot,
+                              uint64_t inode) {
+  if (parent >= apps_.capacity() || !apps_.app(parent).in_use) return abi::kNoSlot;
+  const App& p = apps_.app(parent);
+  if (parent_slot >= p.slots.size() || !p.slots[parent_slot].used) return abi::kNoSlot;
+  uint32_t s = p.slots[parent_slot].socket;
+  if (sockets_[s].inode != inode || sockets_[s].kind == Kind::kFree) return abi::kNoSlot;
+  uint32_t slot = add_holder(child, s);
+  if (slot == kNone) return abi::kNoSlot;
+  Socket& sock = sockets_[s];
+  AppRegion& region = apps_.app(child).region;
+  abi::SlotState state = sock.kind == Kind::kListener ? abi::SlotState::kListening
+                         : sock.kind == Kind::kConn   ? abi::SlotState::kConnected
+                                                      : abi::SlotState::kBound;
+  region.reset_slot(slot, state);
+  if (sock.kind == Kind::kListener)
+    region.set_accept_ready(slot, engine_.accept_queue_len(sock.listener));
+  return slot;
+}
+
+// ---- Bookkeeping ----
+
+uint32_t SocketTable::alloc_socket() {
+  uint32_t s;
+  if (!free_.empty()) {
+    s = free_.back();
+    free_.pop_back();
+  } else {
+    s = uint32_t(sockets_.size());
+    sockets_.emplace_back();
+  }
+  sockets_[s] = Socket{};
+  sockets_[s].kind = Kind::kBound;  // in use; the caller sets what it is
+  return s;
+}
+
+void SocketTable::free_socket(uint32_t s) {
+  Socket& sock = sockets_[s];
+  if (sock.kind == Kind::kFree) return;
+  if (sock.owns_port && port_owner_[sock.port] == s + 1) {
+    port_owner_[sock.port] = 0;
+    if (ephemeral(sock.port)) --ephemeral_owned_;
+  }
+  sock = Socket{};
+  free_.push_back(s);
+}
+
+uint32_t SocketTable::add_holder(uint32_t app, uint32_t s) {
+  uint32_t slot = apps_.alloc_slot(app, s);
+  if (slot != kNone) sockets_[s].holders.push_back({app, slot});
+  return slot;
+}
+
+void SocketTable::drop_holder(uint32_t s, uint32_t app, uint32_t slot) {
+  auto& hs = sockets_[s].holders;
+  auto it = std::find(hs.begin(), hs.end(), Holder{app, slot});
+  if (it != hs.end()) hs.erase(it);
+}
+
+bool SocketTable::reachable(uint32_t dst) const {
+  uint32_t mask = nic_.prefix_len == 0 ? 0 : ~uint32_t{0} << (32 - nic_.prefix_len);
+  return (dst & mask) == (nic_.ip & mask) || nic_.gateway != 0;
+}
+
+// ---- shunt ss ----
+
+void SocketTable::list(std::vector<ctl::SocketInfo>* out) const {
+  auto holder_of = [&](uint64_t user, ctl::SocketInfo* si) {
+    uint32_t s = uint32_t(user - 1);
+    if (user == 0 || s >= sockets_.size() || sockets_[s].kind == Kind::kFree) return;
+    const Socket& sock = sockets_[s];
+    if (sock.kind == Kind::kDead) return;
+    si->holders = uint32_t(sock.holders.size());
+    si->inode = sock.inode;
+    const Holder h = !sock.holders.empty() ? sock.holders.front() : sock.rings;
+    if (h.app != kNone && apps_.app(h.app).in_use) si->pid = apps_.app(h.app).cred.pid;
+  };
+  engine_.for_each_listener([&](uint16_t port, uint32_t backlog, uint32_t queued, uint64_t user) {
+    ctl::SocketInfo si{};
+    si.proto = uint8_t(ctl::Proto::kTcp);
+    si.state = uint8_t(ctl::LinuxTcpState::kListen);
+    si.local_ip = htonl(nic_.ip);
+    si.local_port = htons(port);
+    si.rx_queue = queued;
+    si.tx_queue = backlog;
+    holder_of(user, &si);
+    out->push_back(si);
+  });
+  engine_.for_each_connection([&](ConnId, const Tcb& t) {
+    ctl::SocketInfo si{};
+    si.proto = uint8_t(ctl::Proto::kTcp);
+    si.state = uint8_t(linux_state(t.state));
+    si.local_ip = htonl(nic_.ip);
+    si.local_port = htons(t.local_port);
+    si.remote_ip = htonl(t.remote_ip);
+    si.remote_port = htons(t.remote_port);
+    si.rx_queue = t.rx.valid() && !t.staged ? t.rx.used() : 0;
+    si.tx_queue = t.tx.valid() && !t.staged ? t.tx.readable() : uint32_t(t.snd.max - t.snd.una);
+    si.snd_wscale = t.snd_wscale;
+    si.rcv_wscale = t.rcv_wscale;
+    si.cwnd = t.cwnd;
+    si.ssthresh = t.ssthresh;
+    si.srtt_us = uint32_t(t.srtt);
+    si.rttvar_us = uint32_t(t.rttvar);
+    si.rto_us = uint32_t(std::min<Time>(t.rto << std::min<uint32_t>(t.backoff, 12), 120 * kSecond));
+    si.mss = t.snd.mss;
+    si.snd_wnd = t.snd.wnd;
+    si.rcv_wnd = t.rcv.adv_wnd;
+    si.retransmits = t.retransmits;
+    si.backoff = t.backoff;
+    si.bytes_acked = t.bytes_acked;
+    si.bytes_received = t.bytes_received;
+    si.congestion = uint8_t(t.cc.algorithm);
+    holder_of(t.user, &si);
+    out->push_back(si);
+  });
+  for (uint32_t s = 0; s < sockets_.size(); ++s) {
+    const Socket& sock = sockets_[s];
+    if (sock.kind != Kind::kUdp || !engine_.udp().valid(sock.udp)) continue;
+    const UdpSocket& u = engine_.udp().socket(sock.udp);
+    ctl::SocketInfo si{};
+    si.proto = uint8_t(ctl::Proto::kUdp);
+    si.state = uint8_t(u.connected() ? ctl::LinuxTcpState::kEstablished : ctl::LinuxTcpState::kClose);
+    si.local_ip = htonl(nic_.ip);
+    si.local_port = htons(u.local_port);
+    si.remote_ip = htonl(u.remote_ip);
+    si.remote_port = htons(u.remote_port);
+    si.rx_queue = u.rx.valid() ? u.rx.used() : 0;
+    holder_of(uint64_t(s) + 1, &si);
+    out->push_back(si);
+  }
+}
+
+}  // namespace shunt
