@@ -95,7 +95,7 @@ it_check "2: sha256 matches" test "$(tr_sha "$out")" = "$want"
 sleep 0.5
 stop_capture
 
-stat=$(timeout 15 "$IT_SHUNT" stat 2>&1)
+stat=$(timeout 15 "$IT_SHUNT" stat --flat 2>&1)
 grep -E '^(fault\.rx_dropped|tcp\.(active_opens|passive_opens|retransmits)|drop\.tcp_out_of_order)' <<<"$stat"
 
 dump() { tcpdump -r "$pcap" -nn "$@" 2>/dev/null; }

@@ -99,7 +99,7 @@ got=$("${client[@]}" curl -sS --fail --max-time 30 "http://$addr/1m.bin" | sha25
 it_check "curl 1m.bin after wrk sha256 matches" test "$got" = "$(sha256sum <"$site/www/1m.bin" | cut -d' ' -f1)"
 
 if [[ $mode == shunt ]]; then
-  stat=$(timeout 15 "$IT_SHUNT" stat 2>&1)
+  stat=$(timeout 15 "$IT_SHUNT" stat --flat 2>&1)
   echo "$stat"
   counter() { awk -v k="$1" '$1 == k { print $2; exit }' <<<"$stat"; }
   rx=$(counter port.rx_packets)

@@ -122,7 +122,7 @@ tr_put "upload 64 MiB ($role role, loss $loss)" "$max" "http://$server_ip/up/big
 it_check "upload finished within $max s (curl exit $TR_RC, $TR_BYTES bytes in $TR_SECONDS s, $TR_RATE MB/s)" test "$TR_RC" = 0
 it_check "upload sha256 matches" test "$(tr_sha "$site/www/up/big.bin" 2>/dev/null)" = "$want"
 
-stat=$(timeout 15 "$IT_SHUNT" stat 2>&1)
+stat=$(timeout 15 "$IT_SHUNT" stat --flat 2>&1)
 grep -E '^(port\.(rx|tx)_packets|tcp\.|fault\.|drop\.tcp_(out_of_order|unacceptable|bad_checksum))' <<<"$stat" | grep -v ' 0$'
 if [[ $role == client ]]; then
   opens=$(tr_counter tcp.active_opens "$stat")

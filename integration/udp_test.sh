@@ -147,7 +147,7 @@ it_check "socat under shunt to a closed kernel port: Connection refused (rc $rc)
   grep -q "Connection refused" <<<"$out"
 
 # ---- 5. counters ----
-stat=$(timeout 15 "$IT_SHUNT" stat 2>&1)
+stat=$(timeout 15 "$IT_SHUNT" stat --flat 2>&1)
 counter() { awk -v k="$1" '$1 == k { print $2; exit }' <<<"$stat"; }
 for d in udp_truncated udp_bad_length udp_bad_checksum udp_rx_ring_full ip_frag_malformed \
   ip_frag_too_big ip_frag_overlap ip_frag_too_many ip_frag_timeout ip_frag_evicted tx_no_buffer; do

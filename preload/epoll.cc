@@ -370,7 +370,7 @@ int ep_wait(int epfd, epoll_event* evs, int max, int timeout_ms, const sigset_t*
       return -err;
     }
     for (int i = 0; i < k; ++i)
-      if (woke[i].data.u32 == kInnerCtl) rt.set_daemon_gone();
+      if (woke[i].data.u32 == kInnerCtl) rt.set_gone(*r);
   }
 }
 

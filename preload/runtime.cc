@@ -21,6 +21,7 @@
 #include "libc.hh"
 #include "log.hh"
 #include "shunt/control.h"
+#include "shunt/scm.h"
 #include "socket.hh"
 
 namespace shunt::preload {
@@ -61,11 +62,11 @@ class QpLease {
     ThreadState& t = t_state;
     if (t.qp == nullptr || t.qp_epoch != epoch) {
       uint32_t i = r.hdr->queue_pairs_claimed.fetch_add(1, std::memory_order_acq_rel);
-      uint32_t count = r.hdr->queue_pair_count;
+      uint32_t count = r.queue_pair_count();
       // The last pair is shared by whoever claimed it and every thread beyond the
       // count, so all of them take the lock.
       t.qp_shared = i >= count - 1;
-      t.qp = abi::queue_pair(r.base, *r.hdr, i >= count ? count - 1 : i);
+      t.qp = r.queue_pair(i >= count ? count - 1 : i);
       t.qp_epoch = epoch;
     }
     qp_ = t.qp;
@@ -92,58 +93,12 @@ void unmap_region(Region* r) {
   delete r;
 }
 
-// Receives one message with up to `max_fds` descriptors.
+// The control socket's messages, with libc's own sendmsg/recvmsg (never ours).
 ssize_t recv_with_fds(int sock, void* buf, size_t len, int* fds, int max_fds, int* nfds) {
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 8)];
-  iovec iov{buf, len};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  ssize_t n;
-  do {
-    n = libc().recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
-  } while (n < 0 && errno == EINTR);
-  *nfds = 0;
-  if (n < 0) return -errno;
-  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-    int count = int((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-    for (int i = 0; i < count; ++i) {
-      int fd;
-      memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-      if (*nfds < max_fds) {
-        fds[(*nfds)++] = fd;
-      } else {
-        libc().close(fd);
-      }
-    }
-  }
-  if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) return -EPROTO;
-  return n;
+  return scm::recv(sock, buf, len, fds, max_fds, nfds, 0, libc().recvmsg, libc().close);
 }
-
 ssize_t send_with_fds(int sock, const void* buf, size_t len, const int* fds, int nfds) {
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * ctl::kMaxInherit)];
-  iovec iov{const_cast<void*>(buf), len};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  if (nfds > 0) {
-    msg.msg_control = control;
-    msg.msg_controllen = CMSG_SPACE(sizeof(int) * size_t(nfds));
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * size_t(nfds));
-    memcpy(CMSG_DATA(c), fds, sizeof(int) * size_t(nfds));
-  }
-  ssize_t n;
-  do {
-    n = libc().sendmsg(sock, &msg, MSG_NOSIGNAL);
-  } while (n < 0 && errno == EINTR);
-  return n < 0 ? -errno : n;
+  return scm::send(sock, buf, len, fds, nfds, libc().sendmsg);
 }
 
 void atfork_prepare() { Runtime::get().fork_prepare(); }
@@ -179,7 +134,7 @@ abi::Command make_command(abi::Op op, uint32_t slot) {
 
 bool Runtime::ensure_attached() {
   int s = state_.load(std::memory_order_acquire);
-  if (s == kAttached) return !daemon_gone();  // after a hang-up, new sockets use the kernel
+  if (s == kAttached) return !daemon_gone() || reattach();
   if (s != kUnknown) return false;
   std::lock_guard<std::mutex> g(g_attach_mu);
   s = state_.load(std::memory_order_acquire);
@@ -214,7 +169,13 @@ bool Runtime::connect_and_map(Region* out, int* ctl_fd, char* why, size_t why_le
     rc = c.connect(sock, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
   } while (rc < 0 && errno == EINTR);
   if (rc < 0) {
-    snprintf(why, why_len, "cannot reach shuntd at %s (%s)", cfg.socket_path, strerror(errno));
+    if (errno == EACCES)
+      snprintf(why, why_len,
+               "shuntd at %s does not admit uid %u (the socket's permissions): name the user "
+               "or a group of it in SHUNT_ALLOW where shuntd starts",
+               cfg.socket_path, unsigned(geteuid()));
+    else
+      snprintf(why, why_len, "cannot reach shuntd at %s (%s)", cfg.socket_path, strerror(errno));
     c.close(sock);
     return false;
   }
@@ -245,6 +206,15 @@ bool Runtime::connect_and_map(Region* out, int* ctl_fd, char* why, size_t why_le
   } else if (reply.status < 0) {
     err = -reply.status;
     fail = err == EPROTO ? "ABI version mismatch" : "attach refused";
+    if (err == EACCES) {
+      snprintf(why, why_len,
+               "shuntd at %s does not admit uid %u (gid %u): name the user or a group of it "
+               "in SHUNT_ALLOW where shuntd starts",
+               cfg.socket_path, unsigned(geteuid()), unsigned(getegid()));
+      for (int i = 0; i < nfds; ++i) c.close(fds[i]);
+      c.close(sock);
+      return false;
+    }
   }
   struct stat st{};
   void* base = MAP_FAILED;
@@ -274,9 +244,11 @@ bool Runtime::connect_and_map(Region* out, int* ctl_fd, char* why, size_t why_le
     return false;
   }
   c.close(fds[0]);  // the mapping keeps the memfd alive
+  const abi::RegionHeader& h = *abi::header(base);
   out->base = base;
   out->size = reply.region_size;
   out->hdr = abi::header(base);
+  out->layout = abi::Layout{h.queue_pair_count, h.slot_count, h.rx_ring_size, h.tx_ring_size};
   out->app_bell = fds[1];
   out->daemon_bell = fds[2];
   out->id = reply.region_id;
@@ -302,10 +274,36 @@ bool Runtime::attach_locked(bool warn) {
   r->epoch = epoch_.load(std::memory_order_relaxed);
   nic_ = NicRoute{r->hdr->nic_ip, r->hdr->nic_prefix_len, r->hdr->gateway_ip};
   region_.store(r, std::memory_order_release);
-  daemon_gone_.store(false, std::memory_order_release);
   state_.store(kAttached, std::memory_order_release);
   SHUNT_DEBUG("attached to region %u (%llu bytes, %u queue pairs, %u slots)", r->id,
-              (unsigned long long)r->size, r->hdr->queue_pair_count, r->hdr->slot_count);
+              (unsigned long long)r->size, r->queue_pair_count(), r->slot_count());
+  return true;
+}
+
+// The daemon hung up: a new one may be up. The old region stays mapped for the
+// sockets that name it (they are reset); the new attachment starts a new epoch,
+// so every thread takes a fresh queue pair and doorbell waiter.
+bool Runtime::reattach() {
+  int64_t now = Deadline::now();
+  int64_t next = next_reattach_.load(std::memory_order_relaxed);
+  if (now < next || !next_reattach_.compare_exchange_strong(next, now + kReattachEvery))
+    return false;
+  std::lock_guard<std::mutex> g(g_attach_mu);
+  if (!daemon_gone()) return true;  // another thread made it
+  Region* old = region();
+  if (old != nullptr && old->ctl_fd >= 0) {
+    libc().close(old->ctl_fd);
+    old->ctl_fd = -1;
+  }
+  ctl_fd_ = -1;
+  epoch_.fetch_add(1, std::memory_order_acq_rel);
+  if (!attach_locked(false)) {
+    // Still attached to the old (gone) region: sockets keep using the kernel.
+    region_.store(old, std::memory_order_release);
+    state_.store(kAttached, std::memory_order_release);
+    return false;
+  }
+  SHUNT_WARN("attached to shuntd again (region %u)", region()->id);
   return true;
 }
 
@@ -314,14 +312,15 @@ void Runtime::attach_for_test(Region* r) {
   r->epoch = epoch_.fetch_add(1, std::memory_order_acq_rel) + 1;
   spin_ns_ = config().spin_us * 1000;
   nic_ = NicRoute{r->hdr->nic_ip, r->hdr->nic_prefix_len, r->hdr->gateway_ip};
+  r->layout = abi::Layout{r->hdr->queue_pair_count, r->hdr->slot_count, r->hdr->rx_ring_size,
+                          r->hdr->tx_ring_size};
   region_.store(r, std::memory_order_release);
-  daemon_gone_.store(false, std::memory_order_release);
   state_.store(kAttached, std::memory_order_release);
 }
 
-void Runtime::set_daemon_gone() {
-  if (!daemon_gone_.exchange(true, std::memory_order_acq_rel))
-    log_line(false, "shuntd hung up; shunted sockets are reset");
+void Runtime::set_gone(Region& r) {
+  if (!r.gone.exchange(true, std::memory_order_acq_rel))
+    log_line(false, "shuntd hung up; its shunted sockets are reset");
 }
 
 void Runtime::kick(Region& r) {
@@ -335,7 +334,7 @@ void Runtime::kick(Region& r) {
 
 void Runtime::post(abi::Command cmd) {
   Region* r = region();
-  if (r == nullptr || !attached() || daemon_gone()) return;
+  if (r == nullptr || !attached() || r->gone.load(std::memory_order_acquire)) return;
   QpLease lease(*r, epoch());
   abi::EntryRing<abi::Command> sq(&lease.qp()->sq_idx, lease.qp()->sq, abi::kQueueDepth);
   cmd.cookie = g_cookie.fetch_add(1, std::memory_order_relaxed);
@@ -343,7 +342,7 @@ void Runtime::post(abi::Command cmd) {
     uint64_t one = 1;
     ssize_t w = libc().write(r->daemon_bell, &one, sizeof one);
     (void)w;
-    if (daemon_gone()) return;
+    if (r->gone.load(std::memory_order_acquire)) return;
     sched_yield();
   }
   kick(*r);
@@ -351,7 +350,7 @@ void Runtime::post(abi::Command cmd) {
 
 int Runtime::call(abi::Command cmd, abi::Completion* out) {
   Region* r = region();
-  if (r == nullptr || !attached() || daemon_gone()) return -ENETDOWN;
+  if (r == nullptr || !attached() || r->gone.load(std::memory_order_acquire)) return -ENETDOWN;
   QpLease lease(*r, epoch());
   abi::QueuePair* qp = lease.qp();
   abi::EntryRing<abi::Command> sq(&qp->sq_idx, qp->sq, abi::kQueueDepth);
@@ -361,7 +360,7 @@ int Runtime::call(abi::Command cmd, abi::Completion* out) {
     uint64_t one = 1;
     ssize_t w = libc().write(r->daemon_bell, &one, sizeof one);
     (void)w;
-    if (daemon_gone()) return -ENETDOWN;
+    if (r->gone.load(std::memory_order_acquire)) return -ENETDOWN;
     sched_yield();
   }
   kick(*r);
@@ -433,13 +432,13 @@ Wake Runtime::sleep(Region& r, const Deadline& d, int extra_fd, const sigset_t* 
     if (pr == 0) return Wake::kTimeout;
     n = p[0].revents != 0 ? libc().epoll_wait(ep, evs, 4, 0) : 0;  // consume the edges
     for (int i = 0; i < n; ++i)
-      if (evs[i].data.u32 == kTagCtl) set_daemon_gone();
+      if (evs[i].data.u32 == kTagCtl) set_gone(r);
     return p[1].revents != 0 ? Wake::kExtraFd : Wake::kReady;
   }
   if (n == 0) return Wake::kTimeout;
   for (int i = 0; i < n; ++i) {
     if (evs[i].data.u32 == kTagCtl) {
-      set_daemon_gone();
+      set_gone(r);
       return Wake::kDaemonGone;
     }
   }
@@ -452,7 +451,7 @@ void Runtime::drain_waiter(Region& r) {
   epoll_event evs[4];
   int n = libc().epoll_wait(ep, evs, 4, 0);
   for (int i = 0; i < n; ++i)
-    if (evs[i].data.u32 == kTagCtl) set_daemon_gone();
+    if (evs[i].data.u32 == kTagCtl) set_gone(r);
 }
 
 // ---- fork ----
@@ -560,7 +559,7 @@ bool Runtime::inherit(uint32_t parent_region, const int* fds, const uint32_t* pa
   if (got != ssize_t(sizeof reply) || reply.status < 0 || reply.count != n) return false;
   Region* r = region();
   for (uint32_t i = 0; i < n; ++i)
-    child_slots[i] = reply.slots[i] < r->hdr->slot_count ? reply.slots[i] : abi::kNoSlot;
+    child_slots[i] = reply.slots[i] < r->slot_count() ? reply.slots[i] : abi::kNoSlot;
   return true;
 }
 

@@ -18,24 +18,40 @@
 namespace shunt::preload {
 
 // One mapped region with its doorbells. A fork child keeps its parent's region
-// mapped while inherited connected sockets still move bytes through it.
+// mapped while inherited connected sockets still move bytes through it; a region
+// whose daemon hung up stays mapped for the sockets that still name it (they are
+// reset), and a new attachment gets a region of its own.
+//
+// The layout is read once, at attach, after abi::region_fits checked it: the
+// header is writable memory, and nothing here reads a size or offset back.
 struct Region {
   void* base = nullptr;
   uint64_t size = 0;
   abi::RegionHeader* hdr = nullptr;
+  abi::Layout layout{};
   int app_bell = -1;     // daemon → app eventfd
   int daemon_bell = -1;  // app → daemon eventfd
   int ctl_fd = -1;       // control socket whose hang-up means the daemon is gone, or -1
   uint32_t id = 0;
   uint64_t epoch = 0;    // attach generation this region belongs to
+  std::atomic<bool> gone{false};  // the daemon hung up (or cut us off): sockets are reset
 
-  uint32_t slot_count() const { return hdr->slot_count; }
-  abi::SocketSlot* slot(uint32_t i) const { return abi::slot(base, *hdr, i); }
+  uint32_t slot_count() const { return layout.slot_count; }
+  uint32_t queue_pair_count() const { return layout.queue_pair_count; }
+  abi::SocketSlot* slot(uint32_t i) const {
+    return reinterpret_cast<abi::SocketSlot*>(static_cast<char*>(base) + layout.slots_offset()) + i;
+  }
+  abi::QueuePair* queue_pair(uint32_t i) const {
+    return reinterpret_cast<abi::QueuePair*>(static_cast<char*>(base) + layout.queues_offset()) + i;
+  }
+  uint8_t* rx_bytes(uint32_t i) const {
+    return static_cast<uint8_t*>(base) + layout.rings_offset() + uint64_t{i} * layout.ring_stride();
+  }
   abi::ByteRing rx(uint32_t i) const {
-    return abi::ByteRing(&slot(i)->rx, abi::rx_bytes(base, *hdr, i), hdr->rx_ring_size);
+    return abi::ByteRing(&slot(i)->rx, rx_bytes(i), layout.rx_ring_size);
   }
   abi::ByteRing tx(uint32_t i) const {
-    return abi::ByteRing(&slot(i)->tx, abi::tx_bytes(base, *hdr, i), hdr->tx_ring_size);
+    return abi::ByteRing(&slot(i)->tx, rx_bytes(i) + layout.rx_ring_size, layout.tx_ring_size);
   }
 };
 
@@ -70,15 +86,21 @@ class Runtime {
  public:
   static Runtime& get();
 
-  // Attaches on first call (fail-open). True when shunted sockets may be created
-  // (false too once the daemon has hung up).
+  // Attaches on first call (fail-open). True when shunted sockets may be created.
+  // After the daemon hung up, tries (at most every kReattachEvery) to attach to a
+  // new one: sockets created meanwhile use the kernel.
   bool ensure_attached();
   bool attached() const { return state_.load(std::memory_order_acquire) == kAttached; }
   Region* region() const { return region_.load(std::memory_order_acquire); }
   uint64_t epoch() const { return epoch_.load(std::memory_order_acquire); }
   NicRoute nic() const { return nic_; }
-  bool daemon_gone() const { return daemon_gone_.load(std::memory_order_acquire); }
-  void set_daemon_gone();
+  // The current region's daemon hung up.
+  bool daemon_gone() const {
+    Region* r = region();
+    return r != nullptr && r->gone.load(std::memory_order_acquire);
+  }
+  // r's daemon hung up: its sockets are reset (said once per region).
+  void set_gone(Region& r);
   uint32_t spin_ns() const { return spin_ns_; }
 
   // A command with a completion, through the calling thread's queue pair. Returns
@@ -111,7 +133,7 @@ class Runtime {
       if (ready()) return Wake::kReady;
     }
     for (;;) {
-      if (daemon_gone()) return Wake::kDaemonGone;
+      if (r.gone.load(std::memory_order_acquire)) return Wake::kDaemonGone;
       r.hdr->app_waiters.fetch_add(1, std::memory_order_seq_cst);
       bool ok = ready();
       Wake w = ok ? Wake::kReady : sleep(r, d, extra_fd);
@@ -142,7 +164,9 @@ class Runtime {
   enum State : int { kUnknown = 0, kAttached = 1, kFailed = 2, kDisabled = 3 };
   constexpr Runtime() = default;
   static Runtime instance_;
+  static constexpr int64_t kReattachEvery = 200 * 1000000;  // ns
   bool attach_locked(bool warn);
+  bool reattach();
   void fork_child_attach();
   void fork_child_done();
   bool connect_and_map(Region* out, int* ctl_fd, char* why, size_t why_len);
@@ -151,7 +175,7 @@ class Runtime {
   std::atomic<int> state_{kUnknown};
   std::atomic<Region*> region_{nullptr};
   std::atomic<uint64_t> epoch_{1};
-  std::atomic<bool> daemon_gone_{false};
+  std::atomic<int64_t> next_reattach_{0};
   NicRoute nic_{};
   int ctl_fd_ = -1;
   uint32_t spin_ns_ = 50000;

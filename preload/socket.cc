@@ -36,7 +36,10 @@ void raise_sigpipe() { pthread_kill(pthread_self(), SIGPIPE); }
 
 Runtime& rt() { return Runtime::get(); }
 
-bool gone(const Socket& s) { return s.dead.load(std::memory_order_acquire) || rt().daemon_gone(); }
+bool gone(const Socket& s) {
+  return s.dead.load(std::memory_order_acquire) ||
+         (s.region != nullptr && s.region->gone.load(std::memory_order_acquire));
+}
 
 SlotSnapshot view(const Socket& s) {
   SlotSnapshot v = snapshot(*s.s, s.rx, s.tx);

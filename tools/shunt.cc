@@ -1,18 +1,25 @@
 // shunt — the command-line tool.
 //
-//   shunt run [--nic DEV] [--ip ADDR/PREFIX] [--gateway IP] [--rundir DIR] -- CMD [ARGS...]
-//   shunt stat [--rundir DIR]
+//   shunt run [--nic DEV] [--ip ADDR/PREFIX] [--gateway IP] [--allow LIST] [--rundir DIR]
+//             -- CMD [ARGS...]
+//   shunt stat [--rundir DIR] [-a|--all] [--flat]
+//   shunt ss [--rundir DIR] [-t] [-u] [-l] [-a] [-n] [-i] [-p]
+//   shunt capture [--rundir DIR] -w FILE [-c COUNT]
 //   shunt stop [--rundir DIR]
 //
 // `run` finds the daemon on $RUNDIR/shuntd.sock or starts one (shuntd, next to this
-// binary), then execs CMD with libshunt.so in LD_PRELOAD. `stat` and `stop` speak the
-// control-socket protocol of include/shunt/control.h. Every option has an environment
-// variable of the same name (SHUNT_NIC …); the option wins.
+// binary), then execs CMD with libshunt.so in LD_PRELOAD. The others speak the
+// control-socket protocol of include/shunt/control.h: `stat` prints the counters
+// (grouped, zeros hidden; --flat as the daemon sends them), `ss` the sockets as
+// `ss -tanpi` would, `capture` has the daemon write the port's packets to a file that
+// this tool opens as the calling user, `stop` stops the daemon. Every option of `run`
+// has an environment variable of the same name (SHUNT_NIC …); the option wins.
 //
 // This tool links only the ABI headers and libc: it is the user's side of the control
 // socket, like libshunt.so, and knows nothing of the stack inside.
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/file.h>
@@ -23,20 +30,29 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdarg>
+#include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <optional>
+#include <initializer_list>
+#include <iterator>
+#include <map>
+#include <memory>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 #include "shunt/abi.h"
 #include "shunt/control.h"
+#include "shunt/scm.h"
 
 namespace {
 
@@ -47,6 +63,10 @@ constexpr auto kStartTimeout = 15s;  // daemon start: socket must accept by then
 constexpr auto kStopTimeout = 10s;   // shunt stop: daemon must be gone by then
 constexpr auto kReplyTimeout = 5s;   // one control-socket answer
 constexpr int kLogTailLines = 20;
+
+long long seconds(Clock::duration d) {
+  return static_cast<long long>(std::chrono::duration_cast<std::chrono::seconds>(d).count());
+}
 
 [[noreturn]] void die(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 void die(const char* fmt, ...) {
@@ -68,7 +88,7 @@ struct Setting {
 };
 
 struct Options {
-  Setting nic, ip, gateway, rundir;
+  Setting nic, ip, gateway, allow, rundir;
   std::vector<char*> command;  // CMD ARGS..., null-terminated when non-empty
 };
 
@@ -82,29 +102,100 @@ constexpr OptionSpec kOptionSpecs[] = {
     {"--nic", "SHUNT_NIC", &Options::nic},
     {"--ip", "SHUNT_IP", &Options::ip},
     {"--gateway", "SHUNT_GATEWAY", &Options::gateway},
+    {"--allow", "SHUNT_ALLOW", &Options::allow},
     {"--rundir", "SHUNT_RUNDIR", &Options::rundir},
 };
 
 void usage(FILE* out) {
   std::fputs(
-      "usage: shunt run [--nic DEVICE] [--ip ADDR/PREFIX] [--gateway IP] [--rundir DIR]\n"
-      "                 -- COMMAND [ARGS...]\n"
-      "       shunt stat [--rundir DIR]\n"
+      "usage: shunt run [--nic DEVICE] [--ip ADDR/PREFIX] [--gateway IP] [--allow LIST]\n"
+      "                 [--rundir DIR] -- COMMAND [ARGS...]\n"
+      "       shunt stat [--rundir DIR] [-a|--all] [--flat]\n"
+      "       shunt ss [--rundir DIR] [-t] [-u] [-l] [-a] [-n] [-i] [-p]\n"
+      "       shunt capture [--rundir DIR] -w FILE [-c COUNT]\n"
       "       shunt stop [--rundir DIR]\n"
       "\n"
-      "  run   use the shuntd answering on DIR/shuntd.sock, or start one, then run\n"
-      "        COMMAND with libshunt.so preloaded\n"
-      "  stat  print the daemon's counters\n"
-      "  stop  stop the daemon and wait until it is gone\n"
+      "  run      use the shuntd answering on DIR/shuntd.sock, or start one, then run\n"
+      "           COMMAND with libshunt.so preloaded\n"
+      "  stat     print the daemon's counters by group, counters at zero hidden;\n"
+      "           -a: all of them; --flat: one \"group.name value\" line each, as sent\n"
+      "  ss       list the daemon's sockets like ss -tanpi: -t TCP (the default), -u UDP,\n"
+      "           -l listening only, -a every state, -i TCP internals, -n and -p are\n"
+      "           implied (addresses are numeric, processes always shown)\n"
+      "  capture  have the daemon write the port's packets (pcapng) to FILE, opened as\n"
+      "           you ('-' for standard output): COUNT packets, or until interrupted;\n"
+      "           only root or the daemon's user may capture\n"
+      "  stop     stop the daemon and wait until it is gone (root or the daemon's user)\n"
       "\n"
       "Options and their variables: --nic SHUNT_NIC, --ip SHUNT_IP, --gateway\n"
-      "SHUNT_GATEWAY, --rundir SHUNT_RUNDIR (default /run/shunt). SHUNT_DAEMON and\n"
-      "SHUNT_PRELOAD override where shuntd and libshunt.so are found.\n",
+      "SHUNT_GATEWAY, --allow SHUNT_ALLOW (who besides root and the daemon's user may\n"
+      "attach: user:NAME, group:NAME, ... or any; used when run starts the daemon),\n"
+      "--rundir SHUNT_RUNDIR (default /run/shunt). SHUNT_DAEMON and SHUNT_PRELOAD\n"
+      "override where shuntd and libshunt.so are found.\n",
       out);
 }
 
+// A subcommand's own option: a switch (`on`) or one with a value (`value`). Letters
+// may be combined as in `ss -tanpi`; a letter with a value takes the rest of its
+// word or the next one (-c5, -c 5). letter 0: long form only; name null: short only.
+struct Flag {
+  char letter;
+  const char* name;
+  bool* on;
+  std::string* value;
+};
+
+using Flags = std::initializer_list<Flag>;
+
+// Parses argv[*i] as one of `flags`, advancing *i past a value it takes. False if
+// it is none of them.
+bool parse_flag(int argc, char** argv, int* i, const char* sub, Flags flags) {
+  std::string_view a = argv[*i];
+  auto take = [&](const Flag& f, std::string_view inline_value, const std::string& shown) {
+    if (inline_value.empty()) {
+      if (*i + 1 >= argc) die("%s %s: missing value", sub, shown.c_str());
+      inline_value = argv[++*i];
+    }
+    if (inline_value.empty()) die("%s %s: empty value", sub, shown.c_str());
+    *f.value = std::string(inline_value);
+  };
+  if (a.starts_with("--")) {
+    for (const Flag& f : flags) {
+      if (f.name == nullptr) continue;
+      std::string_view n = f.name;
+      if (a == n) {
+        if (f.on != nullptr) *f.on = true;
+        else take(f, {}, f.name);
+        return true;
+      }
+      if (f.value != nullptr && a.starts_with(n) && a.size() > n.size() && a[n.size()] == '=') {
+        if (a.size() == n.size() + 1) die("%s %s: empty value", sub, f.name);
+        take(f, a.substr(n.size() + 1), f.name);
+        return true;
+      }
+    }
+    return false;
+  }
+  if (a.size() < 2) return false;
+  for (size_t k = 1; k < a.size(); ++k) {
+    const Flag* f = nullptr;
+    for (const Flag& g : flags) {
+      if (g.letter != 0 && g.letter == a[k]) f = &g;
+    }
+    if (f == nullptr) return false;
+    if (f->on != nullptr) {
+      *f->on = true;
+      continue;
+    }
+    take(*f, a.substr(k + 1), std::string("-") + a[k]);
+    return true;
+  }
+  return true;
+}
+
 // Parses OPTIONS [--] [COMMAND...] after the subcommand. allow_command: `run` only.
-Options parse(int argc, char** argv, const char* sub, bool allow_command) {
+// `flags`: the subcommand's own options besides those of kOptionSpecs.
+Options parse(int argc, char** argv, const char* sub, bool allow_command, Flags flags = {}) {
   Options o;
   for (const auto& s : kOptionSpecs) {
     if (const char* v = std::getenv(s.env); v != nullptr && *v != '\0') {
@@ -137,7 +228,10 @@ Options parse(int argc, char** argv, const char* sub, bool allow_command) {
       }
       if (spec != nullptr) break;
     }
-    if (spec == nullptr) die("%s: unknown option '%s' (try shunt --help)", sub, argv[i]);
+    if (spec == nullptr) {
+      if (parse_flag(argc, argv, &i, sub, flags)) continue;
+      die("%s: unknown option '%s' (try shunt --help)", sub, argv[i]);
+    }
     if (value.empty()) die("%s %s: empty value", sub, spec->flag);
     o.*spec->field = Setting{value, spec->flag};
   }
@@ -202,7 +296,8 @@ bool daemon_answers(const std::string& path) {
 void check_path_length(const Options& o) {
   if (socket_path(o).size() >= sizeof(sockaddr_un{}.sun_path)) {
     die("%s '%s': too long for a unix socket path (%zu bytes at most)", o.rundir.where().c_str(),
-        o.rundir.value.c_str(), sizeof(sockaddr_un{}.sun_path) - 1 - std::strlen(shunt::ctl::kSocketName) - 1);
+        o.rundir.value.c_str(),
+        sizeof(sockaddr_un{}.sun_path) - 1 - std::strlen(shunt::ctl::kSocketName) - 1);
   }
 }
 
@@ -238,7 +333,8 @@ void mkdir_p(const std::string& dir, const char* source) {
     cur = dir.substr(0, pos);
     if (cur.empty()) continue;
     if (mkdir(cur.c_str(), 0755) != 0 && errno != EEXIST) {
-      die("%s '%s': cannot create '%s': %s", source, dir.c_str(), cur.c_str(), std::strerror(errno));
+      die("%s '%s': cannot create '%s': %s", source, dir.c_str(), cur.c_str(),
+          std::strerror(errno));
     }
   }
   struct stat st{};
@@ -339,7 +435,9 @@ void start_daemon(const Options& o) {
   close(pipefd[0]);
   int status = 0;
   waitpid(child, &status, 0);
-  if (n != sizeof(daemon_pid) || daemon_pid <= 0) die("cannot start %s: fork failed", daemon.c_str());
+  if (n != sizeof(daemon_pid) || daemon_pid <= 0) {
+    die("cannot start %s: fork failed", daemon.c_str());
+  }
 
   ProcessWatch watch(daemon_pid);
   auto deadline = Clock::now() + kStartTimeout;
@@ -355,9 +453,10 @@ void start_daemon(const Options& o) {
   }
   // We started it and it is of no use to anyone: do not leave it behind.
   kill(daemon_pid, SIGTERM);
-  std::fprintf(stderr, "shunt: shuntd (pid %d) did not accept connections on %s within %lld s; stopped it\n",
-               daemon_pid, sock.c_str(),
-               static_cast<long long>(std::chrono::duration_cast<std::chrono::seconds>(kStartTimeout).count()));
+  std::fprintf(stderr,
+               "shunt: shuntd (pid %d) did not accept connections on %s within %lld s; "
+               "stopped it\n",
+               daemon_pid, sock.c_str(), seconds(kStartTimeout));
   print_log_tail(log);
   std::exit(1);
 }
@@ -367,7 +466,8 @@ int cmd_run(int argc, char** argv) {
   if (o.command.empty()) die("run: no command given (shunt run [OPTIONS] -- COMMAND [ARGS...])");
   check_path_length(o);
   if (o.ip.set() && !valid_ipv4_prefix(o.ip.value)) {
-    die("run: %s '%s' is not an IPv4 ADDR[/PREFIX] (e.g. 198.18.7.1/24)", o.ip.source.c_str(), o.ip.value.c_str());
+    die("run: %s '%s' is not an IPv4 ADDR[/PREFIX] (e.g. 198.18.7.1/24)", o.ip.source.c_str(),
+        o.ip.value.c_str());
   }
   if (o.gateway.set() && !valid_ipv4(o.gateway.value)) {
     die("run: %s '%s' is not an IPv4 address", o.gateway.source.c_str(), o.gateway.value.c_str());
@@ -383,14 +483,22 @@ int cmd_run(int argc, char** argv) {
 
   std::string sock = socket_path(o);
   if (!daemon_answers(sock)) {
-    if (!o.nic.set()) die("run: no daemon answers on %s and no NIC to start one: give --nic DEVICE or set SHUNT_NIC", sock.c_str());
-    if (!o.ip.set()) die("run: no daemon answers on %s and no address to start one: give --ip ADDR/PREFIX or set SHUNT_IP", sock.c_str());
+    if (!o.nic.set()) {
+      die("run: no daemon answers on %s and no NIC to start one: give --nic DEVICE or set "
+          "SHUNT_NIC", sock.c_str());
+    }
+    if (!o.ip.set()) {
+      die("run: no daemon answers on %s and no address to start one: give --ip ADDR/PREFIX or "
+          "set SHUNT_IP", sock.c_str());
+    }
     mkdir_p(o.rundir.value, o.rundir.where().c_str());
     // Serialize concurrent `shunt run`s on one rundir: one starts the daemon, the others find it.
     std::string lock = o.rundir.value + "/shuntd.lock";
     int lock_fd = open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (lock_fd < 0) die("run: cannot open %s: %s", lock.c_str(), std::strerror(errno));
-    if (flock(lock_fd, LOCK_EX) != 0) die("run: cannot lock %s: %s", lock.c_str(), std::strerror(errno));
+    if (flock(lock_fd, LOCK_EX) != 0) {
+      die("run: cannot lock %s: %s", lock.c_str(), std::strerror(errno));
+    }
     if (!daemon_answers(sock)) start_daemon(o);
     close(lock_fd);
   }
@@ -407,16 +515,24 @@ int cmd_run(int argc, char** argv) {
   return e == ENOENT ? 127 : 126;
 }
 
-shunt::ctl::Request make_request(shunt::ctl::Type type) {
-  shunt::ctl::Request r{};
+namespace ctl = shunt::ctl;
+
+int ms_until(Clock::time_point deadline) {
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+  return left.count() > 0 ? static_cast<int>(left.count()) : 0;
+}
+
+ctl::Request make_request(ctl::Type type) {
+  ctl::Request r{};
   r.type = static_cast<uint32_t>(type);
   r.abi_version = shunt::abi::kVersion;
   r.pid = getpid();
   return r;
 }
 
-// Sends one request; returns the connected fd. Dies with a clear message if no daemon.
-int send_request(const Options& o, const char* sub, shunt::ctl::Type type) {
+// Sends one request, with `pass_fd` attached unless it is -1; returns the connected
+// fd. Dies with a clear message if no daemon answers.
+int send_request(const Options& o, const char* sub, const ctl::Request& req, int pass_fd = -1) {
   std::string sock = socket_path(o);
   int fd = connect_control(sock);
   if (fd < 0) {
@@ -424,39 +540,590 @@ int send_request(const Options& o, const char* sub, shunt::ctl::Type type) {
         o.rundir.set() ? o.rundir.source.c_str() : "default rundir", o.rundir.value.c_str(),
         std::strerror(errno));
   }
-  auto req = make_request(type);
-  if (send(fd, &req, sizeof(req), MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof(req))) {
-    die("%s: send to %s: %s", sub, sock.c_str(), std::strerror(errno));
+  ssize_t n = shunt::scm::send(fd, &req, sizeof(req), &pass_fd, pass_fd < 0 ? 0 : 1);
+  if (n != static_cast<ssize_t>(sizeof(req))) {
+    die("%s: send to %s: %s", sub, sock.c_str(), std::strerror(n < 0 ? int(-n) : EMSGSIZE));
   }
   return fd;
 }
 
-// Receives one message (up to `cap` bytes) within kReplyTimeout. Returns its size,
-// 0 on hang-up, -1 on timeout or error.
-ssize_t recv_reply(int fd, char* buf, size_t cap) {
+// Receives one message (up to `cap` bytes) by `deadline`. Returns its size, 0 on
+// hang-up, -1 with errno set on timeout (ETIMEDOUT), error, or a message longer
+// than cap (EPROTO).
+ssize_t recv_reply(int fd, void* buf, size_t cap, Clock::time_point deadline) {
   pollfd p{fd, POLLIN, 0};
-  int ms = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(kReplyTimeout).count());
-  if (poll(&p, 1, ms) <= 0) {
-    errno = ETIMEDOUT;
+  int r;
+  do {
+    r = poll(&p, 1, ms_until(deadline));
+  } while (r < 0 && errno == EINTR);
+  if (r == 0) errno = ETIMEDOUT;
+  if (r <= 0) return -1;
+  int nfds = 0;
+  ssize_t n = shunt::scm::recv(fd, buf, cap, nullptr, 0, &nfds);
+  if (n < 0) {
+    errno = static_cast<int>(-n);
     return -1;
   }
-  return recv(fd, buf, cap, 0);
+  return n;
 }
 
-int cmd_stat(int argc, char** argv) {
-  Options o = parse(argc, argv, "stat", false);
-  check_path_length(o);
-  int fd = send_request(o, "stat", shunt::ctl::Type::kStats);
-  std::vector<char> buf(shunt::ctl::kStatsMax + 1);
+ssize_t recv_reply(int fd, void* buf, size_t cap) {
+  return recv_reply(fd, buf, cap, Clock::now() + kReplyTimeout);
+}
+
+// ---- tables ----
+
+struct Column {
+  bool right = false;  // right-aligned: numbers, and addresses before their ":port"
+  int gap = 1;         // spaces before the column
+};
+
+// Prints rows padded into columns (the last one unpadded, trailing blanks dropped),
+// each prefixed with `indent`. notes[r], when given and not empty, follows row r on
+// a line of its own (ss -i).
+void print_table(const std::vector<std::vector<std::string>>& rows,
+                 const std::vector<Column>& cols, const std::string& indent = "",
+                 const std::vector<std::string>* notes = nullptr) {
+  std::vector<size_t> width(cols.size(), 0);
+  for (const auto& row : rows) {
+    for (size_t c = 0; c < row.size() && c < cols.size(); ++c) {
+      width[c] = std::max(width[c], row[c].size());
+    }
+  }
+  for (size_t r = 0; r < rows.size(); ++r) {
+    std::string line = indent;
+    for (size_t c = 0; c < rows[r].size() && c < cols.size(); ++c) {
+      const std::string& cell = rows[r][c];
+      size_t pad = width[c] - cell.size();
+      if (c > 0) line.append(static_cast<size_t>(cols[c].gap), ' ');
+      if (cols[c].right) line.append(pad, ' ');
+      line += cell;
+      if (!cols[c].right && c + 1 < cols.size()) line.append(pad, ' ');
+    }
+    while (line.size() > indent.size() && line.back() == ' ') line.pop_back();
+    std::puts(line.c_str());
+    if (notes != nullptr && r < notes->size() && !(*notes)[r].empty()) {
+      std::puts((*notes)[r].c_str());
+    }
+  }
+}
+
+// ---- stat ----
+
+// The daemon's counters as text, or death with its reason.
+std::string fetch_stats(const Options& o) {
+  int fd = send_request(o, "stat", make_request(ctl::Type::kStats));
+  std::vector<char> buf(ctl::kStatsMax + 1);
   ssize_t n = recv_reply(fd, buf.data(), buf.size());
   close(fd);
   if (n < 0) die("stat: no answer from %s: %s", socket_path(o).c_str(), std::strerror(errno));
   if (n == 0) die("stat: %s hung up without answering", socket_path(o).c_str());
-  size_t len = strnlen(buf.data(), static_cast<size_t>(n));  // text, maybe NUL-terminated
-  std::fwrite(buf.data(), 1, len, stdout);
-  if (len > 0 && buf[len - 1] != '\n') std::fputc('\n', stdout);
+  std::string text(buf.data(), strnlen(buf.data(), static_cast<size_t>(n)));  // maybe NUL-ended
+  if (text.starts_with("error ")) {
+    while (!text.empty() && text.back() == '\n') text.pop_back();
+    die("stat: %s", text.c_str());
+  }
+  return text;
+}
+
+struct Counter {
+  std::string name, value;
+};
+
+struct Group {
+  std::string name;
+  std::vector<Counter> counters;
+};
+
+// One attached application: its pid and app.<pid>.<field> values.
+struct AppRow {
+  std::string pid;
+  std::map<std::string, std::string> fields;
+};
+
+struct AppColumn {
+  const char* field;
+  const char* heading;
+  bool right;
+};
+
+constexpr AppColumn kAppColumns[] = {
+    {"comm", "COMMAND", false}, {"uid", "UID", true},         {"region", "REGION", true},
+    {"sockets", "SOCKETS", true}, {"closing", "CLOSING", true}, {"commands", "COMMANDS", true},
+};
+
+void print_apps(const std::vector<AppRow>& apps, const std::vector<std::string>& extra) {
+  std::puts("app");
+  if (apps.empty()) {
+    std::puts("  (none)");
+    return;
+  }
+  std::vector<std::vector<std::string>> rows(1);
+  std::vector<Column> cols{{true, 0}};
+  rows[0].push_back("PID");
+  for (const auto& c : kAppColumns) {
+    rows[0].push_back(c.heading);
+    cols.push_back({c.right, 2});
+  }
+  // Fields this tool does not know yet still get a column, named as sent.
+  for (const auto& f : extra) {
+    std::string heading;
+    for (char ch : f) heading += static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+    rows[0].push_back(heading);
+    cols.push_back({false, 2});
+  }
+  for (const auto& app : apps) {
+    std::vector<std::string> row{app.pid};
+    auto field = [&](const std::string& name) {
+      auto it = app.fields.find(name);
+      row.push_back(it == app.fields.end() ? "-" : it->second);
+    };
+    for (const auto& c : kAppColumns) field(c.field);
+    for (const auto& f : extra) field(f);
+    rows.push_back(std::move(row));
+  }
+  print_table(rows, cols, "  ");
+}
+
+bool known_app_field(const std::string& f) {
+  for (const auto& c : kAppColumns) {
+    if (f == c.field) return true;
+  }
+  return false;
+}
+
+// Grouped by what comes before the first dot, in the order the daemon sends them;
+// counters at zero hidden unless `all` (text values, such as port.driver, are always
+// shown); the applications as a table.
+void print_stats(const std::string& text, bool all) {
+  std::vector<Group> groups;
+  std::map<std::string, size_t> group_index;
+  std::vector<AppRow> apps;
+  std::vector<std::string> extra_fields;
+  auto group = [&](const std::string& name) -> Group& {
+    auto [it, fresh] = group_index.emplace(name, groups.size());
+    if (fresh) groups.push_back(Group{name, {}});
+    return groups[it->second];
+  };
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string::npos) end = text.size();
+    std::string line = text.substr(pos, end - pos);
+    pos = end + 1;
+    if (line.empty()) continue;
+    size_t space = line.find(' ');
+    std::string key = line.substr(0, space);
+    std::string value = space == std::string::npos ? "" : line.substr(space + 1);
+    size_t dot = key.find('.');
+    std::string name = dot == std::string::npos ? key : key.substr(dot + 1);
+    Group& g = group(key.substr(0, dot));
+    if (g.name != "app") {
+      g.counters.push_back(Counter{name, value});
+      continue;
+    }
+    size_t dot2 = name.find('.');
+    std::string pid = name.substr(0, dot2);
+    std::string field = dot2 == std::string::npos ? "" : name.substr(dot2 + 1);
+    if (apps.empty() || apps.back().pid != pid) {
+      auto it = std::find_if(apps.begin(), apps.end(),
+                             [&](const AppRow& a) { return a.pid == pid; });
+      if (it == apps.end()) apps.push_back(AppRow{pid, {}});
+      else std::rotate(it, it + 1, apps.end());  // keeps one row per pid, found last
+    }
+    apps.back().fields[field] = value;
+    if (!known_app_field(field) &&
+        std::find(extra_fields.begin(), extra_fields.end(), field) == extra_fields.end()) {
+      extra_fields.push_back(field);
+    }
+  }
+  group("app");  // shown even when no application is attached
+  size_t hidden = 0;
+  for (const Group& g : groups) {
+    if (g.name == "app") {
+      print_apps(apps, extra_fields);
+      continue;
+    }
+    std::vector<std::vector<std::string>> rows;
+    for (const Counter& c : g.counters) {
+      if (!all && c.value == "0") {
+        ++hidden;
+        continue;
+      }
+      rows.push_back({c.name, c.value});
+    }
+    if (rows.empty()) continue;
+    std::puts(g.name.c_str());
+    print_table(rows, {{false, 0}, {false, 2}}, "  ");
+  }
+  if (hidden > 0) {
+    std::printf("(%zu counters at zero not shown; shunt stat -a shows all)\n", hidden);
+  }
+}
+
+int cmd_stat(int argc, char** argv) {
+  bool all = false, flat = false;
+  Options o = parse(argc, argv, "stat", false,
+                    {{'a', "--all", &all, nullptr}, {0, "--flat", &flat, nullptr}});
+  check_path_length(o);
+  std::string text = fetch_stats(o);
+  if (flat) {
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    if (!text.empty() && text.back() != '\n') std::fputc('\n', stdout);
+  } else {
+    print_stats(text, all);
+  }
   return std::fflush(stdout) == 0 ? 0 : 1;
 }
+
+// ---- ss ----
+
+std::vector<ctl::SocketInfo> fetch_sockets(const Options& o) {
+  std::string sock = socket_path(o);
+  int fd = send_request(o, "ss", make_request(ctl::Type::kSockets));
+  auto deadline = Clock::now() + kReplyTimeout;  // for the whole list
+  auto msg = std::make_unique<ctl::SocketList>();
+  constexpr size_t kHead = offsetof(ctl::SocketList, sockets);
+  std::vector<ctl::SocketInfo> out;
+  for (;;) {
+    ssize_t n = recv_reply(fd, msg.get(), sizeof(ctl::SocketList), deadline);
+    if (n < 0) die("ss: no complete answer from %s: %s", sock.c_str(), std::strerror(errno));
+    if (n == 0) die("ss: %s hung up before the end of the list", sock.c_str());
+    size_t len = static_cast<size_t>(n);
+    if (len < kHead || msg->count > ctl::kSocketsPerMessage ||
+        len != kHead + msg->count * sizeof(ctl::SocketInfo)) {
+      die("ss: malformed socket list from %s (%zu bytes)", sock.c_str(), len);
+    }
+    out.insert(out.end(), msg->sockets, msg->sockets + msg->count);
+    if (msg->last != 0) break;
+  }
+  close(fd);
+  return out;
+}
+
+bool is_tcp(const ctl::SocketInfo& s) { return s.proto == uint8_t(ctl::Proto::kTcp); }
+
+bool has_state(const ctl::SocketInfo& s, ctl::LinuxTcpState state) {
+  return s.state == static_cast<uint8_t>(state);
+}
+
+const char* state_name(const ctl::SocketInfo& s) {
+  // Indexed by LinuxTcpState, spelled as ss spells them.
+  static constexpr const char* kNames[] = {
+      "UNKNOWN",   "ESTAB",      "SYN-SENT", "SYN-RECV", "FIN-WAIT-1", "FIN-WAIT-2",
+      "TIME-WAIT", "CLOSE",      "CLOSE-WAIT", "LAST-ACK", "LISTEN",   "CLOSING",
+  };
+  if (!is_tcp(s) && has_state(s, ctl::LinuxTcpState::kClose)) return "UNCONN";
+  return s.state < std::size(kNames) ? kNames[s.state] : "UNKNOWN";
+}
+
+// ss's defaults: connections only; -l: what waits for them (TCP listeners,
+// unconnected UDP); -a: everything.
+bool state_shown(const ctl::SocketInfo& s, bool listening, bool every) {
+  if (every) return true;
+  bool waiting = is_tcp(s) ? has_state(s, ctl::LinuxTcpState::kListen)
+                           : has_state(s, ctl::LinuxTcpState::kClose);
+  return listening == waiting;
+}
+
+std::string ip_text(uint32_t ip_be) {
+  in_addr a{};
+  a.s_addr = ip_be;
+  char buf[INET_ADDRSTRLEN];
+  return inet_ntop(AF_INET, &a, buf, sizeof(buf)) != nullptr ? buf : "?";
+}
+
+std::string port_text(uint16_t port_be) {
+  return port_be == 0 ? "*" : std::to_string(ntohs(port_be));
+}
+
+// Milliseconds from microseconds, as ss prints them: up to 3 decimals, no trailing zeros.
+std::string ms_text(uint32_t us) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%u.%03u", us / 1000, us % 1000);
+  std::string s = buf;
+  while (s.back() == '0') s.pop_back();
+  if (s.back() == '.') s.pop_back();
+  return s;
+}
+
+// The second line of `ss -i`, from what the daemon knows of a TCP connection.
+std::string tcp_info(const ctl::SocketInfo& s) {
+  std::string out = "\t";
+  out += s.congestion == 0   ? "reno"
+         : s.congestion == 1 ? "cubic"
+                             : "cc" + std::to_string(s.congestion);
+  out += " wscale:" + std::to_string(s.snd_wscale) + "," + std::to_string(s.rcv_wscale);
+  out += " rto:" + ms_text(s.rto_us);
+  out += " rtt:" + ms_text(s.srtt_us) + "/" + ms_text(s.rttvar_us);
+  out += " mss:" + std::to_string(s.mss);
+  // Windows in segments, as ss counts them; without an MSS there are none to count.
+  if (s.mss != 0) {
+    out += " cwnd:" + std::to_string(s.cwnd / s.mss);
+    if (s.ssthresh != 0xffffffffu) out += " ssthresh:" + std::to_string(s.ssthresh / s.mss);
+  }
+  out += " bytes_acked:" + std::to_string(s.bytes_acked);
+  out += " bytes_received:" + std::to_string(s.bytes_received);
+  out += " send_wnd:" + std::to_string(s.snd_wnd);
+  out += " rcv_wnd:" + std::to_string(s.rcv_wnd);
+  out += " retrans:" + std::to_string(s.backoff) + "/" + std::to_string(s.retransmits);
+  return out;
+}
+
+// What ss shows of a socket's holder, users:(("COMM",pid=PID,fd=FD)), from /proc:
+// the fd is the holder's placeholder socket, found by its inode (readable only for
+// our own processes, or as root).
+class Holders {
+ public:
+  std::string users(int32_t pid, uint64_t inode) {
+    if (pid <= 0) return "";
+    auto [it, fresh] = procs_.try_emplace(pid);
+    if (fresh) load(pid, &it->second);
+    const Proc& p = it->second;
+    std::string out = "users:((\"" + p.comm + "\",pid=" + std::to_string(pid);
+    if (auto f = p.fds.find(inode); f != p.fds.end()) out += ",fd=" + std::to_string(f->second);
+    return out + "))";
+  }
+
+ private:
+  struct Proc {
+    std::string comm = "?";
+    std::map<uint64_t, int> fds;  // socket inode -> lowest fd
+  };
+
+  static void load(int32_t pid, Proc* p) {
+    std::string dir = "/proc/" + std::to_string(pid);
+    if (FILE* f = std::fopen((dir + "/comm").c_str(), "r")) {
+      char buf[64];
+      if (std::fgets(buf, sizeof(buf), f) != nullptr) {
+        p->comm = buf;
+        if (!p->comm.empty() && p->comm.back() == '\n') p->comm.pop_back();
+      }
+      std::fclose(f);
+    }
+    DIR* d = opendir((dir + "/fd").c_str());
+    if (d == nullptr) return;
+    while (dirent* e = readdir(d)) {
+      if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+      char link[64];
+      ssize_t n = readlinkat(dirfd(d), e->d_name, link, sizeof(link) - 1);
+      if (n <= 0) continue;
+      link[n] = '\0';
+      unsigned long long inode = 0;
+      if (std::sscanf(link, "socket:[%llu]", &inode) != 1) continue;
+      int fd = std::atoi(e->d_name);
+      auto [it, fresh] = p->fds.emplace(inode, fd);
+      if (!fresh && fd < it->second) it->second = fd;
+    }
+    closedir(d);
+  }
+
+  std::map<int32_t, Proc> procs_;
+};
+
+int cmd_ss(int argc, char** argv) {
+  bool tcp = false, udp = false, listening = false, every = false, info = false;
+  bool numeric = false, processes = false;  // accepted for ss's sake; always so here
+  Options o = parse(argc, argv, "ss", false,
+                    {{'t', "--tcp", &tcp, nullptr},
+                     {'u', "--udp", &udp, nullptr},
+                     {'l', "--listening", &listening, nullptr},
+                     {'a', "--all", &every, nullptr},
+                     {'n', "--numeric", &numeric, nullptr},
+                     {'i', "--info", &info, nullptr},
+                     {'p', "--processes", &processes, nullptr}});
+  if (!tcp && !udp) tcp = true;
+  check_path_length(o);
+  std::vector<ctl::SocketInfo> shown;
+  for (const auto& s : fetch_sockets(o)) {
+    if ((is_tcp(s) ? tcp : udp) && state_shown(s, listening, every)) shown.push_back(s);
+  }
+  auto key = [](const ctl::SocketInfo& s) {
+    return std::tuple(s.proto, s.state, ntohs(s.local_port), ntohl(s.local_ip),
+                      ntohl(s.remote_ip), ntohs(s.remote_port));
+  };
+  std::stable_sort(shown.begin(), shown.end(),
+                   [&](const auto& a, const auto& b) { return key(a) < key(b); });
+
+  // Like ss: a Netid column only when more than one protocol is listed; each address
+  // right-aligned against its ":port".
+  bool netid = tcp && udp;
+  std::vector<Column> cols;
+  std::vector<std::string> header;
+  if (netid) {
+    cols.push_back({false, 0});
+    header.push_back("Netid");
+  }
+  for (Column c : {Column{false, 1}, Column{false, 1}, Column{false, 1}, Column{true, 1},
+                   Column{false, 0}, Column{true, 1}, Column{false, 0}, Column{false, 1}}) {
+    cols.push_back(c);
+  }
+  cols.front().gap = 0;
+  for (const char* h : {"State", "Recv-Q", "Send-Q", "Local Address", ":Port", "Peer Address",
+                        ":Port", "Process"}) {
+    header.push_back(h);
+  }
+  std::vector<std::vector<std::string>> rows{header};
+  std::vector<std::string> notes{""};
+  Holders holders;
+  for (const auto& s : shown) {
+    std::vector<std::string> row;
+    if (netid) row.push_back(is_tcp(s) ? "tcp" : "udp");
+    row.push_back(state_name(s));
+    row.push_back(std::to_string(s.rx_queue));
+    row.push_back(std::to_string(s.tx_queue));
+    row.push_back(ip_text(s.local_ip));
+    row.push_back(":" + port_text(s.local_port));
+    row.push_back(ip_text(s.remote_ip));
+    row.push_back(":" + port_text(s.remote_port));
+    row.push_back(holders.users(s.pid, s.inode));
+    rows.push_back(std::move(row));
+    bool connection = is_tcp(s) && !has_state(s, ctl::LinuxTcpState::kListen);
+    notes.push_back(info && connection ? tcp_info(s) : "");
+  }
+  print_table(rows, cols, "", &notes);
+  return std::fflush(stdout) == 0 ? 0 : 1;
+}
+
+// ---- capture ----
+
+volatile sig_atomic_t g_signal = 0;
+
+void on_signal(int sig) { g_signal = sig; }
+
+enum class Wait { kReply, kHangUp, kSignal, kTimeout, kError };
+
+// Waits for one CaptureReply, up to timeout_ms (-1: no limit), or for SIGINT/SIGTERM
+// (blocked outside this wait, so that none slips in between the check and ppoll).
+Wait wait_capture_reply(int fd, ctl::CaptureReply* reply, const sigset_t& waitmask,
+                        int timeout_ms) {
+  pollfd p{fd, POLLIN, 0};
+  timespec ts{timeout_ms / 1000, (timeout_ms % 1000) * 1000000L};
+  for (;;) {
+    if (g_signal != 0) return Wait::kSignal;
+    int r = ppoll(&p, 1, timeout_ms < 0 ? nullptr : &ts, &waitmask);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return Wait::kError;
+    if (r == 0) return Wait::kTimeout;
+    int nfds = 0;
+    ssize_t n = shunt::scm::recv(fd, reply, sizeof(*reply), nullptr, 0, &nfds);
+    if (n == 0) return Wait::kHangUp;
+    if (n < 0 || size_t(n) != sizeof(*reply)) {
+      errno = n < 0 ? static_cast<int>(-n) : EPROTO;
+      return Wait::kError;
+    }
+    return Wait::kReply;
+  }
+}
+
+const char* capture_refusal(int err) {
+  switch (err) {
+    case EACCES: return "only root or the daemon's user may capture";
+    case ENOTSUP: return "the daemon's port cannot capture";
+    case EBUSY: return "a capture already runs on this daemon";
+    case EBADF: return "the daemon received no file to write to";
+    default: return std::strerror(err);
+  }
+}
+
+int cmd_capture(int argc, char** argv) {
+  std::string file, count_text;
+  Options o = parse(argc, argv, "capture", false,
+                    {{'w', "--write", nullptr, &file}, {'c', "--count", nullptr, &count_text}});
+  if (file.empty()) die("capture: no output file given (shunt capture -w FILE [-c COUNT])");
+  uint32_t count = 0;
+  if (!count_text.empty()) {
+    char* end = nullptr;
+    errno = 0;
+    unsigned long long n = std::strtoull(count_text.c_str(), &end, 10);
+    if (count_text[0] < '0' || count_text[0] > '9' || *end != '\0' || errno != 0 ||
+        n > UINT32_MAX) {
+      die("capture -c '%s': not a number of packets (0: until interrupted)", count_text.c_str());
+    }
+    count = static_cast<uint32_t>(n);
+  }
+  check_path_length(o);
+
+  // Opened here, as the caller: the daemon writes only where the caller may.
+  bool to_stdout = file == "-";
+  bool created = false;
+  int out = STDOUT_FILENO;
+  if (!to_stdout) {
+    out = open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    created = out >= 0;
+    if (out < 0 && errno == EEXIST) out = open(file.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);
+    if (out < 0) die("capture: cannot open %s for writing: %s", file.c_str(), std::strerror(errno));
+  }
+  const std::string shown = to_stdout ? "standard output" : file;
+
+  sigset_t block, waitmask;
+  sigemptyset(&block);
+  sigaddset(&block, SIGINT);
+  sigaddset(&block, SIGTERM);
+  sigprocmask(SIG_BLOCK, &block, &waitmask);
+  sigdelset(&waitmask, SIGINT);
+  sigdelset(&waitmask, SIGTERM);
+  // Installed even where the shell ignores SIGINT (a background job), as tcpdump does,
+  // so that `kill -INT` ends a capture started with `&`.
+  struct sigaction sa{};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+
+  ctl::Request req = make_request(ctl::Type::kCapture);
+  req.count = count;
+  int fd = send_request(o, "capture", req, out);
+  if (!to_stdout) close(out);  // the daemon has its own copy
+
+  auto signal_name = [] { return g_signal == SIGINT ? "SIGINT" : "SIGTERM"; };
+  ctl::CaptureReply reply{};
+  Wait w = wait_capture_reply(fd, &reply, waitmask, ms_until(Clock::now() + kReplyTimeout));
+  if (w == Wait::kSignal) {
+    close(fd);  // the daemon stops a capture when its requester hangs up
+    std::fprintf(stderr, "capture to %s cancelled by %s before it started\n", shown.c_str(),
+                 signal_name());
+    return 0;
+  }
+  if (w != Wait::kReply || reply.status < 0) {
+    if (created) unlink(file.c_str());  // nothing was written: leave no empty file behind
+    if (w == Wait::kTimeout) {
+      die("capture: no answer from %s within %lld s", socket_path(o).c_str(),
+          seconds(kReplyTimeout));
+    }
+    if (w == Wait::kHangUp) die("capture: %s hung up without answering", socket_path(o).c_str());
+    if (w == Wait::kError) die("capture: %s: %s", socket_path(o).c_str(), std::strerror(errno));
+    die("capture: refused: %s", capture_refusal(-reply.status));
+  }
+  if (reply.done == 0) {
+    if (count > 0) std::fprintf(stderr, "capturing to %s (%u packets)\n", shown.c_str(), count);
+    else std::fprintf(stderr, "capturing to %s (until interrupted)\n", shown.c_str());
+  }
+  while (reply.done == 0) {
+    w = wait_capture_reply(fd, &reply, waitmask, -1);
+    if (w == Wait::kSignal) {
+      close(fd);
+      std::fprintf(stderr, "capture stopped by %s; %s holds the packets written until then\n",
+                   signal_name(), shown.c_str());
+      return 0;
+    }
+    if (w == Wait::kHangUp) {
+      die("capture: the daemon hung up before the capture finished; %s may be incomplete",
+          shown.c_str());
+    }
+    if (w != Wait::kReply) die("capture: %s: %s", socket_path(o).c_str(), std::strerror(errno));
+    if (reply.status < 0) {
+      die("capture: failed after %llu packets: %s", static_cast<unsigned long long>(reply.packets),
+          std::strerror(-reply.status));
+    }
+  }
+  close(fd);
+  std::fprintf(stderr, "%llu packets written to %s\n",
+               static_cast<unsigned long long>(reply.packets), shown.c_str());
+  return 0;
+}
+
+// ---- stop ----
 
 int cmd_stop(int argc, char** argv) {
   Options o = parse(argc, argv, "stop", false);
@@ -464,20 +1131,29 @@ int cmd_stop(int argc, char** argv) {
   std::string sock = socket_path(o);
   int fd = connect_control(sock);
   if (fd < 0) {
-    if (!no_daemon_errno(errno)) die("stop: cannot connect to %s: %s", sock.c_str(), std::strerror(errno));
+    if (!no_daemon_errno(errno)) {
+      die("stop: cannot connect to %s: %s", sock.c_str(), std::strerror(errno));
+    }
     std::fprintf(stderr, "shunt: stop: no daemon running on %s\n", sock.c_str());
     return 0;
   }
   ucred cred{};
   socklen_t len = sizeof(cred);
   pid_t pid = getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 ? cred.pid : 0;
-  auto req = make_request(shunt::ctl::Type::kStop);
-  if (send(fd, &req, sizeof(req), MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof(req))) {
-    die("stop: send to %s: %s", sock.c_str(), std::strerror(errno));
+  auto req = make_request(ctl::Type::kStop);
+  ssize_t sent = shunt::scm::send(fd, &req, sizeof(req), nullptr, 0);
+  if (sent != static_cast<ssize_t>(sizeof(req))) {
+    die("stop: send to %s: %s", sock.c_str(), std::strerror(sent < 0 ? int(-sent) : EMSGSIZE));
   }
   char reply[256];
-  (void)recv_reply(fd, reply, sizeof(reply));  // an answer or the hang-up; either will do
+  ssize_t n = recv_reply(fd, reply, sizeof(reply));  // an answer or the hang-up
   close(fd);
+  if (n > 0) {
+    std::string_view text(reply, strnlen(reply, static_cast<size_t>(n)));
+    while (!text.empty() && text.back() == '\n') text.remove_suffix(1);
+    // Not ours to stop: the daemon keeps running, so there is nothing to wait for.
+    if (text.starts_with("refused")) die("stop: %.*s", int(text.size()), text.data());
+  }
 
   ProcessWatch watch(pid);
   auto deadline = Clock::now() + kStopTimeout;
@@ -493,7 +1169,7 @@ int cmd_stop(int argc, char** argv) {
     }
   }
   die("stop: shuntd (pid %d) still running %lld s after the stop request", pid,
-      static_cast<long long>(std::chrono::duration_cast<std::chrono::seconds>(kStopTimeout).count()));
+      seconds(kStopTimeout));
 }
 
 }  // namespace
@@ -506,6 +1182,8 @@ int main(int argc, char** argv) {
   std::string_view sub = argv[1];
   if (sub == "run") return cmd_run(argc - 2, argv + 2);
   if (sub == "stat") return cmd_stat(argc - 2, argv + 2);
+  if (sub == "ss") return cmd_ss(argc - 2, argv + 2);
+  if (sub == "capture") return cmd_capture(argc - 2, argv + 2);
   if (sub == "stop") return cmd_stop(argc - 2, argv + 2);
   if (sub == "help" || sub == "-h" || sub == "--help") {
     usage(stdout);

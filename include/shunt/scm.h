@@ -45,12 +45,14 @@ inline ssize_t send(int sock, const void* buf, size_t len, const int* fds, int n
   return n < 0 ? -errno : n;
 }
 
-// Receives one message into buf and up to max_fds descriptors (close-on-exec);
+// Receives one message into buf and up to max_fds descriptors (close-on-exec;
+// flags: MSG_DONTWAIT or 0);
 // descriptors beyond max_fds are closed. Returns the bytes received (0: hang-up),
 // or -errno (-EAGAIN on a non-blocking socket with nothing queued, -EPROTO when the
 // message or its descriptors were truncated).
 inline ssize_t recv(int sock, void* buf, size_t len, int* fds, int max_fds, int* nfds,
-                    RecvmsgFn recvmsg_fn = ::recvmsg, int (*close_fn)(int) = ::close) {
+                    int flags = 0, RecvmsgFn recvmsg_fn = ::recvmsg,
+                    int (*close_fn)(int) = ::close) {
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)];
   iovec iov{buf, len};
   msghdr msg{};
@@ -60,7 +62,7 @@ inline ssize_t recv(int sock, void* buf, size_t len, int* fds, int max_fds, int*
   msg.msg_controllen = sizeof control;
   ssize_t n;
   do {
-    n = recvmsg_fn(sock, &msg, MSG_CMSG_CLOEXEC);
+    n = recvmsg_fn(sock, &msg, MSG_CMSG_CLOEXEC | flags);
   } while (n < 0 && errno == EINTR);
   *nfds = 0;
   if (n < 0) return -errno;

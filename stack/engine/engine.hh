@@ -182,6 +182,7 @@ struct Tcb {
   abi::ProducerEnd rx;
   abi::ConsumerEnd tx;
   uint32_t tx_base = 0;
+  uint32_t orphan_window = 0;  // window advertised once closed and the rings are gone
 
   // RFC 6298 retransmission state.
   Time srtt = 0, rttvar = 0, rto = kSecond;

@@ -23,7 +23,10 @@ SeqNum Engine::make_isn(uint32_t rip, uint16_t rport, uint16_t lport, Time now) 
 uint32_t Engine::max_window(const Tcb& t) const { return 65535u << t.rcv_wscale; }
 
 uint32_t Engine::rx_window(const Tcb& t) const {
-  if (!t.rx.valid()) return 0;
+  // An orphan (closed by the application, rings released) keeps the window its
+  // ring had, as Linux keeps advertising a closed socket's receive space: the peer
+  // must be able to send its FIN. Data that arrives resets it (process_text).
+  if (!t.rx.valid()) return t.user_closed ? t.orphan_window : 0;
   return std::min(t.rx.writable(), max_window(t));
 }
 
@@ -122,6 +125,7 @@ void Engine::maybe_free(ConnId c) {
 void Engine::detach_rings(ConnId c) {
   Tcb& t = conns_[c];
   if (!t.rx.valid() && !t.tx.valid()) return;
+  if (t.rx.valid()) t.orphan_window = std::min(t.rx.capacity(), max_window(t));
   t.rx = abi::ProducerEnd();
   t.tx = abi::ConsumerEnd();
   if (t.staging != kInvalidId) {

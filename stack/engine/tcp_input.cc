@@ -756,6 +756,7 @@ void Engine::process_fin(ConnId c, const TcpSegment& seg, Time now) {
   if (fin_seq != t.rcv.nxt) return;
   t.rcv.nxt += 1;
   t.peer_fin = true;
+  if (t.user_closed) ++ctr_.tcp_orphan_fins;
   ack_now(c);
   note_event(c, kEvReadable);
   switch (t.state) {

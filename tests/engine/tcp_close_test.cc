@@ -162,11 +162,8 @@ TEST_F(Close, SynAboveTimeWaitReopensThroughListener) {
 }
 
 // An application that close()s (not shutdown) orphans the connection: its rings
-// are released at once when nothing is left to send, and from then on we
-// advertise a zero window. The peer's FIN at exactly RCV.NXT then fails the
-// RFC 9293 acceptability test for a zero window (SEG.LEN > 0), so the orphan
-// never leaves FIN-WAIT-2 (no FIN-WAIT-2 timeout exists either) and the peer's
-// LAST-ACK retransmits until it gives up.
+// are released at once when nothing is left to send. The orphan must still take
+// the peer's FIN at RCV.NXT and acknowledge it.
 TEST_F(Close, OrphanInFinWait2AcceptsPeerFin) {
   EXPECT_TRUE(eng().close(c_, false, now_));
   eng().flush(now_);
@@ -178,6 +175,32 @@ TEST_F(Close, OrphanInFinWait2AcceptsPeerFin) {
   Seg ack = sent_one();
   EXPECT_EQ(ack.ack, rcv(1)) << "the peer's FIN must be acknowledged";
   EXPECT_EQ(state(), TcpState::kTimeWait);
+}
+
+// Linux keeps advertising a closed socket's receive space: a peer that saw a
+// zero window could not send its own FIN at all (it would probe and sit in
+// LAST-ACK for minutes). The orphan's window stays what it was; data arriving
+// there resets it (DataForClosedSocketResets), a FIN closes it.
+TEST_F(Close, OrphanKeepsAdvertisingItsWindow) {
+  eng().flush(now_);
+  uint32_t open_window = tcb().rcv.adv_wnd;
+  ASSERT_GT(open_window, 0u);
+  EXPECT_TRUE(eng().close(c_, false, now_));
+  eng().flush(now_);
+  Seg fin = sent_one();
+  EXPECT_EQ(fin.flags, kFin | kAck);
+  EXPECT_EQ(fin.window, open_window) << "the FIN does not close the window";
+  peer(0, 1, kAck);
+  ASSERT_EQ(state(), TcpState::kFinWait2);
+  EXPECT_FALSE(tcb().rx.valid()) << "rings released";
+  // The peer probes (an old sequence number): we answer with the same window.
+  EXPECT_EQ(recv(Seg{.seq = rcv(0) - 1, .ack = snd(1), .flags = kAck}), Drop::kTcpUnacceptable);
+  Seg ack = sent_one();
+  EXPECT_EQ(ack.window, open_window);
+  EXPECT_EQ(peer(0, 1, kFin | kAck), Drop::kNone);
+  EXPECT_EQ(sent_one().ack, rcv(1));
+  EXPECT_EQ(state(), TcpState::kTimeWait);
+  EXPECT_EQ(eng_->counters().tcp_orphan_fins, 1u);
 }
 
 TEST_F(Close, OrphanInFinWait1AcceptsSimultaneousFin) {

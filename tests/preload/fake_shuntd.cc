@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "shunt/control.h"
+#include "shunt/scm.h"
 #include "test_region.hh"
 
 namespace shunt::test {
@@ -60,21 +61,7 @@ struct App {
 };
 
 int send_fds(int sock, const void* buf, size_t len, const int* fds, int n) {
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 4)];
-  iovec iov{const_cast<void*>(buf), len};
-  msghdr m{};
-  m.msg_iov = &iov;
-  m.msg_iovlen = 1;
-  if (n > 0) {
-    m.msg_control = control;
-    m.msg_controllen = CMSG_SPACE(sizeof(int) * size_t(n));
-    cmsghdr* c = CMSG_FIRSTHDR(&m);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * size_t(n));
-    memcpy(CMSG_DATA(c), fds, sizeof(int) * size_t(n));
-  }
-  return int(sendmsg(sock, &m, MSG_NOSIGNAL));
+  return int(scm::send(sock, buf, len, fds, n));
 }
 
 }  // namespace
@@ -628,28 +615,18 @@ void FakeShuntd::run() {
       if (!(pfds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
       int ai = int(i - 1);
       App& a = m.app(ai);
-      alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * ctl::kMaxInherit)];
       ctl::Request req{};
-      iovec iov{&req, sizeof req};
-      msghdr msg{};
-      msg.msg_iov = &iov;
-      msg.msg_iovlen = 1;
-      msg.msg_control = control;
-      msg.msg_controllen = sizeof control;
-      ssize_t n = recvmsg(a.ctl, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-      if (n == 0 || (n < 0 && errno != EAGAIN)) {
+      int fd_buf[scm::kMaxFds];
+      int nfd = 0;
+      ssize_t n = scm::recv(a.ctl, &req, sizeof req, fd_buf, scm::kMaxFds, &nfd, MSG_DONTWAIT);
+      if (n == 0 || (n < 0 && n != -EAGAIN)) {
         m.app_gone(ai, commands_);
         continue;
       }
-      if (n != ssize_t(sizeof req) || req.type != uint32_t(ctl::Type::kInherit)) continue;
-      std::vector<int> fds;
-      for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-        int cnt = int((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-        for (int k = 0; k < cnt; ++k) {
-          int fd;
-          memcpy(&fd, CMSG_DATA(c) + k * sizeof(int), sizeof fd);
-          fds.push_back(fd);
-        }
+      std::vector<int> fds(fd_buf, fd_buf + nfd);
+      if (n != ssize_t(sizeof req) || req.type != uint32_t(ctl::Type::kInherit)) {
+        for (int fd : fds) close(fd);
+        continue;
       }
       ctl::InheritReply reply{};
       reply.count = req.count;
