@@ -54,10 +54,6 @@ void Daemon::run() {
       sockets_.shutdown_all();  // connections opened meanwhile get their FIN too
       if (stop_done(now)) break;
     }
-    if (++turn_ % kControlEvery == 0) {
-      poll_control(0);
-      check_headers();
-    }
     if (work != 0) {
       last_work = now;
       nap_ = kMinNap;
@@ -78,6 +74,10 @@ uint32_t Daemon::step(Time now) {
   ring_doorbells();
   if (capture_client_ >= 0) service_capture();
   if (snapshot_ != nullptr && now >= next_snapshot_) publish_snapshot(now);
+  if (++turn_ % kControlEvery == 0) {
+    poll_control(0);
+    check_headers();  // found at the next turn's cut_off_faulty
+  }
   return work;
 }
 
