@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "daemon_input.hh"
 #include "engine_input.hh"
 #include "wire/wire.hh"
 
@@ -243,6 +244,41 @@ void engine_corpus() {
   save("engine", "syn_flood_starved", c.out);
 }
 
+// fuzz_daemon: an application listening and serving one connection, then each
+// way it can misbehave on top of that.
+void daemon_corpus() {
+  namespace d = shunt::fuzz::daemon_op;
+  auto serve = [] {
+    Bytes b = {d::kCommand, 0, 0, 1 /* kBind */, 0xff, 0, 0, 0, d::kTurns, 1,
+               d::kCommand, 0, 0, 2 /* kListen */, 0, 0, 16, 0, d::kTurns, 2,
+               d::kRemoteConnect, 0, d::kTurns, 6,
+               d::kCommand, 0, 0, 4 /* kAccept */, 0, 0, 0, 0, d::kTurns, 2,
+               d::kRemoteSend, 0, 100, d::kTurns, 4, d::kAppRead, 0, 1,
+               d::kAppWrite, 0, 1, 200, d::kTurns, 4};
+    return b;
+  };
+  save("daemon", "serve", serve());
+  Bytes b = serve();
+  b.insert(b.end(), {d::kRemoteClose, 0, 0, d::kTurns, 8, d::kCommand, 0, 0, 5 /* kClose */, 1, 0,
+                     0, 0, d::kTurns, 8});
+  save("daemon", "serve_close", b);
+  b = serve();
+  b.insert(b.end(), {d::kScribble, 0, 0, 0, 0, 0, 16});
+  for (int i = 0; i < 16; ++i) b.push_back(uint8_t(0xa5 ^ i));
+  b.insert(b.end(), {d::kTurns, 15});
+  save("daemon", "serve_scribble_header", b);
+  b = serve();
+  b.insert(b.end(), {d::kIndex, 0, 1, 2, 0x40, 0x42, 0x0f, 0, d::kAppWrite, 0, 1, 1, d::kTurns, 4});
+  save("daemon", "serve_bad_tx_head", b);
+  b = serve();
+  b.insert(b.end(), {d::kRemoteSend, 0, 255, d::kTurns, 2, d::kHangUp, 0, d::kTurns, 8});
+  save("daemon", "serve_hang_up", b);
+  b = serve();
+  b.insert(b.end(), {d::kCommand, 1, 0, 10 /* kUdpBind */, 0xff, 1, 0, 0, d::kTurns, 2,
+                     d::kAppWrite, 1, 0, 40, d::kTurns, 2});
+  save("daemon", "udp_garbage_records", b);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -251,8 +287,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   g_dir = argv[1];
-  for (const char* sub : {"", "/wire", "/engine"}) mkdir((g_dir + sub).c_str(), 0755);
+  for (const char* sub : {"", "/wire", "/engine", "/daemon"}) mkdir((g_dir + sub).c_str(), 0755);
   wire_corpus();
   engine_corpus();
+  daemon_corpus();
   return 0;
 }

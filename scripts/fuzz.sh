@@ -4,8 +4,9 @@
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]     SECONDS per target, default 30
 #
-# Targets: fuzz_wire (the packet parsers on arbitrary bytes) and fuzz_engine (the
-# protocol engine fed frame sequences, time steps and socket calls). Each starts
+# Targets: fuzz_wire (the packet parsers on arbitrary bytes), fuzz_engine (the
+# protocol engine fed frame sequences, time steps and socket calls) and
+# fuzz_daemon (shuntd fed hostile application commands and region contents). Each starts
 # from a seed corpus written by make_corpus (valid SYN, SYN-ACK, data, SACK, FIN,
 # RST, ARP, ICMP echo; whole conversations for the engine) plus what earlier runs
 # found (kept in BUILD_DIR/corpus-work/TARGET). Exit status 0 when no target
@@ -22,7 +23,7 @@ root=$(pwd)
 secs=${1:-30}
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(fuzz_wire fuzz_engine)
+((${#targets[@]})) || targets=(fuzz_wire fuzz_engine fuzz_daemon)
 build=${BUILD_DIR:-build-fuzz}
 [[ $build == /* ]] || build=$root/$build
 
@@ -60,8 +61,9 @@ for t in "${targets[@]}"; do
   case $t in
     fuzz_wire) corpus=wire ;;
     fuzz_engine) corpus=engine ;;
+    fuzz_daemon) corpus=daemon ;;
     *)
-      echo "fuzz.sh: unknown target $t (fuzz_wire, fuzz_engine)" >&2
+      echo "fuzz.sh: unknown target $t (fuzz_wire, fuzz_engine, fuzz_daemon)" >&2
       exit 2
       ;;
   esac

@@ -83,7 +83,7 @@ class TestApp {
     ctl::AttachReply reply{};
     int fds[3], n = 0;
     pollfd p{ctl, POLLIN, 0};
-    if (poll(&p, 1, 10) != 1) return -ETIMEDOUT;
+    if (poll(&p, 1, 0) != 1) return -ETIMEDOUT;
     if (scm::recv(ctl, &reply, sizeof reply, fds, 3, &n) != ssize_t(sizeof reply)) return -EPROTO;
     if (reply.status != 0) return reply.status;
     if (n != 3) return -EPROTO;
@@ -171,6 +171,7 @@ class DaemonRig {
     ec.mac = port.mac();
     ec.ip = kNicIp;
     ec.staging_size = cfg.ring_size;
+    ec.staging_buffers = 32;
     ec.max_connections = 256;
     engine = std::make_unique<Engine>(ec, port);
     daemon = std::make_unique<Daemon>(cfg, port, *engine);
@@ -178,16 +179,15 @@ class DaemonRig {
     rc.mac = {0x02, 0, 0, 0, 0, 2};
     rc.ip = kRemoteIp;
     rc.max_connections = 256;
+    rc.staging_buffers = 32;
     remote = std::make_unique<Engine>(rc, remote_out);
     std::string err;
     started = daemon->start(&err);
     start_error = err;
   }
   ~DaemonRig() {
-    daemon.reset();
-    std::string cmd = "rm -rf " + rundir;
-    if (std::system(cmd.c_str()) != 0) {
-    }
+    daemon.reset();  // removes the control socket
+    rmdir(rundir.c_str());
   }
 
   // One turn of the daemon and of the wire, both ways.
@@ -207,7 +207,10 @@ class DaemonRig {
   std::unique_ptr<TestApp> attach() {
     auto app = std::make_unique<TestApp>();
     if (!app->connect_to(daemon->socket_path())) return nullptr;
-    for (int i = 0; i < 100 && app->finish_attach() == -ETIMEDOUT; ++i) daemon->poll_control(1000);
+    for (int i = 0; i < 100; ++i) {
+      daemon->poll_control(i == 0 ? 0 : 1000);
+      if (app->finish_attach() != -ETIMEDOUT) break;
+    }
     return app->hdr ? std::move(app) : nullptr;
   }
   // Sends cmd and turns until its completion arrives (bounded).
