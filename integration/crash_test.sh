@@ -173,6 +173,7 @@ cal=$("${in_kernel[@]}" timeout 60 redis-benchmark -h "$ip" -p 6379 -t set -c 10
 rps=$(sed -n 's/^SET: \([0-9.]*\) requests per second.*/\1/p' <<<"$cal" | tail -n 1)
 rps=${rps%.*}
 [[ $rps =~ ^[0-9]+$ ]] || rps=5000
+((rps > 50000)) && rps=50000   # the idle rate overstates what the shared cores give under three loads
 redis_n=$((rps * 4))   # SET then GET, each about 4 s at the idle rate: ~15 s under the three loads
 ((redis_n < 20000)) && redis_n=20000
 it_log "redis calibration: ${rps} SET/s ($(grep -v 'rps=' <<<"$cal" | grep -v '^ *$' | head -n 2 | tr '\n' ' ')); the load runs -n $redis_n per test"
@@ -187,7 +188,7 @@ if ! up=$("${in_kernel[@]}" python3 "$IT_TMP/mc_version.py" "$ip" 11211 "$t_mc1"
   show_logs
   exit 1
 fi
-it_log "memcached (pid $mc_pid) answered after ${up% *} s: ${up#* }"
+it_log "memcached (pid $mc_pid) answered after ${up%% *} s: ${up#* }"
 
 # Baseline: the three servers up and idle (the version connection gone).
 base=
@@ -226,7 +227,7 @@ it_check "idle memcached client connected ($(head -n 1 "$IT_TMP/probe.out" 2>/de
 t_load=$(now)
 "${in_kernel[@]}" timeout 60 wrk -t1 -c8 -d15s --timeout 5s "http://$ip/1k.bin" >"$IT_TMP/wrk.out" 2>&1 &
 wrk_pid=$!
-"${in_kernel[@]}" memcslap --servers="$ip:11211" --concurrency=4 --execute-number=1000000 >"$IT_TMP/memcslap.out" 2>&1 &
+"${in_kernel[@]}" memcslap --servers="$ip:11211" --concurrency=4 --execute-number=150000 >"$IT_TMP/memcslap.out" 2>&1 &
 slap_pid=$!
 "${in_kernel[@]}" timeout 90 redis-benchmark -h "$ip" -p 6379 -t set,get -c 10 -n "$redis_n" -q >"$IT_TMP/redis-bench.out" 2>&1 &
 bench_pid=$!
@@ -270,24 +271,65 @@ case $end_line in
   *) it_fail "idle memcached client's connection ends within 1 s of the kill (got '${end_line:-nothing}' within 3 s)" ;;
 esac
 
-# Within 2 s of the kill: memcached's region, slots and sockets are gone.
-s1=$(stat_now)
-dt_s1=$(secs_since "$t_kill")
-it_log "after the kill (${dt_s1} s): apps.active $(val apps.active "$s1") apps.regions $(val apps.regions "$s1") daemon.sockets $(val daemon.sockets "$s1") daemon.slots $(val daemon.slots "$s1") held by apps $(apps_held "$s1") (apps: $(apps_list "$s1"))"
-it_check "shunt stat within 2 s of the kill (${dt_s1} s)" le "$dt_s1" 2
+# memcslap's connections too: none still established on the kernel side.
+for ((i = 0; i < 100; i++)); do
+  mc_est=$("${in_kernel[@]}" ss -Htn state established "( dport = :11211 )" | wc -l)
+  ((mc_est == 0)) && break
+  le "$(secs_since "$t_kill")" 1 || break
+  sleep 0.01
+done
+dt=$(secs_since "$t_kill")
+it_log "kernel side: $mc_est connections to memcached still established ${dt} s after the kill"
+it_check "memcslap's connections end within 1 s of the kill ($mc_est left after ${dt} s)" test "$mc_est" = 0
+
+# Within 2 s of the kill: memcached's region, slots and sockets are gone. Polled
+# (a connection with unsent bytes may keep its slot a moment), each check on the
+# last reading.
+live_pids() {
+  local p
+  for p in "$@"; do alive "$p" && echo "$p"; done
+}
+# counts STAT SOCKETS0 SLOTS0 HELD0 REGIONS [check] PIDS...: the attached applications are
+# exactly PIDS, apps.active their number, apps.regions REGIONS, and daemon.sockets /
+# daemon.slots SOCKETS0 / SLOTS0 plus what the applications hold above HELD0 (their
+# loads' connections). With "check", records each as a check; else only the status.
+counts() {
+  local s=$1 sockets0=$2 slots0=$3 held0=$4 regions=$5 mode=quiet want_pids got_pids extra fails=0
+  shift 5
+  [[ ${1:-} == check ]] && { mode=check; shift; }
+  want_pids=$(printf '%s\n' "$@" | sort -n | tr '\n' ' ')
+  got_pids=$(awk '$1 ~ /^app\.[0-9]+\.comm$/ { split($1, f, "."); print f[2] }' <<<"$s" | sort -n | tr '\n' ' ')
+  extra=$(($(apps_held "$s") - held0))
+  one() {
+    local what=$1
+    shift
+    if "$@"; then [[ $mode == check ]] && it_pass "$what"; else
+      fails=$((fails + 1))
+      [[ $mode == check ]] && it_fail "$what"
+    fi
+    return 0
+  }
+  one "attached applications are the live processes: ${got_pids% } = ${want_pids% }" test "$got_pids" = "$want_pids"
+  one "apps.active $(val apps.active "$s") = $#" test "$(val apps.active "$s")" = $#
+  one "apps.regions $(val apps.regions "$s") = $regions" test "$(val apps.regions "$s")" = "$regions"
+  one "daemon.sockets $(val daemon.sockets "$s") = $sockets0 + live load $extra" test "$(val daemon.sockets "$s")" = $((sockets0 + extra))
+  one "daemon.slots $(val daemon.slots "$s") = $slots0 + live load $extra" test "$(val daemon.slots "$s")" = $((slots0 + extra))
+  ((fails == 0))
+}
+# What nginx and redis hold above their idle share is their loads' connections.
+for (( ; ; )); do
+  s1=$(stat_now)
+  dt_s1=$(secs_since "$t_kill")
+  counts "$s1" $((base_daemon_sockets - fp_daemon_sockets)) $((base_daemon_slots - fp_daemon_slots)) \
+    $((base_held - mc_fp_held)) $((base_apps_regions - fp_apps_regions)) $(live_pids "$nginx_master" "$nginx_worker" "$redis_pid") && break
+  le "$dt_s1" 2 || break
+  sleep 0.05
+done
+it_log "after the kill (${dt_s1} s): apps.active $(val apps.active "$s1") apps.regions $(val apps.regions "$s1") daemon.sockets $(val daemon.sockets "$s1") daemon.slots $(val daemon.slots "$s1") (apps: $(apps_list "$s1"))"
+it_check "shunt stat within 2 s of the kill shows memcached gone (${dt_s1} s)" le "$dt_s1" 2
 it_check "killed memcached no longer attached" test "$(val "app.$old_mc.comm" "$s1")" = missing
-it_check "apps.active $(val apps.active "$s1") = $((base_apps_active - 1)) (nginx master + worker, redis)" \
-  test "$(val apps.active "$s1")" = $((base_apps_active - 1))
-it_check "apps.regions $(val apps.regions "$s1") = $((base_apps_regions - fp_apps_regions))" \
-  test "$(val apps.regions "$s1")" = $((base_apps_regions - fp_apps_regions))
-# What nginx and redis hold above their idle share is their load's connections.
-extra=$(($(apps_held "$s1") - (base_held - mc_fp_held)))
-want=$((base_daemon_sockets - fp_daemon_sockets + extra))
-it_check "daemon.sockets $(val daemon.sockets "$s1") = baseline - memcached + live load ($want)" \
-  test "$(val daemon.sockets "$s1")" = "$want"
-want=$((base_daemon_slots - fp_daemon_slots + extra))
-it_check "daemon.slots $(val daemon.slots "$s1") = baseline - memcached + live load ($want)" \
-  test "$(val daemon.slots "$s1")" = "$want"
+counts "$s1" $((base_daemon_sockets - fp_daemon_sockets)) $((base_daemon_slots - fp_daemon_slots)) \
+  $((base_held - mc_fp_held)) $((base_apps_regions - fp_apps_regions)) check $(live_pids "$nginx_master" "$nginx_worker" "$redis_pid")
 
 # memcslap has lost its server; it must not reconnect to the new one.
 kill -KILL "$slap_pid" 2>/dev/null
@@ -297,25 +339,25 @@ wait "$slap_pid" 2>/dev/null
 t_mc2=$(now)
 start_memcached mc2_pid
 if up=$("${in_kernel[@]}" python3 "$IT_TMP/mc_version.py" "$ip" 11211 "$t_mc2" 5); then
-  it_log "new memcached (pid $mc2_pid) answered version ${up% *} s after its start, $(secs_since "$t_kill") s after the kill"
-  it_check "new memcached answers version within 2 s of its start (${up% *} s)" le "${up% *}" 2
+  it_log "new memcached (pid $mc2_pid) answered version ${up%% *} s after its start, $(secs_since "$t_kill") s after the kill"
+  it_check "new memcached answers version within 2 s of its start (${up%% *} s)" le "${up%% *}" 2
 else
   it_fail "new memcached answers version within 2 s of its start (nothing in 5 s)"
 fi
 it_check "new memcached still runs (bound its port)" alive "$mc2_pid"
-s2=$(stat_now)
-dt_s2=$(secs_since "$t_kill")
-it_log "after the restart (${dt_s2} s after the kill): apps.active $(val apps.active "$s2") apps.regions $(val apps.regions "$s2") daemon.sockets $(val daemon.sockets "$s2") daemon.slots $(val daemon.slots "$s2") (apps: $(apps_list "$s2"))"
-it_check "apps.active $(val apps.active "$s2") = $base_apps_active (nginx master + worker, redis, new memcached)" \
-  test "$(val apps.active "$s2")" = "$base_apps_active"
-it_check "apps.regions $(val apps.regions "$s2") = $base_apps_regions" test "$(val apps.regions "$s2")" = "$base_apps_regions"
+for (( ; ; )); do
+  s2=$(stat_now)
+  dt_s2=$(secs_since "$t_mc2")
+  counts "$s2" "$base_daemon_sockets" "$base_daemon_slots" "$base_held" "$base_apps_regions" \
+    $(live_pids "$nginx_master" "$nginx_worker" "$redis_pid" "$mc2_pid") && break
+  le "$dt_s2" 2 || break
+  sleep 0.05
+done
+it_log "after the restart ($(secs_since "$t_kill") s after the kill, ${dt_s2} s after the start): apps.active $(val apps.active "$s2") apps.regions $(val apps.regions "$s2") daemon.sockets $(val daemon.sockets "$s2") daemon.slots $(val daemon.slots "$s2") (apps: $(apps_list "$s2"))"
 mc2_held=$(($(val "app.$mc2_pid.sockets" "$s2") + $(val "app.$mc2_pid.closing" "$s2")))
 it_check "new memcached's footprint $mc2_held = the old one's $mc_fp_held" test "$mc2_held" = "$mc_fp_held"
-extra=$(($(apps_held "$s2") - base_held))
-want=$((base_daemon_sockets + extra))
-it_check "daemon.sockets $(val daemon.sockets "$s2") = baseline + live load ($want)" test "$(val daemon.sockets "$s2")" = "$want"
-want=$((base_daemon_slots + extra))
-it_check "daemon.slots $(val daemon.slots "$s2") = baseline + live load ($want)" test "$(val daemon.slots "$s2")" = "$want"
+counts "$s2" "$base_daemon_sockets" "$base_daemon_slots" "$base_held" "$base_apps_regions" check \
+  $(live_pids "$nginx_master" "$nginx_worker" "$redis_pid" "$mc2_pid")
 
 # ---- the other loads finish cleanly
 wait "$wrk_pid"
@@ -375,6 +417,6 @@ if [[ $(val daemon.sockets "$s3") != "$base_daemon_sockets" ]]; then
 fi
 it_check "nginx still answers" "${in_kernel[@]}" curl -sS -o /dev/null --fail --max-time 5 "http://$ip/1k.bin"
 it_check "redis still answers PING" test "$("${in_kernel[@]}" timeout 5 redis-cli -h "$ip" -p 6379 ping 2>&1)" = PONG
-it_check "new memcached answers version" "${in_kernel[@]}" python3 "$IT_TMP/mc_version.py" "$ip" 11211 "$(now)" 3
+it_check "new memcached answers version" "${in_kernel[@]}" python3 "$IT_TMP/mc_version.py" "$ip" 11211 "$(now)" 3 >/dev/null
 it_check "shuntd logged memcached's end" grep -q "detached pid $old_mc (memcached" "$SHUNT_RUNDIR/shuntd.log"
 ((it_failures == 0)) || show_logs

@@ -24,7 +24,11 @@ name=shunt-it-hostile-$$
 site=$IT_TMP/site
 export SHUNT_RUNDIR=$IT_TMP/run
 attacks=${HOSTILE_ATTACKS:-30}
-poke=${HOSTILE_POKE_S:-0.6}   # seconds each attacker keeps making socket calls
+# Seconds each attacker keeps making socket calls after its attack. A truncate
+# attacker leaves daemon_sleeping at 0 (it rings no doorbell), so an idle daemon
+# sees the zeroed header only when it next wakes (within 1 s): it pokes longer.
+poke=${HOSTILE_POKE_S:-0.5}
+poke_truncate=${HOSTILE_POKE_TRUNCATE_S:-1.5}
 hostile=$IT_BUILD/bin/shunt_hostile_app
 wrk_pid=
 
@@ -86,16 +90,27 @@ wrk_pid=$!
 sleep 1
 
 kinds=(header all queues truncate)
-made=0 daemon_dead=0 curl_fail=0 seal_fail=0
+made=0 daemon_dead=0 curl_fail=0 seal_fail=0 times=
 declare -A outcome=()
+pids=()
 start=$SECONDS
 for ((i = 0; i < attacks; i++)); do
   kind=${kinds[i % 4]}
-  out=$(timeout 10 "${in_shunt[@]}" "$IT_SHUNT" run -- "$hostile" "$kind" "$addr" "$kaddr" "$poke" "$i" 2>&1)
+  p=$poke
+  [[ $kind == truncate ]] && p=$poke_truncate
+  t0=$(date +%s.%N)
+  timeout 10 "${in_shunt[@]}" "$IT_SHUNT" run -- "$hostile" "$kind" "$addr" "$kaddr" "$p" "$i" \
+    >"$IT_TMP/attack-$i.out" 2>&1
   rc=$?
+  out=$(<"$IT_TMP/attack-$i.out")
+  took=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+  times+="$kind:$took "
   outcome[$kind.$rc]=$((${outcome[$kind.$rc]:-0} + 1))
-  if grep -q '^hostile_app: attack done' <<<"$out"; then
+  # Made: the program found its region and started writing (a timeout later on
+  # leaves the attack made).
+  if grep -q "^hostile_app: attack $kind starts" <<<"$out"; then
     made=$((made + 1))
+    pids[i]=$(sed -n 's/^hostile_app: pid \([0-9]*\) attached.*/\1/p' <<<"$out")
   else
     it_fail "attack $i ($kind) was not made (exit $rc)"
     echo "$out" >&2
@@ -122,11 +137,24 @@ for ((i = 0; i < attacks; i++)); do
     fi
   fi
 done
+it_log "seconds per attack: $times"
 it_log "$made attacks made in $((SECONDS - start)) s; attacker exit statuses (kind.status count): $(for k in "${!outcome[@]}"; do printf '%s:%s ' "$k" "${outcome[$k]}"; done)"
 ((daemon_dead)) || it_pass "shuntd (pid $daemon_pid) alive after each of the $attacks attacks"
 ((curl_fail || daemon_dead)) || it_pass "nginx answered curl after every round of attacks"
 it_check "every attack was made ($made of $attacks)" test "$made" = "$attacks"
 ((seal_fail)) || it_pass "ftruncate of the sealed memfd failed with EPERM (both ways) in every truncate attack"
+
+# Each attacker was cut off, by its pid in the daemon's log.
+missed=0
+for i in "${!pids[@]}"; do
+  if ! grep -q "cut off pid ${pids[i]} " "$SHUNT_RUNDIR/shuntd.log"; then
+    missed=$((missed + 1))
+    it_fail "attack $i (${kinds[i % 4]}, pid ${pids[i]}) was not cut off"
+    sed 's/^/    /' "$IT_TMP/attack-$i.out" >&2
+    grep "pid ${pids[i]} " "$SHUNT_RUNDIR/shuntd.log" | sed 's/^/    shuntd.log: /' >&2
+  fi
+done
+((missed)) || it_pass "shuntd.log: every attacker was cut off (${#pids[@]} pids)"
 
 # Back to nginx's two processes within 3 s of the last attacker's exit.
 back=0

@@ -324,6 +324,34 @@ TEST_F(DaemonTest, RandomRegionContentsNeverHurtTheDaemon) {
   EXPECT_FALSE(good->hung_up());
 }
 
+// 64 applications at once, each with a region of the size shuntd really uses
+// (4096 sockets, 256 KiB rings each way: sparse memfds), each answered.
+TEST(DaemonScale, SixtyFourApplicationsAtOnce) {
+  DaemonRig rig(64, /*small=*/false);
+  ASSERT_TRUE(rig.started);
+  EXPECT_EQ(rig.cfg.slots_per_app, 4096u);
+  std::vector<std::unique_ptr<TestApp>> apps;
+  for (int i = 0; i < 64; ++i) {
+    apps.push_back(rig.attach());
+    ASSERT_TRUE(apps.back()) << "application " << i;
+  }
+  EXPECT_EQ(rig.stat("apps.active"), 64u);
+  auto one_more = std::make_unique<TestApp>();
+  ASSERT_TRUE(one_more->connect_to(rig.daemon->socket_path()));
+  int r = -ETIMEDOUT;
+  for (int i = 0; i < 10 && r == -ETIMEDOUT; ++i) {
+    rig.daemon->poll_control(1000);
+    r = one_more->finish_attach();
+  }
+  EXPECT_EQ(r, -EUSERS) << "the 65th is refused, and says why";
+  for (int i = 0; i < 64; ++i) EXPECT_EQ(rig.call(*apps[size_t(i)], command(abi::Op::kNop)).result, 0);
+  apps.clear();
+  for (int i = 0; i < 20 && rig.stat("apps.active") != 0; ++i) rig.daemon->poll_control(1000);
+  rig.turns(2);
+  EXPECT_EQ(rig.stat("apps.active"), 0u);
+  EXPECT_EQ(rig.stat("apps.regions"), 0u);
+}
+
 // ---- Who may attach (SHUNT_ALLOW) ----
 
 TEST(Allow, ParsesUsersGroupsAndAny) {

@@ -156,21 +156,24 @@ inline abi::Command command(abi::Op op, uint32_t slot = abi::kNoSlot, uint64_t c
 
 class DaemonRig {
  public:
-  explicit DaemonRig(uint32_t max_apps = 4) {
+  // small: regions of 16 slots and 16 KiB rings; else shuntd's own defaults.
+  explicit DaemonRig(uint32_t max_apps = 4, bool small = true) {
     char dir[] = "/tmp/shunt-daemon-test.XXXXXX";
     rundir = mkdtemp(dir);
     cfg.rundir = rundir;
     cfg.ip = kNicIp;
     cfg.prefix_len = 24;
     cfg.max_apps = max_apps;
-    cfg.slots_per_app = 16;
-    cfg.ring_size = 1 << 14;
-    cfg.queue_pairs = 2;
+    if (small) {
+      cfg.slots_per_app = 16;
+      cfg.ring_size = 1 << 14;
+      cfg.queue_pairs = 2;
+    }
     cfg.mode = PollMode::kBusy;
     EngineConfig ec;
     ec.mac = port.mac();
     ec.ip = kNicIp;
-    ec.staging_size = cfg.ring_size;
+    ec.staging_size = std::min<uint32_t>(cfg.ring_size, 1 << 16);
     ec.staging_buffers = 32;
     ec.max_connections = 256;
     engine = std::make_unique<Engine>(ec, port);
