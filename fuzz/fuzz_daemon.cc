@@ -193,7 +193,8 @@ done:
       if (rig.stat("apps.regions") < rig.cfg.max_apps) fail("a new application cannot attach");
       return 0;
     }
-  if (rig.call(*fresh, command(abi::Op::kNop)).result != 0) fail("a new application gets no answer");
+    if (rig.call(*fresh, command(abi::Op::kNop)).result != 0)
+      fail("a new application gets no answer");
     if (rig.stat("apps.regions") < rig.stat("apps.active")) fail("inconsistent application counts");
   }
   return 0;

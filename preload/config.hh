@@ -1,4 +1,4 @@
-// Environment configuration, read once (DESIGN.md 6: same names as `shunt run`).
+// Environment configuration, read once (README: same names as `shunt run` options).
 //   SHUNT_DISABLE=1   do nothing at all: every call goes to libc
 //   SHUNT_RUNDIR      directory of shuntd.sock (default /run/shunt)
 //   SHUNT_SPIN_US     spin budget before a blocking call sleeps (default 50)

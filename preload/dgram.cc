@@ -89,7 +89,8 @@ int shunt_connect(Socket& s, uint32_t slot, uint32_t ip_be, uint16_t port_be, ab
   return rt().call(cmd, c);
 }
 
-// The first send of an undecided socket decides it (DESIGN.md 3). s.mu held.
+// The first send of an undecided socket decides it (docs/architecture.md, Which
+// sockets). s.mu held.
 int decide_on_send(Socket& s, int fd, const sockaddr_in& dst) {
   if (s.mode.load(std::memory_order_acquire) != Mode::kCandidate) return 0;
   if (!nic_routes(dst.sin_addr.s_addr)) {

@@ -1,6 +1,6 @@
 // AF_INET datagram (UDP) sockets: the calls on a Socket with `datagram` set.
 //
-// Routing (DESIGN.md 3, as for TCP): bind to the NIC's address, or connect/sendto
+// Routing (docs/architecture.md, as for TCP): bind to the NIC's address, or connect/sendto
 // a destination the NIC routes, shunts the socket (an unbound socket is bound to
 // an ephemeral port first, like Linux's autobind); bind to the wildcard address
 // binds the kernel socket and the NIC with the same port (Mode::kDual) and

@@ -1,5 +1,5 @@
-// fd → object table: which fds are ours (STYLE 13: ownership by table lookup, never
-// by fd number or by "try ours, fall back on EBADF").
+// fd → object table: which fds are ours (docs/architecture.md, Conventions:
+// ownership by table lookup, never by fd number or by "try ours, fall back on EBADF").
 //
 // An array indexed by fd, in chunks of 4096 entries allocated on first use, up to
 // 2^20 fds. Lookups are lock-free: two acquire loads and a CAS on the object's

@@ -243,7 +243,8 @@ SHUNT_EXPORT ssize_t __recvfrom_chk(int fd, void* buf, size_t len, size_t buflen
 }
 
 // A connected stream socket ignores the destination (Linux tcp_sendmsg). A
-// datagram socket not decided yet is decided here (DESIGN.md 3).
+// datagram socket not decided yet is decided here (docs/architecture.md, Which
+// sockets).
 SHUNT_EXPORT ssize_t sendto(int fd, const void* buf, size_t len, int flags, const sockaddr* addr,
                             socklen_t alen) {
   if (auto s = socket_at(fd)) {

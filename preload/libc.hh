@@ -1,7 +1,7 @@
 // The real libc entry points, resolved once with dlsym(RTLD_NEXT).
 //
-// SHUNT_LIBC_SYMBOLS is the one list of interposed symbols (STYLE 13): the table of
-// real functions below and the wrappers in interpose.cc are both written from it.
+// SHUNT_LIBC_SYMBOLS is the one list of interposed symbols (docs/architecture.md,
+// Conventions): the table of real functions below and the wrappers in interpose.cc are both written from it.
 // Entries: X(return type, name, parameter types).
 #pragma once
 

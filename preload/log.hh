@@ -1,4 +1,4 @@
-// stderr logging that never disturbs errno (STYLE 12) and never allocates.
+// stderr logging that never disturbs errno  and never allocates.
 #pragma once
 
 #include "config.hh"

@@ -1,5 +1,5 @@
-// Which sockets go to shuntd (DESIGN.md 3). Pure functions of the NIC's address and
-// the call's arguments, so that tests pin the policy down.
+// Which sockets go to shuntd (docs/architecture.md, Which sockets). Pure functions of
+// the NIC's address and the call's arguments, so that tests pin the policy down.
 #pragma once
 
 #include <netinet/in.h>

@@ -133,7 +133,8 @@ int set_option(Socket& s, abi::SockOption opt, int64_t value) {
   return 0;
 }
 
-// Options set before the decision, applied to the fresh slot (DESIGN.md 3).
+// Options set before the decision, applied to the fresh slot
+// (docs/architecture.md, Which sockets).
 void replay_options(Socket& s) {
   for (uint32_t i = 1; i < uint32_t(abi::SockOption::kCount); ++i) {
     if (!(s.option_set & (1u << i))) continue;

@@ -5,8 +5,8 @@
 // kernel become kKernel and every call on them goes straight to libc.
 //
 // The fd the application holds is always a real kernel socket (the placeholder,
-// DESIGN.md 3). Its file status flags, close-on-exec flag and the options set on it
-// stay the kernel's; O_NONBLOCK is tracked here too because the data path must not
+// docs/architecture.md, Which sockets). Its file status flags, close-on-exec flag
+// and the options set on it stay the kernel's; O_NONBLOCK is tracked here too because the data path must not
 // ask the kernel.
 //
 // Threads: control operations (bind, listen, connect, options, shutdown) serialise

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # Two network namespaces joined by a veth pair: the reference "dedicated NIC" for
-# shunt on a machine without a spare one (see docs: RECIPES).
+# shunt on a machine without a spare one (README, Quick start).
 #
 #   source scripts/lib-netns.sh
 #   netns_up NAME [NET]     # NET: third octet of 198.18.NET.0/24, default 7

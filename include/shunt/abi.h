@@ -11,7 +11,8 @@
 //
 // Who writes what. Every field below names its single writer. The daemon treats
 // every app-written field as untrusted input: indices are masked before use and a
-// value that breaks an invariant disconnects that application (DESIGN.md 2.3).
+// value that breaks an invariant disconnects that application
+// (docs/architecture.md, Trust boundary).
 //
 // Ordering. Producers write payload, then publish the index with a release store;
 // consumers read the index with an acquire load, then the payload. Sleep/wake uses
@@ -180,7 +181,7 @@ static_assert(offsetof(SocketSlot, rx) == 2 * kCacheLine);
 // consumes it with one release store of tail. Records wrap around the ring's end
 // like stream bytes (ByteRing::copy_in/copy_out). A record whose len exceeds
 // kMaxDatagram or the bytes published is corrupt: the daemon disconnects an
-// application that writes one (DESIGN.md 2.3).
+// application that writes one (docs/architecture.md, Trust boundary).
 struct DgramHeader {
   uint16_t len;   // payload bytes, <= kMaxDatagram
   uint16_t port;  // network byte order

@@ -130,7 +130,7 @@ class ByteRing {
 
 // ---- Ends of a byte ring for a side that does not trust the other ----
 //
-// The daemon's view of a socket's rings (DESIGN.md 2.3: shared memory is untrusted).
+// The daemon's view of a socket's rings (docs/architecture.md, Trust boundary).
 // Its own index (the rx head it produces, the tx tail it consumes) lives in the
 // end, in the daemon's private memory, and is only ever stored to the shared line:
 // an application that overwrites it cannot move it. The other side's index is
@@ -153,7 +153,8 @@ class ProducerEnd {
   // head is read once, here.
   explicit ProducerEnd(const ByteRing& r, uint32_t* fault = nullptr)
       : ProducerEnd(r.indices(), r.bytes(), r.capacity(),
-                    r.valid() ? r.indices()->head.value.load(std::memory_order_relaxed) : 0, fault) {}
+                    r.valid() ? r.indices()->head.value.load(std::memory_order_relaxed) : 0,
+                    fault) {}
 
   bool valid() const { return idx_ != nullptr; }
   uint32_t capacity() const { return cap_; }
@@ -207,7 +208,8 @@ class ConsumerEnd {
         fault_(fault ? fault : &g_unwatched_ring_faults) {}
   explicit ConsumerEnd(const ByteRing& r, uint32_t* fault = nullptr)
       : ConsumerEnd(r.indices(), r.bytes(), r.capacity(),
-                    r.valid() ? r.indices()->tail.value.load(std::memory_order_relaxed) : 0, fault) {}
+                    r.valid() ? r.indices()->tail.value.load(std::memory_order_relaxed) : 0,
+                    fault) {}
 
   bool valid() const { return idx_ != nullptr; }
   uint32_t capacity() const { return cap_; }

@@ -1,5 +1,5 @@
 // The device layer: one DPDK port, one rx and one tx queue. The only code in
-// shunt that includes DPDK headers (DESIGN.md section 1).
+// shunt that includes DPDK headers (docs/architecture.md, Parts).
 #pragma once
 
 #include <cstdint>

@@ -1,4 +1,4 @@
-// A seeded fault injector for frames at the device boundary (DESIGN.md section 6):
+// A seeded fault injector for frames at the device boundary (docs/architecture.md):
 // drop, duplicate, corrupt, reorder and delay, in the spirit of smoltcp's
 // FaultInjector. The kernel's netem is not available everywhere; this is.
 //

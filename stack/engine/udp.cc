@@ -196,7 +196,7 @@ Drop Engine::input_fragment(std::span<const uint8_t> packet, Time now) {
              .payload = packet.subspan(ihl, total - ihl)};
   if (f.dst != cfg_.ip) return Drop::kIpNotForUs;
   if (f.src == cfg_.ip || f.src == 0xffffffff || (f.src >> 28) == 0xe) return Drop::kIpBadSource;
-  // Only UDP is reassembled (DESIGN.md 5): TCP segments fit the MSS we announce
+  // Only UDP is reassembled (docs/rfc-coverage.md): TCP segments fit the MSS we announce
   // and our ICMP echo replies are not fragmented on output.
   if (f.proto != kProtoUdp) return Drop::kIpFragment;
   bool complete = false;
@@ -287,7 +287,7 @@ int Engine::udp_send(UdpId id, uint32_t dst, uint16_t dport, std::span<const uin
   const uint16_t sport = udp_.socket(id).local_port;
   if (dst == cfg_.ip) {
     // To our own address: looped back inside the engine, as the kernel loops
-    // traffic to its own addresses (DESIGN.md 3), with the same socket lookup.
+    // traffic to its own addresses, with the same socket lookup.
     ++udp_.counters.datagrams_out;
     UdpId to = udp_.lookup(dport);
     if (to != kNoUdp) {

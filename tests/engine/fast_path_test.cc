@@ -1,5 +1,5 @@
 // Differential test of the ESTABLISHED fast path (header prediction, tcp_input.cc
-// fast_path) against the full RFC 9293 path (STYLE point 5): two engines, one with
+// fast_path) against the full RFC 9293 path (docs/architecture.md, Conventions): two engines, one with
 // EngineConfig::fast_path on and one with it off, get the same seeded random
 // sequence of peer segments, application calls and clock steps. After every step
 // both must have emitted the same frames (byte for byte), returned the same drop
