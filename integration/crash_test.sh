@@ -32,7 +32,7 @@ site=$IT_TMP/site
 export SHUNT_RUNDIR=$IT_TMP/run
 # memcached -u nobody drops to nobody before it opens its sockets.
 export SHUNT_ALLOW=user:nobody
-redis_pid= mc_pid= mc2_pid= probe_pid=
+redis_pid='' mc_pid='' mc2_pid='' probe_pid=''
 load_pids=()
 
 stop_all() {
@@ -58,6 +58,8 @@ for c in nginx wrk curl memcached memcslap redis-server redis-benchmark redis-cl
   command -v "$c" >/dev/null || { it_fail "$c needed (scripts/install-deps.sh)"; exit 1; }
 done
 it_need "$IT_SHUNT" "$IT_SHUNTD" "$IT_PRELOAD"
+# The interpreter itself, not a wrapper script (pyenv shim): its start-up is in the times.
+py=$(python3 -c 'import sys; print(sys.executable)')
 
 netns_up "$name" "$net"
 ip=$NETNS_SHUNT_IP
@@ -183,7 +185,7 @@ pre=$(stat_now)   # nginx and redis, no memcached yet
 
 t_mc1=$(now)
 start_memcached mc_pid
-if ! up=$("${in_kernel[@]}" python3 "$IT_TMP/mc_version.py" "$ip" 11211 "$t_mc1" 20); then
+if ! up=$("${in_kernel[@]}" "$py" "$IT_TMP/mc_version.py" "$ip" 11211 "$t_mc1" 20); then
   it_fail "memcached answers version on $ip:11211"
   show_logs
   exit 1
@@ -216,7 +218,7 @@ it_check "memcached's footprint: one application, one region, >= 1 socket" \
 # ---- the loads
 # (no timeout(1) around what the test kills: the kill must reach the program itself;
 # the probe times itself out, and netns_down ends whatever is left)
-"${in_kernel[@]}" python3 "$IT_TMP/mc_probe.py" "$ip" 11211 "$IT_TMP/probe.out" &
+"${in_kernel[@]}" "$py" "$IT_TMP/mc_probe.py" "$ip" 11211 "$IT_TMP/probe.out" &
 probe_pid=$!
 for ((i = 0; i < 50; i++)); do
   grep -q '^ready' "$IT_TMP/probe.out" 2>/dev/null && break
@@ -318,10 +320,11 @@ counts() {
 }
 # What nginx and redis hold above their idle share is their loads' connections.
 for (( ; ; )); do
+  mapfile -t live < <(live_pids "$nginx_master" "$nginx_worker" "$redis_pid")
   s1=$(stat_now)
   dt_s1=$(secs_since "$t_kill")
   counts "$s1" $((base_daemon_sockets - fp_daemon_sockets)) $((base_daemon_slots - fp_daemon_slots)) \
-    $((base_held - mc_fp_held)) $((base_apps_regions - fp_apps_regions)) $(live_pids "$nginx_master" "$nginx_worker" "$redis_pid") && break
+    $((base_held - mc_fp_held)) $((base_apps_regions - fp_apps_regions)) "${live[@]}" && break
   le "$dt_s1" 2 || break
   sleep 0.05
 done
@@ -329,7 +332,7 @@ it_log "after the kill (${dt_s1} s): apps.active $(val apps.active "$s1") apps.r
 it_check "shunt stat within 2 s of the kill shows memcached gone (${dt_s1} s)" le "$dt_s1" 2
 it_check "killed memcached no longer attached" test "$(val "app.$old_mc.comm" "$s1")" = missing
 counts "$s1" $((base_daemon_sockets - fp_daemon_sockets)) $((base_daemon_slots - fp_daemon_slots)) \
-  $((base_held - mc_fp_held)) $((base_apps_regions - fp_apps_regions)) check $(live_pids "$nginx_master" "$nginx_worker" "$redis_pid")
+  $((base_held - mc_fp_held)) $((base_apps_regions - fp_apps_regions)) check "${live[@]}"
 
 # memcslap has lost its server; it must not reconnect to the new one.
 kill -KILL "$slap_pid" 2>/dev/null
@@ -338,26 +341,31 @@ wait "$slap_pid" 2>/dev/null
 # ---- a new memcached on the same port
 t_mc2=$(now)
 start_memcached mc2_pid
-if up=$("${in_kernel[@]}" python3 "$IT_TMP/mc_version.py" "$ip" 11211 "$t_mc2" 5); then
+if up=$("${in_kernel[@]}" "$py" "$IT_TMP/mc_version.py" "$ip" 11211 "$t_mc2" 5); then
   it_log "new memcached (pid $mc2_pid) answered version ${up%% *} s after its start, $(secs_since "$t_kill") s after the kill"
   it_check "new memcached answers version within 2 s of its start (${up%% *} s)" le "${up%% *}" 2
 else
   it_fail "new memcached answers version within 2 s of its start (nothing in 5 s)"
 fi
 it_check "new memcached still runs (bound its port)" alive "$mc2_pid"
+if ! alive "$mc2_pid"; then
+  echo "---- memcached.log" >&2
+  cat "$IT_TMP/memcached.log" >&2
+  tail -n 20 "$SHUNT_RUNDIR/shuntd.log" >&2
+fi
 for (( ; ; )); do
+  mapfile -t live < <(live_pids "$nginx_master" "$nginx_worker" "$redis_pid" "$mc2_pid")
   s2=$(stat_now)
   dt_s2=$(secs_since "$t_mc2")
   counts "$s2" "$base_daemon_sockets" "$base_daemon_slots" "$base_held" "$base_apps_regions" \
-    $(live_pids "$nginx_master" "$nginx_worker" "$redis_pid" "$mc2_pid") && break
+    "${live[@]}" && break
   le "$dt_s2" 2 || break
   sleep 0.05
 done
 it_log "after the restart ($(secs_since "$t_kill") s after the kill, ${dt_s2} s after the start): apps.active $(val apps.active "$s2") apps.regions $(val apps.regions "$s2") daemon.sockets $(val daemon.sockets "$s2") daemon.slots $(val daemon.slots "$s2") (apps: $(apps_list "$s2"))"
 mc2_held=$(($(val "app.$mc2_pid.sockets" "$s2") + $(val "app.$mc2_pid.closing" "$s2")))
 it_check "new memcached's footprint $mc2_held = the old one's $mc_fp_held" test "$mc2_held" = "$mc_fp_held"
-counts "$s2" "$base_daemon_sockets" "$base_daemon_slots" "$base_held" "$base_apps_regions" check \
-  $(live_pids "$nginx_master" "$nginx_worker" "$redis_pid" "$mc2_pid")
+counts "$s2" "$base_daemon_sockets" "$base_daemon_slots" "$base_held" "$base_apps_regions" check "${live[@]}"
 
 # ---- the other loads finish cleanly
 wait "$wrk_pid"
@@ -417,6 +425,6 @@ if [[ $(val daemon.sockets "$s3") != "$base_daemon_sockets" ]]; then
 fi
 it_check "nginx still answers" "${in_kernel[@]}" curl -sS -o /dev/null --fail --max-time 5 "http://$ip/1k.bin"
 it_check "redis still answers PING" test "$("${in_kernel[@]}" timeout 5 redis-cli -h "$ip" -p 6379 ping 2>&1)" = PONG
-it_check "new memcached answers version" "${in_kernel[@]}" python3 "$IT_TMP/mc_version.py" "$ip" 11211 "$(now)" 3 >/dev/null
+it_check "new memcached answers version" "${in_kernel[@]}" "$py" "$IT_TMP/mc_version.py" "$ip" 11211 "$(now)" 3 >/dev/null
 it_check "shuntd logged memcached's end" grep -q "detached pid $old_mc (memcached" "$SHUNT_RUNDIR/shuntd.log"
 ((it_failures == 0)) || show_logs

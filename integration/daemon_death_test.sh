@@ -29,7 +29,7 @@ net=${SHUNT_TEST_NET:-72}
 name=shunt-it-ddeath-$$
 ksite=$IT_TMP/ksite
 export SHUNT_RUNDIR=$IT_TMP/run
-curl_pid= server_pid= idle_pid= client_pid=
+curl_pid='' server_pid='' idle_pid='' client_pid=''
 
 stop_all() {
   local p
@@ -338,6 +338,7 @@ accepted=$(val tcp.connections_accepted "$st")
 it_check "c. new daemon (pid $dpid) counts the accept (tcp.connections_accepted $accepted >= 1)" test "${accepted/missing/0}" -ge 1
 it_check "c. new daemon has the server (pid $server_pid) attached" test "$(val "app.$server_pid.comm" "$st")" != missing
 it_check "c. shuntd logged the server's re-attach" grep -q "attached pid $server_pid" "$SHUNT_RUNDIR/shuntd.log"
+it_log "c. server's stderr (libshunt.so): $(tr '\n' '|' <"$IT_TMP/server.err")"
 sleep 0.3
 it_log "b/c. idle kernel client of 7000 after the new daemon came up: $(tail -n 1 "$IT_TMP/idle-client.log")"
 
@@ -360,10 +361,10 @@ else
 fi
 it_check "d. shuntd logged its stop" grep -q 'stopping: FIN on every connection' "$SHUNT_RUNDIR/shuntd.log"
 wait_line "$IT_TMP/server.log" 'recv7001|exit' 3 >/dev/null
-it_log "d. server: $(grep -E 'recv7001|exit' "$IT_TMP/server.log" | cut -d' ' -f2- | tr '\n' ';')"
+it_log "d. server after the stop: $(awk -v t0="$t_stop" '/recv7001|exit/ { printf "%s%+.3f s:", sep, $1 - t0; for (i = 2; i <= NF; i++) printf " %s", $i; sep = "; " }' "$IT_TMP/server.log")"
 kill -KILL "$server_pid" "$idle_pid" "$client_pid" 2>/dev/null
 wait "$server_pid" "$idle_pid" "$client_pid" 2>/dev/null
-server_pid= idle_pid= client_pid=
+server_pid='' idle_pid='' client_pid=''
 cp "$SHUNT_RUNDIR/shuntd.log" "$SHUNT_RUNDIR/shuntd.log.d"
 
 # ---- e. one daemon per NIC, one per run directory
