@@ -11,10 +11,12 @@
 //   truncate  ftruncate of the memfd (via /proc/self/map_files) to 0 and to a
 //             larger size, both of which must fail with EPERM (sealed), then a
 //             fallocate(PUNCH_HOLE) over the whole file, which zeroes it
-// then keeps making socket calls (bind, listen, connect to KERNEL_IP:9) for
-// POKE_SECONDS (default 3, at most 10), and exits 0 (also when a call hangs: an alarm
-// ends the program 0.5 s after the poking should have ended). Its own library state is garbage by then: it may crash or hang
-// (the test bounds it); what matters is the daemon and the other applications.
+// (queues: 16 * sizeof(QueuePair) = 16 * (2 * 128 + 2 * 256 * 64) bytes, taken from
+// the header when it says more than 16 * (256 * 128 + 128)), then keeps making socket
+// calls (bind, listen, connect to KERNEL_IP:9) for POKE_SECONDS (default 3, at most
+// 10) and exits 0, also when a call hangs: an alarm ends the program 0.5 s after the
+// poking should have ended. Its own library state is garbage by then: it may crash
+// or hang (the test bounds it); what matters is the daemon and the other applications.
 //
 // Exit status: 0 attack made; 2 usage; 3 no shunted socket or no region found (the
 // attack could not be made); 4 truncate: a seal did not hold (the memfd changed size).
@@ -39,7 +41,7 @@ namespace {
 
 // The region's header as far as this program reads it (include/shunt/abi.h).
 constexpr uint64_t kHeaderSize = 256;
-constexpr uint64_t kQueueAreaGuess = 16ull * (256 * 128 + 128);  // the brief's size
+constexpr uint64_t kQueueAreaGuess = 16ull * (256 * 128 + 128);  // a floor; the header's figure wins
 
 uint64_t g_rng = 0x9e3779b97f4a7c15ull;
 uint64_t next_random() {  // xorshift64*: fast enough for a 2 GiB region

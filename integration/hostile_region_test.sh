@@ -94,7 +94,7 @@ made=0 daemon_dead=0 curl_fail=0 seal_fail=0 times=
 declare -A outcome=()
 pids=()
 start=$SECONDS
-for ((i = 0; i < attacks; i++)); do
+for ((i = 0; i < attacks && SECONDS - start < 120; i++)); do
   kind=${kinds[i % 4]}
   p=$poke
   [[ $kind == truncate ]] && p=$poke_truncate
@@ -107,8 +107,9 @@ for ((i = 0; i < attacks; i++)); do
   times+="$kind:$took "
   outcome[$kind.$rc]=$((${outcome[$kind.$rc]:-0} + 1))
   # Made: the program found its region and started writing (a timeout later on
-  # leaves the attack made).
-  if grep -q "^hostile_app: attack $kind starts" <<<"$out"; then
+  # leaves the attack made); truncate writes with its punched hole.
+  if grep -q "^hostile_app: attack $kind starts" <<<"$out" &&
+    { [[ $kind != truncate ]] || grep -q '^hostile_app: fallocate(PUNCH_HOLE.*succeeded' <<<"$out"; }; then
     made=$((made + 1))
     pids[i]=$(sed -n 's/^hostile_app: pid \([0-9]*\) attached.*/\1/p' <<<"$out")
   else
@@ -124,7 +125,7 @@ for ((i = 0; i < attacks; i++)); do
       echo "$out" >&2
     fi
   fi
-  if ((i < 4)); then sed 's/^/    /' <<<"$out"; fi
+  if ((i < 4)); then sed 's/^/    /' "$IT_TMP/attack-$i.out"; fi
   if ! kill -0 "$daemon_pid" 2>/dev/null; then
     it_fail "shuntd (pid $daemon_pid) died during attack $i ($kind)"
     daemon_dead=1

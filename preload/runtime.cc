@@ -332,18 +332,30 @@ void Runtime::kick(Region& r) {
   }
 }
 
+// The command queue is full: wake the daemon and give it a moment. A queue that
+// stays full may mean the daemon is gone (or cut us off, leaving our region as
+// it was): the control socket says so, and then the caller gives up.
+bool Runtime::wait_for_room(Region& r) {
+  uint64_t one = 1;
+  ssize_t w = libc().write(r.daemon_bell, &one, sizeof one);
+  (void)w;
+  if (r.ctl_fd < 0) {
+    sched_yield();
+  } else {
+    pollfd p{r.ctl_fd, POLLRDHUP, 0};
+    if (libc().poll(&p, 1, 1) > 0 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR))) set_gone(r);
+  }
+  return !r.gone.load(std::memory_order_acquire);
+}
+
 void Runtime::post(abi::Command cmd) {
   Region* r = region();
   if (r == nullptr || !attached() || r->gone.load(std::memory_order_acquire)) return;
   QpLease lease(*r, epoch());
   abi::EntryRing<abi::Command> sq(&lease.qp()->sq_idx, lease.qp()->sq, abi::kQueueDepth);
   cmd.cookie = g_cookie.fetch_add(1, std::memory_order_relaxed);
-  while (!sq.push(cmd)) {  // full: the daemon is behind; make sure it is awake
-    uint64_t one = 1;
-    ssize_t w = libc().write(r->daemon_bell, &one, sizeof one);
-    (void)w;
-    if (r->gone.load(std::memory_order_acquire)) return;
-    sched_yield();
+  while (!sq.push(cmd)) {  // full: the daemon is behind
+    if (!wait_for_room(*r)) return;
   }
   kick(*r);
 }
@@ -357,11 +369,7 @@ int Runtime::call(abi::Command cmd, abi::Completion* out) {
   abi::EntryRing<abi::Completion> cq(&qp->cq_idx, qp->cq, abi::kQueueDepth);
   cmd.cookie = g_cookie.fetch_add(1, std::memory_order_relaxed);
   while (!sq.push(cmd)) {
-    uint64_t one = 1;
-    ssize_t w = libc().write(r->daemon_bell, &one, sizeof one);
-    (void)w;
-    if (r->gone.load(std::memory_order_acquire)) return -ENETDOWN;
-    sched_yield();
+    if (!wait_for_room(*r)) return -ENETDOWN;
   }
   kick(*r);
   for (;;) {

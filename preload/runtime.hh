@@ -167,6 +167,7 @@ class Runtime {
   static constexpr int64_t kReattachEvery = 200 * 1000000;  // ns
   bool attach_locked(bool warn);
   bool reattach();
+  bool wait_for_room(Region& r);
   void fork_child_attach();
   void fork_child_done();
   bool connect_and_map(Region* out, int* ctl_fd, char* why, size_t why_len);
