@@ -216,7 +216,7 @@ int main(int argc, char** argv) {
       }
     }
   } else if (strcmp(attack, "queues") == 0) {
-    // The queue area: the brief's size, or the header's own if that is larger.
+    // The queue area: the floor above, or the header's own figure if larger.
     uint64_t len = kQueueAreaGuess;
     if (queues_offset == kHeaderSize && slots_offset > kHeaderSize &&
         slots_offset - kHeaderSize > len)
