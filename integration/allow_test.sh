@@ -35,7 +35,7 @@ server_pid=
 py=/usr/bin/python3
 
 stop_daemon() {
-  if [[ -S $SHUNT_RUNDIR/shuntd.sock ]]; then timeout 15 "$IT_SHUNT" stop >/dev/null 2>&1; fi
+  it_stop_shuntd
 }
 stop_all() {
   if [[ -n $server_pid ]]; then kill "$server_pid" 2>/dev/null; fi

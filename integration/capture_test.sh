@@ -43,7 +43,7 @@ stop_all() {
   stop_capture
   nginx_stop "$shunt_site"
   nginx_stop "$kernel_site"
-  if [[ -S $SHUNT_RUNDIR/shuntd.sock ]]; then timeout 15 "$IT_SHUNT" stop >/dev/null; fi
+  it_stop_shuntd
   netns_down "$name"
 }
 it_cleanup_hooks+=(stop_all)

@@ -41,7 +41,7 @@ stop_all() {
     kill -KILL "$p" 2>/dev/null
   done
   nginx_stop "$site"
-  if [[ -S $SHUNT_RUNDIR/shuntd.sock ]]; then timeout 15 "$IT_SHUNT" stop >/dev/null 2>&1; fi
+  it_stop_shuntd
   netns_down "$name"
 }
 show_logs() {

@@ -34,7 +34,7 @@ curl_pid='' server_pid='' idle_pid='' client_pid=''
 stop_all() {
   local p
   for p in $curl_pid $server_pid $idle_pid $client_pid; do kill -KILL "$p" 2>/dev/null; done
-  if [[ -S $SHUNT_RUNDIR/shuntd.sock ]]; then timeout 15 "$IT_SHUNT" stop >/dev/null 2>&1; fi
+  it_stop_shuntd
   nginx_stop "$ksite"
   netns_down "$name"
 }

@@ -70,3 +70,21 @@ it_need() {
   done
   ((missing == 0)) || exit 1
 }
+
+# it_stop_shuntd: stops the daemon answering on $SHUNT_RUNDIR, if one does.
+it_stop_shuntd() {
+  if [[ -S $SHUNT_RUNDIR/shuntd.sock ]]; then timeout 15 "$IT_SHUNT" stop >/dev/null 2>&1; fi
+  return 0
+}
+
+# it_show_logs LINES [FILE...]: the last LINES of each FILE and of shuntd's log, on
+# stderr (for a failing test).
+it_show_logs() {
+  local lines=$1 f
+  shift
+  for f in "$@" "${SHUNT_RUNDIR:-/nonexistent}/shuntd.log"; do
+    [[ -f $f ]] || continue
+    echo "---- $f" >&2
+    tail -n "$lines" "$f" >&2
+  done
+}

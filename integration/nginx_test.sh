@@ -24,19 +24,10 @@ export SHUNT_RUNDIR=$IT_TMP/run
 
 stop_all() {
   nginx_stop "$site"
-  if [[ $mode == shunt && -S $SHUNT_RUNDIR/shuntd.sock ]]; then
-    timeout 15 "$IT_SHUNT" stop
-  fi
+  it_stop_shuntd
   netns_down "$name"
 }
-show_logs() {
-  echo "---- nginx error.log" >&2
-  tail -n 30 "$site/error.log" >&2 2>/dev/null
-  if [[ -f $SHUNT_RUNDIR/shuntd.log ]]; then
-    echo "---- shuntd.log" >&2
-    tail -n 50 "$SHUNT_RUNDIR/shuntd.log" >&2
-  fi
-}
+show_logs() { it_show_logs 50 "$site/error.log"; }
 it_cleanup_hooks+=(stop_all)
 
 command -v nginx curl wrk sha256sum >/dev/null || { it_fail "nginx, curl, wrk, sha256sum needed (scripts/install-deps.sh)"; exit 1; }

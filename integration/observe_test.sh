@@ -37,17 +37,10 @@ stop_all() {
   if [[ -n $wrk_pid ]]; then kill "$wrk_pid" 2>/dev/null; fi
   if [[ -n $capture_pid ]]; then kill "$capture_pid" 2>/dev/null; fi
   nginx_stop "$site"
-  if [[ -S $SHUNT_RUNDIR/shuntd.sock ]]; then timeout 15 "$IT_SHUNT" stop >/dev/null 2>&1; fi
+  it_stop_shuntd
   netns_down "$name"
 }
-show_logs() {
-  echo "---- nginx error.log" >&2
-  tail -n 20 "$site/error.log" >&2 2>/dev/null
-  if [[ -f $SHUNT_RUNDIR/shuntd.log ]]; then
-    echo "---- shuntd.log" >&2
-    tail -n 30 "$SHUNT_RUNDIR/shuntd.log" >&2
-  fi
-}
+show_logs() { it_show_logs 30 "$site/error.log"; }
 it_cleanup_hooks+=(stop_all)
 
 if ! command -v nginx curl wrk tshark getconf >/dev/null || [[ ! -x $py ]]; then

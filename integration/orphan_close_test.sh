@@ -28,7 +28,7 @@ memcached_pid=
 stop_all() {
   if [[ -n $memcached_pid ]]; then kill "$memcached_pid" 2>/dev/null; fi
   nginx_stop "$site"
-  if [[ -S $SHUNT_RUNDIR/shuntd.sock ]]; then timeout 15 "$IT_SHUNT" stop >/dev/null 2>&1; fi
+  it_stop_shuntd
   netns_down "$name"
 }
 show_logs() {

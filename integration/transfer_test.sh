@@ -47,17 +47,10 @@ size=$((64 * 1024 * 1024))
 
 stop_all() {
   nginx_stop "$site"
-  if [[ -S $SHUNT_RUNDIR/shuntd.sock ]]; then timeout 15 "$IT_SHUNT" stop >/dev/null; fi
+  it_stop_shuntd
   netns_down "$name"
 }
-show_logs() {
-  echo "---- nginx error.log" >&2
-  tail -n 20 "$site/error.log" >&2 2>/dev/null
-  if [[ -f $SHUNT_RUNDIR/shuntd.log ]]; then
-    echo "---- shuntd.log" >&2
-    tail -n 30 "$SHUNT_RUNDIR/shuntd.log" >&2
-  fi
-}
+show_logs() { it_show_logs 30 "$site/error.log"; }
 it_cleanup_hooks+=(stop_all)
 
 command -v nginx curl sha256sum nft >/dev/null || { it_fail "nginx, curl, sha256sum, nft needed (scripts/install-deps.sh)"; exit 1; }

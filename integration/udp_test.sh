@@ -30,7 +30,7 @@ server_pid=
 
 stop_all() {
   if [[ -n $server_pid ]]; then kill "$server_pid" 2>/dev/null; fi
-  if [[ -S $SHUNT_RUNDIR/shuntd.sock ]]; then timeout 15 "$IT_SHUNT" stop >/dev/null 2>&1; fi
+  it_stop_shuntd
   netns_down "$name"
 }
 show_logs() {
