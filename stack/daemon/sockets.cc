@@ -188,15 +188,9 @@ int SocketTable::do_connect(uint32_t app, const abi::Command& cmd, Time now,
   if (dst == 0 || dport == 0) return -ECONNREFUSED;
   // Loopback through the stack itself is not in this version.
   if (dst == nic_.ip) return -ENETUNREACH;
-  uint32_t slot = cmd.slot;
-  if (slot == abi::kNoSlot) {
-    abi::Command bind_cmd = cmd;
-    bind_cmd.ip = 0;
-    bind_cmd.port = 0;
-    abi::Completion tmp{};
-    if (int rc = do_bind(app, bind_cmd, &tmp); rc != 0) return rc;
-    slot = tmp.slot;
-  }
+  int rc = 0;
+  uint32_t slot = slot_to_connect(app, cmd, /*udp=*/false, &rc);
+  if (rc != 0) return rc;
   uint32_t s = socket_of(app, slot);
   Socket& sock = sockets_[s];
   if (sock.kind == Kind::kConn) return -EISCONN;
@@ -204,8 +198,8 @@ int SocketTable::do_connect(uint32_t app, const abi::Command& cmd, Time now,
   AppRegion& region = apps_.app(app).region;
   region.reset_slot(slot, abi::SlotState::kConnecting);
   ConnId c;
-  int rc = engine_.connect(sock.port, dst, dport, region.rx_end(slot), region.tx_end(slot),
-                           uint64_t(s) + 1, now, &c);
+  rc = engine_.connect(sock.port, dst, dport, region.rx_end(slot), region.tx_end(slot),
+                       uint64_t(s) + 1, now, &c);
   if (rc != 0) {
     region.reset_slot(slot, abi::SlotState::kBound);
     return rc;
@@ -221,6 +215,18 @@ int SocketTable::do_connect(uint32_t app, const abi::Command& cmd, Time now,
   out->remote_ip = cmd.ip;
   out->remote_port = cmd.port;
   return 0;
+}
+
+// The slot a connect names, or (kNoSlot: connect without bind) a fresh one bound
+// to an ephemeral port, as the kernel autobinds.
+uint32_t SocketTable::slot_to_connect(uint32_t app, const abi::Command& cmd, bool udp, int* rc) {
+  if (cmd.slot != abi::kNoSlot) return cmd.slot;
+  abi::Command bind_cmd = cmd;
+  bind_cmd.ip = 0;
+  bind_cmd.port = 0;
+  abi::Completion tmp{};
+  *rc = udp ? do_udp_bind(app, bind_cmd, &tmp) : do_bind(app, bind_cmd, &tmp);
+  return tmp.slot;
 }
 
 int SocketTable::do_accept(uint32_t app, const abi::Command& cmd, abi::Completion* out) {

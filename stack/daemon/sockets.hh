@@ -88,6 +88,7 @@ class SocketTable {
   int do_listen(uint32_t app, uint32_t slot, int backlog);
   int do_connect(uint32_t app, const abi::Command& cmd, Time now, abi::Completion* out);
   int do_accept(uint32_t app, const abi::Command& cmd, abi::Completion* out);
+  uint32_t slot_to_connect(uint32_t app, const abi::Command& cmd, bool udp, int* rc);
   void do_close(uint32_t app, uint32_t slot, Time now);
   int do_shutdown(uint32_t app, uint32_t slot, int how);
   void do_tx_ready(uint32_t app, uint32_t slot, Time now);

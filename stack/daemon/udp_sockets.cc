@@ -60,15 +60,9 @@ int SocketTable::do_udp_bind(uint32_t app, const abi::Command& cmd, abi::Complet
 }
 
 int SocketTable::do_udp_connect(uint32_t app, const abi::Command& cmd, abi::Completion* out) {
-  uint32_t slot = cmd.slot;
-  if (slot == abi::kNoSlot) {
-    abi::Command bind_cmd = cmd;
-    bind_cmd.ip = 0;
-    bind_cmd.port = 0;
-    abi::Completion tmp{};
-    if (int rc = do_udp_bind(app, bind_cmd, &tmp); rc != 0) return rc;
-    slot = tmp.slot;
-  }
+  int rc = 0;
+  uint32_t slot = slot_to_connect(app, cmd, /*udp=*/true, &rc);
+  if (rc != 0) return rc;
   uint32_t s = socket_of(app, slot);
   Socket& sock = sockets_[s];
   if (sock.kind != Kind::kUdp) return -EINVAL;

@@ -48,6 +48,32 @@ class DaemonTest : public ::testing::Test {
   }
   TcpState remote_state(ConnId c) const { return rig_.remote->tcb(c).state; }
 
+  // An application serving one connection from the remote host.
+  struct Served {
+    std::unique_ptr<TestApp> app;
+    uint32_t listener = 0, slot = 0;
+    PlainRings rings;
+    ConnId remote = kInvalidId;
+  };
+  std::unique_ptr<Served> serve_one() {
+    auto s = std::make_unique<Served>();
+    s->app = rig_.attach();
+    EXPECT_TRUE(s->app);
+    if (!s->app) return s;
+    s->listener = listen_on(*s->app);
+    s->slot = accept_one(*s->app, s->listener, s->rings, &s->remote);
+    return s;
+  }
+  // The remote host sends text; true once the application's rx ring holds it all.
+  bool remote_sends(Served& s, const std::string& text) {
+    uint32_t before = s.app->rx(s.slot).readable();
+    s.rings.tx().write(text.data(), uint32_t(text.size()));
+    rig_.remote->tx_ready(s.remote);
+    for (int i = 0; i < 50 && s.app->rx(s.slot).readable() < before + text.size(); ++i)
+      rig_.turn();
+    return s.app->rx(s.slot).readable() == before + text.size();
+  }
+
   DaemonRig rig_;
 };
 
@@ -68,17 +94,13 @@ TEST_F(DaemonTest, AttachHandsOverASealedRegionLaidOut) {
 }
 
 TEST_F(DaemonTest, ListenAcceptAndMoveBytesBothWays) {
-  auto app = rig_.attach();
-  ASSERT_TRUE(app);
-  uint32_t l = listen_on(*app);
-  PlainRings rings;
-  ConnId rc;
-  uint32_t s = accept_one(*app, l, rings, &rc);
+  auto srv = serve_one();
+  ASSERT_TRUE(srv->app);
+  TestApp* app = srv->app.get();
+  uint32_t s = srv->slot;
+  PlainRings& rings = srv->rings;
   EXPECT_EQ(app->slot(s)->state.load(), uint32_t(abi::SlotState::kConnected));
-  // Remote -> app.
-  rings.tx().write("hello", 5);
-  rig_.remote->tx_ready(rc);
-  for (int i = 0; i < 50 && app->rx(s).readable() < 5; ++i) rig_.turn();
+  ASSERT_TRUE(remote_sends(*srv, "hello"));
   char buf[16] = {};
   ASSERT_EQ(app->rx(s).read(buf, sizeof buf), 5u);
   EXPECT_STREQ(buf, "hello");
@@ -113,13 +135,10 @@ TEST_F(DaemonTest, BadSlotsAndOpsAreAnsweredNotFatal) {
 }
 
 TEST_F(DaemonTest, CorruptQueueHeadCutsOffThatApplicationOnly) {
-  auto good = rig_.attach();
+  auto srv = serve_one();
   auto bad = rig_.attach();
-  ASSERT_TRUE(good && bad);
-  uint32_t l = listen_on(*good);
-  PlainRings rings;
-  ConnId rc;
-  uint32_t s = accept_one(*good, l, rings, &rc);
+  ASSERT_TRUE(srv->app && bad);
+  TestApp* good = srv->app.get();
   uint32_t bl = listen_on(*bad, 8080);
   (void)bl;
   bad->qp()->sq_idx.head.value.store(bad->qp()->sq_idx.tail.value.load() + 100000);
@@ -129,11 +148,7 @@ TEST_F(DaemonTest, CorruptQueueHeadCutsOffThatApplicationOnly) {
   EXPECT_EQ(rig_.stat("violation.command_queue_head"), 1u);
   EXPECT_EQ(rig_.stat("apps.active"), 1u);
   EXPECT_EQ(rig_.stat("apps.regions"), 1u) << "its region is released at once";
-  // The other application's connection still works.
-  rings.tx().write("ping", 4);
-  rig_.remote->tx_ready(rc);
-  for (int i = 0; i < 50 && good->rx(s).readable() < 4; ++i) rig_.turn();
-  EXPECT_EQ(good->rx(s).readable(), 4u);
+  EXPECT_TRUE(remote_sends(*srv, "ping")) << "the other application's connection still works";
   // And the offender's port is free again.
   abi::Command b = command(abi::Op::kBind);
   b.ip = htonl(kNicIp);
@@ -152,12 +167,11 @@ TEST_F(DaemonTest, OverwrittenHeaderIsFound) {
 }
 
 TEST_F(DaemonTest, RingIndexOutOfRangeResetsTheConnections) {
-  auto app = rig_.attach();
-  ASSERT_TRUE(app);
-  uint32_t l = listen_on(*app);
-  PlainRings rings;
-  ConnId rc;
-  uint32_t s = accept_one(*app, l, rings, &rc);
+  auto srv = serve_one();
+  ASSERT_TRUE(srv->app);
+  TestApp* app = srv->app.get();
+  uint32_t s = srv->slot;
+  ConnId rc = srv->remote;
   rig_.turns(5);
   ASSERT_EQ(remote_state(rc), TcpState::kEstablished);
   // A tx head a million bytes past the tail in a 16 KiB ring.
@@ -173,17 +187,11 @@ TEST_F(DaemonTest, RingIndexOutOfRangeResetsTheConnections) {
 }
 
 TEST_F(DaemonTest, RxTailAheadOfHeadIsAFault) {
-  auto app = rig_.attach();
-  ASSERT_TRUE(app);
-  uint32_t l = listen_on(*app);
-  PlainRings rings;
-  ConnId rc;
-  uint32_t s = accept_one(*app, l, rings, &rc);
-  app->slot(s)->rx.tail.value.store(777);  // consumed bytes that never came
-  rings.tx().write("x", 1);
-  rig_.remote->tx_ready(rc);
-  rig_.turns(5);
-  EXPECT_TRUE(app->hung_up());
+  auto srv = serve_one();
+  ASSERT_TRUE(srv->app);
+  srv->app->slot(srv->slot)->rx.tail.value.store(777);  // consumed bytes that never came
+  EXPECT_FALSE(remote_sends(*srv, "x"));
+  EXPECT_TRUE(srv->app->hung_up());
   EXPECT_EQ(rig_.stat("violation.ring_indices"), 1u);
 }
 
@@ -296,12 +304,8 @@ TEST_F(DaemonTest, InheritNeedsThePlaceholdersInode) {
 // Whatever an application writes into its region and its queues, the daemon
 // stays up and keeps serving the others (the fuzz target does this at length).
 TEST_F(DaemonTest, RandomRegionContentsNeverHurtTheDaemon) {
-  auto good = rig_.attach();
-  ASSERT_TRUE(good);
-  uint32_t l = listen_on(*good);
-  PlainRings rings;
-  ConnId rc;
-  uint32_t s = accept_one(*good, l, rings, &rc);
+  auto srv = serve_one();
+  ASSERT_TRUE(srv->app);
   std::mt19937_64 rng(7);
   for (int round = 0; round < 20; ++round) {
     auto bad = rig_.attach();
@@ -317,11 +321,8 @@ TEST_F(DaemonTest, RandomRegionContentsNeverHurtTheDaemon) {
     }
     rig_.turns(1100);
   }
-  rings.tx().write("still", 5);
-  rig_.remote->tx_ready(rc);
-  for (int i = 0; i < 50 && good->rx(s).readable() < 5; ++i) rig_.turn();
-  EXPECT_EQ(good->rx(s).readable(), 5u);
-  EXPECT_FALSE(good->hung_up());
+  EXPECT_TRUE(remote_sends(*srv, "still"));
+  EXPECT_FALSE(srv->app->hung_up());
 }
 
 // 64 applications at once, each with a region of the size shuntd really uses
