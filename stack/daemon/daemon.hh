@@ -12,7 +12,6 @@
 
 #include <atomic>
 #include <cstdint>
-#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -23,17 +22,11 @@
 #include "daemon/port.hh"
 #include "daemon/region.hh"
 #include "daemon/sockets.hh"
+#include "daemon/stats_snapshot.hh"
 #include "engine/engine.hh"
 #include "shunt/control.h"
 
 namespace shunt {
-
-// The counters as "name value" lines, refreshed by the loop now and then, for
-// readers on other threads (DPDK telemetry).
-struct StatsSnapshot {
-  std::mutex mu;
-  std::string text;
-};
 
 class Daemon {
  public:

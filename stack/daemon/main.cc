@@ -7,10 +7,10 @@
 
 #include "daemon/config.hh"
 #include "daemon/daemon.hh"
-#include "daemon/device.hh"
+#include "device/device.hh"
 #include "daemon/instance.hh"
 #include "daemon/log.hh"
-#include "daemon/telemetry.hh"
+#include "device/telemetry.hh"
 
 namespace {
 shunt::Daemon* g_daemon = nullptr;

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "daemon/daemon.hh"
+#include "daemon/log.hh"
 #include "daemon/memory_port.hh"
 #include "shunt/control.h"
 #include "shunt/ring.h"
@@ -158,6 +159,7 @@ class DaemonRig {
  public:
   // small: regions of 16 slots and 16 KiB rings; else shuntd's own defaults.
   explicit DaemonRig(uint32_t max_apps = 4, bool small = true) {
+    if (g_log_level > 0) g_log_level = 0;  // attach/detach lines would drown the test's output
     char dir[] = "/tmp/shunt-daemon-test.XXXXXX";
     rundir = mkdtemp(dir);
     cfg.rundir = rundir;

@@ -1,9 +1,9 @@
 // shuntd's counters in DPDK telemetry: /shunt/stats answers a dictionary of
 // groups ({"port": {"rx_packets": N, ...}, "tcp": {...}, ...}) from the loop's
-// latest snapshot (daemon.hh StatsSnapshot). Call after rte_eal_init.
+// latest snapshot (daemon/stats_snapshot.hh). Call after rte_eal_init.
 #pragma once
 
-#include "daemon/daemon.hh"
+#include "daemon/stats_snapshot.hh"
 
 namespace shunt {
 

@@ -1,4 +1,4 @@
-#include "daemon/device.hh"
+#include "device/device.hh"
 
 #include <dirent.h>
 #include <rte_bus_vdev.h>

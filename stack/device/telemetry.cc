@@ -1,8 +1,10 @@
-#include "daemon/telemetry.hh"
+#include "device/telemetry.hh"
 
 #include <rte_telemetry.h>
 
 #include <map>
+#include <string>
+#include <vector>
 #include <sstream>
 
 namespace shunt {
