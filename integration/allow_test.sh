@@ -67,12 +67,8 @@ if ! setpriv --reuid=nobody --regid=nogroup --clear-groups test -r "$IT_PRELOAD"
   exit 1
 fi
 
-netns_up "$name" "$net"
-ip=$NETNS_SHUNT_IP
-kip=$NETNS_KERNEL_IP
+it_netns_up "$name" "$net"
 kalt=198.18.$net.101   # the shunt namespace's kernel address, on the second pair
-in_shunt=(ip netns exec "$NETNS_SHUNT")
-in_kernel=(ip netns exec "$NETNS_KERNEL")
 # The kernel path: vK (shunt namespace, 198.18.NET.101) <-> vL (kernel namespace),
 # host routes only, so the /24 on vA/vB stays shunt's.
 ip link add vK netns "$NETNS_SHUNT" type veth peer name vL netns "$NETNS_KERNEL"

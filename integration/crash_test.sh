@@ -378,17 +378,7 @@ it_log "loads done $(secs_since "$t_load" "$t_done") s after they started"
 echo "---- wrk"
 cat "$IT_TMP/wrk.out"
 out=$(<"$IT_TMP/wrk.out")
-requests=$(sed -n 's/^ *\([0-9][0-9]*\) requests in .*/\1/p' <<<"$out")
-it_check "wrk exits 0 (rc $wrk_rc)" test "$wrk_rc" = 0
-it_check "wrk completed requests (${requests:-0})" test "${requests:-0}" -ge 1000
-socket_errors=$(grep -E '^ *Socket errors:' <<<"$out" || true)
-if [[ -z $socket_errors ]]; then
-  it_pass "wrk: no socket errors"
-else
-  it_fail "wrk: ${socket_errors# }"
-fi
-non2xx=$(sed -n 's/^ *Non-2xx or 3xx responses: *\([0-9]*\).*/\1/p' <<<"$out")
-it_check "wrk: no non-2xx answers (${non2xx:-0})" test "${non2xx:-0}" = 0
+it_check_wrk "$out" "$wrk_rc" 1000
 echo "---- redis-benchmark"
 bench=$(tr '\r' '\n' <"$IT_TMP/redis-bench.out" | grep -v '^ *$' | grep -v 'rps=' || true)
 echo "$bench"

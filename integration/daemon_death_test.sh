@@ -55,12 +55,7 @@ it_need "$IT_SHUNT" "$IT_SHUNTD" "$IT_PRELOAD"
 # The interpreter itself (not a wrapper script such as a pyenv shim) under shunt run.
 py=$(python3 -c 'import sys; print(sys.executable)')
 
-netns_up "$name" "$net"
-ip=$NETNS_SHUNT_IP
-kip=$NETNS_KERNEL_IP
-in_shunt=(ip netns exec "$NETNS_SHUNT")
-in_kernel=(ip netns exec "$NETNS_KERNEL")
-shunt_run=("${in_shunt[@]}" "$IT_SHUNT" run --nic "$NETNS_SHUNT_IF" --ip "$ip/$NETNS_PREFIX" --)
+it_netns_up "$name" "$net"
 
 now() { echo "$EPOCHREALTIME"; }
 secs_since() { awk -v a="$1" -v b="${2:-$EPOCHREALTIME}" 'BEGIN { printf "%.3f", b - a }'; }

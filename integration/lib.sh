@@ -88,3 +88,34 @@ it_show_logs() {
     tail -n "$lines" "$f" >&2
   done
 }
+
+# it_netns_up NAME NET: netns_up, then for the test: ip and kip (the shunt end's
+# and the kernel host's addresses), in_shunt and in_kernel (command prefixes into
+# each namespace), and shunt_run (`shunt run` on the NIC, ending with --).
+# shellcheck disable=SC2034  # for the tests that source this file
+it_netns_up() {
+  netns_up "$1" "$2" || return 1
+  ip=$NETNS_SHUNT_IP
+  kip=$NETNS_KERNEL_IP
+  in_shunt=(ip netns exec "$NETNS_SHUNT")
+  in_kernel=(ip netns exec "$NETNS_KERNEL")
+  shunt_run=("${in_shunt[@]}" "$IT_SHUNT" run --nic "$NETNS_SHUNT_IF" --ip "$ip/$NETNS_PREFIX" --)
+}
+
+# it_check_wrk OUTPUT RC MIN: wrk exited 0, made at least MIN requests, and saw no
+# socket error and no non-2xx answer. Sets WRK_REQUESTS.
+it_check_wrk() {
+  local out=$1 rc=$2 min=$3 errors non2xx
+  WRK_REQUESTS=$(sed -n 's/^ *\([0-9][0-9]*\) requests in .*/\1/p' <<<"$out")
+  WRK_REQUESTS=${WRK_REQUESTS:-0}
+  it_check "wrk exits 0 (rc $rc)" test "$rc" = 0
+  it_check "wrk completed requests ($WRK_REQUESTS)" test "$WRK_REQUESTS" -ge "$min"
+  errors=$(grep -E '^ *Socket errors:' <<<"$out" || true)
+  if [[ -z $errors ]] || [[ $errors =~ connect\ 0,\ read\ 0,\ write\ 0,\ timeout\ 0$ ]]; then
+    it_pass "wrk: no socket errors"
+  else
+    it_fail "wrk: ${errors# }"
+  fi
+  non2xx=$(sed -n 's/^ *Non-2xx or 3xx responses: *\([0-9]*\).*/\1/p' <<<"$out")
+  it_check "wrk: no non-2xx answers (${non2xx:-0})" test "${non2xx:-0}" = 0
+}

@@ -72,18 +72,8 @@ done
 out=$("${client[@]}" timeout 60 wrk -t1 -c16 -d5s --timeout 5s "http://$addr/1k.bin" 2>&1)
 wrk_rc=$?
 echo "$out"
-requests=$(sed -n 's/^ *\([0-9][0-9]*\) requests in .*/\1/p' <<<"$out")
-requests=${requests:-0}
-it_check "wrk exits 0 (rc $wrk_rc)" test "$wrk_rc" = 0
-it_check "wrk completed requests ($requests)" test "$requests" -ge 100
-socket_errors=$(grep -E '^ *Socket errors:' <<<"$out" || true)
-if [[ -z $socket_errors ]] || [[ $socket_errors =~ connect\ 0,\ read\ 0,\ write\ 0,\ timeout\ 0$ ]]; then
-  it_pass "wrk: no socket errors"
-else
-  it_fail "wrk: ${socket_errors# }"
-fi
-non2xx=$(sed -n 's/^ *Non-2xx or 3xx responses: *\([0-9]*\).*/\1/p' <<<"$out")
-it_check "wrk: no non-2xx answers (${non2xx:-0})" test "${non2xx:-0}" = 0
+it_check_wrk "$out" "$wrk_rc" 100
+requests=$WRK_REQUESTS
 
 # The answers still came back byte for byte after the load.
 got=$("${client[@]}" curl -sS --fail --max-time 30 "http://$addr/1m.bin" | sha256sum | cut -d' ' -f1)

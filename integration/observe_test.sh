@@ -49,11 +49,7 @@ if ! command -v nginx curl wrk tshark getconf >/dev/null || [[ ! -x $py ]]; then
 fi
 it_need "$IT_SHUNT" "$IT_SHUNTD" "$IT_PRELOAD"
 
-netns_up "$name" "$net"
-ip=$NETNS_SHUNT_IP
-kip=$NETNS_KERNEL_IP
-in_shunt=(ip netns exec "$NETNS_SHUNT")
-in_kernel=(ip netns exec "$NETNS_KERNEL")
+it_netns_up "$name" "$net"
 nginx_site "$site" "$ip" 80
 
 stat_flat() { timeout 10 "$IT_SHUNT" stat --flat 2>/dev/null; }

@@ -45,14 +45,9 @@ command -v nginx curl memcached memccapable ss >/dev/null ||
   { it_fail "nginx, curl, memcached, memccapable (libmemcached-tools), ss needed"; exit 1; }
 it_need "$IT_SHUNT" "$IT_SHUNTD" "$IT_PRELOAD"
 
-netns_up "$name" "$net"
-ip=$NETNS_SHUNT_IP
-kip=$NETNS_KERNEL_IP
-in_shunt=(ip netns exec "$NETNS_SHUNT")
-in_kernel=(ip netns exec "$NETNS_KERNEL")
+it_netns_up "$name" "$net"
 # memcached drops to nobody before it makes its sockets: nobody must be admitted.
-shunt_run=("${in_shunt[@]}" "$IT_SHUNT" run --nic "$NETNS_SHUNT_IF" --ip "$ip/$NETNS_PREFIX"
-  --allow user:nobody --)
+shunt_run=("${shunt_run[@]:0:${#shunt_run[@]}-1}" --allow user:nobody --)
 
 stat_flat() { timeout 10 "$IT_SHUNT" stat --flat 2>/dev/null; }
 counter() { awk -v k="$1" '$1 == k { print $2; exit }' <<<"$2"; }

@@ -46,12 +46,7 @@ it_cleanup_hooks+=(stop_all)
 command -v socat python3 cmp >/dev/null || { it_fail "socat, python3 and cmp needed (scripts/install-deps.sh)"; exit 1; }
 it_need "$IT_SHUNT" "$IT_SHUNTD" "$IT_PRELOAD"
 
-netns_up "$name" "$net"
-ip=$NETNS_SHUNT_IP
-kip=$NETNS_KERNEL_IP
-in_shunt=(ip netns exec "$NETNS_SHUNT")
-in_kernel=(ip netns exec "$NETNS_KERNEL")
-shunt_run=("${in_shunt[@]}" "$IT_SHUNT" run --nic "$NETNS_SHUNT_IF" --ip "$ip/$NETNS_PREFIX" --)
+it_netns_up "$name" "$net"
 
 # A kernel-side client: sends each size once from one socket, checks the echo
 # byte for byte and its source. Prints one line per datagram; exits non-zero on

@@ -248,7 +248,7 @@ bool Runtime::connect_and_map(Region* out, int* ctl_fd, char* why, size_t why_le
   out->base = base;
   out->size = reply.region_size;
   out->hdr = abi::header(base);
-  out->layout = abi::Layout{h.queue_pair_count, h.slot_count, h.rx_ring_size, h.tx_ring_size};
+  out->layout = abi::layout_of(h);
   out->app_bell = fds[1];
   out->daemon_bell = fds[2];
   out->id = reply.region_id;
@@ -312,8 +312,7 @@ void Runtime::attach_for_test(Region* r) {
   r->epoch = epoch_.fetch_add(1, std::memory_order_acq_rel) + 1;
   spin_ns_ = config().spin_us * 1000;
   nic_ = NicRoute{r->hdr->nic_ip, r->hdr->nic_prefix_len, r->hdr->gateway_ip};
-  r->layout = abi::Layout{r->hdr->queue_pair_count, r->hdr->slot_count, r->hdr->rx_ring_size,
-                          r->hdr->tx_ring_size};
+  r->layout = abi::layout_of(*r->hdr);
   region_.store(r, std::memory_order_release);
   state_.store(kAttached, std::memory_order_release);
 }

@@ -38,20 +38,13 @@ struct Region {
 
   uint32_t slot_count() const { return layout.slot_count; }
   uint32_t queue_pair_count() const { return layout.queue_pair_count; }
-  abi::SocketSlot* slot(uint32_t i) const {
-    return reinterpret_cast<abi::SocketSlot*>(static_cast<char*>(base) + layout.slots_offset()) + i;
-  }
-  abi::QueuePair* queue_pair(uint32_t i) const {
-    return reinterpret_cast<abi::QueuePair*>(static_cast<char*>(base) + layout.queues_offset()) + i;
-  }
-  uint8_t* rx_bytes(uint32_t i) const {
-    return static_cast<uint8_t*>(base) + layout.rings_offset() + uint64_t{i} * layout.ring_stride();
-  }
+  abi::SocketSlot* slot(uint32_t i) const { return abi::slot(base, layout, i); }
+  abi::QueuePair* queue_pair(uint32_t i) const { return abi::queue_pair(base, layout, i); }
   abi::ByteRing rx(uint32_t i) const {
-    return abi::ByteRing(&slot(i)->rx, rx_bytes(i), layout.rx_ring_size);
+    return abi::ByteRing(&slot(i)->rx, abi::rx_bytes(base, layout, i), layout.rx_ring_size);
   }
   abi::ByteRing tx(uint32_t i) const {
-    return abi::ByteRing(&slot(i)->tx, rx_bytes(i) + layout.rx_ring_size, layout.tx_ring_size);
+    return abi::ByteRing(&slot(i)->tx, abi::tx_bytes(base, layout, i), layout.tx_ring_size);
   }
 };
 

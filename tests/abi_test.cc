@@ -143,7 +143,7 @@ TEST(SharedRegion, TwoProcessesStreamBytesThroughAMemfd) {
   ASSERT_EQ(ftruncate(fd, off_t(l.size())), 0);
   void* base = mmap(nullptr, l.size(), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   ASSERT_NE(base, MAP_FAILED);
-  RegionHeader* h = init_region(base, l, 0, 0, 0, 0);
+  init_region(base, l, 0, 0, 0, 0);
   constexpr uint32_t kTotal = 1 << 20;
 
   pid_t child = fork();
@@ -153,7 +153,8 @@ TEST(SharedRegion, TwoProcessesStreamBytesThroughAMemfd) {
     void* mine = mmap(nullptr, l.size(), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     RegionHeader* ch = header(mine);
     if (!region_fits(*ch, l.size())) _exit(2);
-    ByteRing tx(&slot(mine, *ch, 1)->tx, tx_bytes(mine, *ch, 1), ch->tx_ring_size);
+    ByteRing tx(&slot(mine, layout_of(*ch), 1)->tx, tx_bytes(mine, layout_of(*ch), 1),
+                ch->tx_ring_size);
     uint8_t buf[1000];
     for (uint32_t sent = 0; sent < kTotal;) {
       uint32_t n = std::min<uint32_t>(sizeof(buf), kTotal - sent);
@@ -163,7 +164,7 @@ TEST(SharedRegion, TwoProcessesStreamBytesThroughAMemfd) {
     }
     _exit(0);
   }
-  ByteRing rx(&slot(base, *h, 1)->tx, tx_bytes(base, *h, 1), h->tx_ring_size);
+  ByteRing rx(&slot(base, l, 1)->tx, tx_bytes(base, l, 1), l.tx_ring_size);
   uint8_t buf[777];
   uint32_t got = 0;
   bool ok = true;

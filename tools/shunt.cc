@@ -652,7 +652,7 @@ constexpr AppColumn kAppColumns[] = {
     {"sockets", "SOCKETS", true}, {"closing", "CLOSING", true}, {"commands", "COMMANDS", true},
 };
 
-void print_apps(const std::vector<AppRow>& apps, const std::vector<std::string>& extra) {
+void print_apps(const std::vector<AppRow>& apps) {
   std::puts("app");
   if (apps.empty()) {
     std::puts("  (none)");
@@ -665,31 +665,15 @@ void print_apps(const std::vector<AppRow>& apps, const std::vector<std::string>&
     rows[0].push_back(c.heading);
     cols.push_back({c.right, 2});
   }
-  // Fields this tool does not know yet still get a column, named as sent.
-  for (const auto& f : extra) {
-    std::string heading;
-    for (char ch : f) heading += static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
-    rows[0].push_back(heading);
-    cols.push_back({false, 2});
-  }
   for (const auto& app : apps) {
     std::vector<std::string> row{app.pid};
-    auto field = [&](const std::string& name) {
-      auto it = app.fields.find(name);
+    for (const auto& c : kAppColumns) {
+      auto it = app.fields.find(c.field);
       row.push_back(it == app.fields.end() ? "-" : it->second);
-    };
-    for (const auto& c : kAppColumns) field(c.field);
-    for (const auto& f : extra) field(f);
+    }
     rows.push_back(std::move(row));
   }
   print_table(rows, cols, "  ");
-}
-
-bool known_app_field(const std::string& f) {
-  for (const auto& c : kAppColumns) {
-    if (f == c.field) return true;
-  }
-  return false;
 }
 
 // Grouped by what comes before the first dot, in the order the daemon sends them;
@@ -699,7 +683,6 @@ void print_stats(const std::string& text, bool all) {
   std::vector<Group> groups;
   std::map<std::string, size_t> group_index;
   std::vector<AppRow> apps;
-  std::vector<std::string> extra_fields;
   auto group = [&](const std::string& name) -> Group& {
     auto [it, fresh] = group_index.emplace(name, groups.size());
     if (fresh) groups.push_back(Group{name, {}});
@@ -725,23 +708,15 @@ void print_stats(const std::string& text, bool all) {
     size_t dot2 = name.find('.');
     std::string pid = name.substr(0, dot2);
     std::string field = dot2 == std::string::npos ? "" : name.substr(dot2 + 1);
-    if (apps.empty() || apps.back().pid != pid) {
-      auto it = std::find_if(apps.begin(), apps.end(),
-                             [&](const AppRow& a) { return a.pid == pid; });
-      if (it == apps.end()) apps.push_back(AppRow{pid, {}});
-      else std::rotate(it, it + 1, apps.end());  // keeps one row per pid, found last
-    }
+    // The daemon sends each application's lines together.
+    if (apps.empty() || apps.back().pid != pid) apps.push_back(AppRow{pid, {}});
     apps.back().fields[field] = value;
-    if (!known_app_field(field) &&
-        std::find(extra_fields.begin(), extra_fields.end(), field) == extra_fields.end()) {
-      extra_fields.push_back(field);
-    }
   }
   group("app");  // shown even when no application is attached
   size_t hidden = 0;
   for (const Group& g : groups) {
     if (g.name == "app") {
-      print_apps(apps, extra_fields);
+      print_apps(apps);
       continue;
     }
     std::vector<std::vector<std::string>> rows;

@@ -243,22 +243,25 @@ struct Layout {
   constexpr uint64_t size() const { return rings_offset() + uint64_t{slot_count} * ring_stride(); }
 };
 
-// Accessors used by both sides over a mapped region. The header's offsets are
-// trusted only by the daemon that wrote them; the application validates them at
-// attach (region_fits) before it uses any of these.
+// Accessors used by both sides over a mapped region, from a Layout each side keeps
+// in its own memory: the daemon's from its configuration, the application's read
+// once at attach (layout_of, after region_fits). Neither follows offsets in the
+// header, which the application can rewrite at any time.
 inline RegionHeader* header(void* base) { return static_cast<RegionHeader*>(base); }
-inline QueuePair* queue_pair(void* base, const RegionHeader& h, uint32_t i) {
-  return reinterpret_cast<QueuePair*>(static_cast<char*>(base) + h.queues_offset) + i;
+inline Layout layout_of(const RegionHeader& h) {
+  return Layout{h.queue_pair_count, h.slot_count, h.rx_ring_size, h.tx_ring_size};
 }
-inline SocketSlot* slot(void* base, const RegionHeader& h, uint32_t i) {
-  return reinterpret_cast<SocketSlot*>(static_cast<char*>(base) + h.slots_offset) + i;
+inline QueuePair* queue_pair(void* base, const Layout& l, uint32_t i) {
+  return reinterpret_cast<QueuePair*>(static_cast<char*>(base) + l.queues_offset()) + i;
 }
-inline uint8_t* rx_bytes(void* base, const RegionHeader& h, uint32_t i) {
-  return static_cast<uint8_t*>(base) + h.rings_offset +
-         uint64_t{i} * (uint64_t{h.rx_ring_size} + h.tx_ring_size);
+inline SocketSlot* slot(void* base, const Layout& l, uint32_t i) {
+  return reinterpret_cast<SocketSlot*>(static_cast<char*>(base) + l.slots_offset()) + i;
 }
-inline uint8_t* tx_bytes(void* base, const RegionHeader& h, uint32_t i) {
-  return rx_bytes(base, h, i) + h.rx_ring_size;
+inline uint8_t* rx_bytes(void* base, const Layout& l, uint32_t i) {
+  return static_cast<uint8_t*>(base) + l.rings_offset() + uint64_t{i} * l.ring_stride();
+}
+inline uint8_t* tx_bytes(void* base, const Layout& l, uint32_t i) {
+  return rx_bytes(base, l, i) + l.rx_ring_size;
 }
 
 // Lays a fresh (zeroed) region of l.size() bytes out: the header with its
@@ -282,8 +285,8 @@ inline RegionHeader* init_region(void* base, const Layout& l, uint32_t region_id
   h->queues_offset = l.queues_offset();
   h->slots_offset = l.slots_offset();
   h->rings_offset = l.rings_offset();
-  for (uint32_t i = 0; i < l.queue_pair_count; ++i) new (queue_pair(base, *h, i)) QueuePair;
-  for (uint32_t i = 0; i < l.slot_count; ++i) new (slot(base, *h, i)) SocketSlot{};
+  for (uint32_t i = 0; i < l.queue_pair_count; ++i) new (queue_pair(base, l, i)) QueuePair;
+  for (uint32_t i = 0; i < l.slot_count; ++i) new (slot(base, l, i)) SocketSlot{};
   return h;
 }
 

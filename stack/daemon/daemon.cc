@@ -39,7 +39,6 @@ Daemon::Daemon(const DaemonConfig& cfg, Port& port, Engine& engine)
             abi::Layout{cfg.queue_pairs, cfg.slots_per_app, cfg.ring_size, cfg.ring_size}),
       sockets_(apps_, engine, NicAddress{cfg.ip, cfg.prefix_len, cfg.gateway}, ctr_),
       nap_(kMinNap) {
-  turn_apps_.reserve(cfg.max_apps);
   started_at_ = now_us();
 }
 
@@ -83,23 +82,24 @@ uint32_t Daemon::step(Time now) {
 }
 
 uint32_t Daemon::serve_apps(Time now) {
-  // A copy: a command may end its application (which leaves the active list).
-  turn_apps_.assign(apps_.active().begin(), apps_.active().end());
+  // Commands never end an application here: a violation is acted on at the end
+  // of the turn (cut_off_faulty), so the active list holds still.
   uint32_t work = 0;
-  for (uint32_t id : turn_apps_) work += serve_app(id, now);
+  for (uint32_t id : apps_.active()) work += serve_app(id, now);
   return work;
 }
 
-// At most kCommandsPerApp commands of one application per turn, its queue
-// pairs in turn, so that a flood from one thread or one process delays others
-// by at most one batch.
+// At most kCommandsPerApp commands of one application per turn, from its queue
+// pairs in turn (the first one served moves each turn), so that a flood from one
+// thread or one process delays the others by at most one batch.
 uint32_t Daemon::serve_app(uint32_t id, Time now) {
   App& app = apps_.app(id);
   AppRegion& region = app.region;
   const uint32_t pairs = region.queue_pairs();
   uint32_t done = 0;
   abi::Command cmds[kCommandBatch];
-  for (uint32_t q = 0; q < pairs && done < kCommandsPerApp && app.active; ++q) {
+  for (uint32_t k = 0; k < pairs && done < kCommandsPerApp; ++k) {
+    const uint32_t q = (turn_ + k) % pairs;
     uint32_t n = region.take_commands(q, cmds, std::min(kCommandBatch, kCommandsPerApp - done));
     for (uint32_t i = 0; i < n; ++i) {
       bool reply = false;

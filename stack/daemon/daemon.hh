@@ -102,7 +102,6 @@ class Daemon {
   int capture_client_ = -1;  // control connection that asked for the running capture
   std::string socket_path_;
   std::unordered_map<int, uint32_t> ctl_conns_;  // control fd -> app id (kNone: not an app)
-  std::vector<uint32_t> turn_apps_;  // the active list, copied per turn
 };
 
 }  // namespace shunt

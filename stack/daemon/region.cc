@@ -73,12 +73,10 @@ bool AppRegion::check_header() {
   return violation_ == Violation::kNone;
 }
 
-abi::SocketSlot* AppRegion::slot_ptr(uint32_t i) const {
-  return reinterpret_cast<abi::SocketSlot*>(static_cast<char*>(base_) + layout_.slots_offset()) + i;
-}
+abi::SocketSlot* AppRegion::slot_ptr(uint32_t i) const { return abi::slot(base_, layout_, i); }
 
 abi::QueuePair* AppRegion::queue_ptr(uint32_t q) const {
-  return reinterpret_cast<abi::QueuePair*>(static_cast<char*>(base_) + layout_.queues_offset()) + q;
+  return abi::queue_pair(base_, layout_, q);
 }
 
 // ---- Queues ----
@@ -224,17 +222,13 @@ void AppRegion::clear_rx_notice(uint32_t i) {
 }
 
 abi::ProducerEnd AppRegion::rx_end(uint32_t i) {
-  abi::SocketSlot* s = slot_ptr(i);
-  uint8_t* bytes = static_cast<uint8_t*>(base_) + layout_.rings_offset() +
-                   uint64_t{i} * layout_.ring_stride();
-  return abi::ProducerEnd(&s->rx, bytes, layout_.rx_ring_size, 0, &ring_faults_);
+  return abi::ProducerEnd(&slot_ptr(i)->rx, abi::rx_bytes(base_, layout_, i), layout_.rx_ring_size,
+                          0, &ring_faults_);
 }
 
 abi::ConsumerEnd AppRegion::tx_end(uint32_t i) {
-  abi::SocketSlot* s = slot_ptr(i);
-  uint8_t* bytes = static_cast<uint8_t*>(base_) + layout_.rings_offset() +
-                   uint64_t{i} * layout_.ring_stride() + layout_.rx_ring_size;
-  return abi::ConsumerEnd(&s->tx, bytes, layout_.tx_ring_size, 0, &ring_faults_);
+  return abi::ConsumerEnd(&slot_ptr(i)->tx, abi::tx_bytes(base_, layout_, i), layout_.tx_ring_size,
+                          0, &ring_faults_);
 }
 
 }  // namespace shunt

@@ -16,6 +16,18 @@ constexpr uint32_t kEphemeralCount = kEphemeralLast - kEphemeralFirst + 1;
 
 bool ephemeral(uint16_t port) { return port >= kEphemeralFirst && port <= kEphemeralLast; }
 
+// The next port of the ephemeral range, from *cursor on, that in_use says is free;
+// 0 when none is.
+template <typename InUse>
+uint16_t next_free_port(uint16_t* cursor, InUse in_use) {
+  for (uint32_t i = 0; i < kEphemeralCount; ++i) {
+    uint16_t p = *cursor;
+    *cursor = p >= kEphemeralLast ? kEphemeralFirst : uint16_t(p + 1);
+    if (!in_use(p)) return p;
+  }
+  return 0;
+}
+
 // The engine's name for each option the application can set (kLingerZero is
 // the daemon's own: it decides how close() ends the connection).
 bool engine_option(abi::SockOption o, TcpOption* out) {
@@ -61,80 +73,61 @@ SocketTable::SocketTable(AppRegistry& apps, Engine& engine, const NicAddress& ni
 
 abi::Completion SocketTable::handle(uint32_t app, const abi::Command& cmd, Time now,
                                     bool* reply) {
+  using abi::Op;
   abi::Completion c{};
   c.cookie = cmd.cookie;
   c.slot = cmd.slot;
-  *reply = true;
-  const auto op = static_cast<abi::Op>(cmd.op);
-  switch (op) {
-    case abi::Op::kNop: c.result = 0; return c;
-    case abi::Op::kBind: c.result = do_bind(app, cmd, &c); return c;
-    case abi::Op::kUdpBind: c.result = do_udp_bind(app, cmd, &c); return c;
-    case abi::Op::kConnect:
-      if (cmd.slot == abi::kNoSlot) {
-        c.result = do_connect(app, cmd, now, &c);
-        return c;
-      }
-      break;
-    case abi::Op::kUdpConnect:
-      if (cmd.slot == abi::kNoSlot) {
-        c.result = do_udp_connect(app, cmd, &c);
-        return c;
-      }
-      break;
-    case abi::Op::kListen:
-    case abi::Op::kAccept:
-    case abi::Op::kClose:
-    case abi::Op::kShutdown:
-    case abi::Op::kTxReady:
-    case abi::Op::kRxDrained:
-    case abi::Op::kSetOption:
-      break;
-    default:
-      ++ctr_.bad_commands;
-      c.result = -EINVAL;
-      return c;
-  }
-  // Every other command names a slot of this application: one it was handed and
-  // has not closed. Anything else is answered like a bad fd.
-  bool answers = op != abi::Op::kClose && op != abi::Op::kTxReady && op != abi::Op::kRxDrained &&
-                 !(op == abi::Op::kSetOption && (cmd.flags & abi::kCmdNoReply));
-  if (!apps_.valid_slot(app, cmd.slot)) {
+  const auto op = static_cast<Op>(cmd.op);
+  *reply = op != Op::kClose && op != Op::kTxReady && op != Op::kRxDrained &&
+           !(op == Op::kSetOption && (cmd.flags & abi::kCmdNoReply));
+  // A command on a socket names a slot of this application, one it was handed and
+  // has not closed; anything else is answered like a bad fd.
+  const bool names_slot =
+      op == Op::kListen || op == Op::kAccept || op == Op::kClose || op == Op::kShutdown ||
+      op == Op::kTxReady || op == Op::kRxDrained || op == Op::kSetOption ||
+      ((op == Op::kConnect || op == Op::kUdpConnect) && cmd.slot != abi::kNoSlot);
+  if (names_slot && !apps_.valid_slot(app, cmd.slot)) {
     ++ctr_.bad_commands;
-    *reply = answers;
     c.result = -EBADF;
     return c;
   }
-  *reply = answers;
   switch (op) {
-    case abi::Op::kConnect: c.result = do_connect(app, cmd, now, &c); break;
-    case abi::Op::kUdpConnect: c.result = do_udp_connect(app, cmd, &c); break;
-    case abi::Op::kListen: c.result = do_listen(app, cmd.slot, cmd.arg); break;
-    case abi::Op::kAccept: c.result = do_accept(app, cmd, &c); break;
-    case abi::Op::kClose: do_close(app, cmd.slot, now); break;
-    case abi::Op::kShutdown: c.result = do_shutdown(app, cmd.slot, cmd.arg); break;
-    case abi::Op::kTxReady: do_tx_ready(app, cmd.slot, now); break;
-    case abi::Op::kRxDrained: do_rx_drained(app, cmd.slot); break;
-    case abi::Op::kSetOption:
+    case Op::kNop: c.result = 0; break;
+    case Op::kBind: c.result = do_bind(app, cmd, &c); break;
+    case Op::kUdpBind: c.result = do_udp_bind(app, cmd, &c); break;
+    case Op::kConnect: c.result = do_connect(app, cmd, now, &c); break;
+    case Op::kUdpConnect: c.result = do_udp_connect(app, cmd, &c); break;
+    case Op::kListen: c.result = do_listen(app, cmd.slot, cmd.arg); break;
+    case Op::kAccept: c.result = do_accept(app, cmd, &c); break;
+    case Op::kClose: do_close(app, cmd.slot, now); break;
+    case Op::kShutdown: c.result = do_shutdown(app, cmd.slot, cmd.arg); break;
+    case Op::kTxReady: do_tx_ready(app, cmd.slot, now); break;
+    case Op::kRxDrained: do_rx_drained(app, cmd.slot); break;
+    case Op::kSetOption:
       c.result = set_option(socket_of(app, cmd.slot), static_cast<abi::SockOption>(cmd.arg),
                             cmd.arg2);
       // The application validated it against its kernel placeholder already and
       // does not wait (nginx corks and uncorks every response).
-      if (!answers && c.result != 0) ++ctr_.option_errors;
+      if (!*reply && c.result != 0) ++ctr_.option_errors;
       break;
-    default: break;
+    default:
+      ++ctr_.bad_commands;
+      c.result = -EINVAL;
+      break;
   }
   return c;
 }
 
 uint16_t SocketTable::pick_ephemeral_port() {
   if (ephemeral_owned_ >= kEphemeralCount) return 0;  // all taken: no scan
-  for (uint32_t i = 0; i < kEphemeralCount; ++i) {
-    uint16_t p = next_ephemeral_;
-    next_ephemeral_ = next_ephemeral_ >= kEphemeralLast ? kEphemeralFirst : uint16_t(p + 1);
-    if (port_owner_[p] == 0 && !engine_.port_in_use(p)) return p;
-  }
-  return 0;
+  return next_free_port(&next_ephemeral_,
+                        [&](uint16_t p) { return port_owner_[p] != 0 || engine_.port_in_use(p); });
+}
+
+uint16_t SocketTable::pick_udp_port() {
+  // UDP ports are a space of their own.
+  return next_free_port(&next_udp_ephemeral_,
+                        [&](uint16_t p) { return engine_.udp().port_in_use(p); });
 }
 
 int SocketTable::do_bind(uint32_t app, const abi::Command& cmd, abi::Completion* out) {
@@ -381,24 +374,15 @@ void SocketTable::close_all(uint32_t app, Ending how, Time now) {
   for (uint32_t slot = 0; slot < a.slots.size(); ++slot) {
     const SlotInfo si = a.slots[slot];
     if (!si.used) continue;
-    if (how == Ending::kAsKernel) {
-      if (!si.zombie) do_close(app, slot, now);  // zombies go on draining, as orphans do
-      continue;
-    }
-    // Cut off: nothing may use this region after this. What runs on its rings
-    // (its connections, zombies included, and those it shares with a fork child)
-    // ends now; a socket it only shares through another holder's rings loses
-    // this holder, as with close().
     Socket& sock = sockets_[si.socket];
-    if (sock.rings.app == app && sock.kind != Kind::kDead) kill_socket(si.socket, now);
-    if (sock.kind == Kind::kDead) {
-      drop_holder(si.socket, app, slot);
-      apps_.free_slot(app, slot);
-      if (sock.holders.empty()) free_socket(si.socket);
-    } else if (!si.zombie) {
-      sock.linger_zero = true;
-      do_close(app, slot, now);
-    }
+    // Cut off: nothing may use this region after this, so what runs on its rings
+    // (its connections, zombies included, and those it shares with a fork child)
+    // ends now. A socket it only shares through another holder's rings just
+    // loses this holder, as with close().
+    if (how == Ending::kReset && sock.rings.app == app && sock.kind != Kind::kDead)
+      kill_socket(si.socket, now);
+    // Zombies of a live socket go on draining, as orphans do.
+    if (!si.zombie || sock.kind == Kind::kDead) do_close(app, slot, now);
   }
 }
 
@@ -417,11 +401,7 @@ void SocketTable::kill_socket(uint32_t s, Time now) {
         rings.slot, abi::SlotState::kClosed, abi::kFlagReset | abi::kFlagPeerFin, ECONNRESET);
     touch(rings.app);
   }
-  if (sock.owns_port && port_owner_[sock.port] == s + 1) {
-    port_owner_[sock.port] = 0;
-    if (ephemeral(sock.port)) --ephemeral_owned_;
-  }
-  sock.owns_port = false;
+  release_port(s);
   sock.kind = Kind::kDead;
   sock.conn = kInvalidId;
   sock.listener = kInvalidId;
@@ -538,13 +518,19 @@ uint32_t SocketTable::alloc_socket() {
   return s;
 }
 
-void SocketTable::free_socket(uint32_t s) {
+void SocketTable::release_port(uint32_t s) {
   Socket& sock = sockets_[s];
-  if (sock.kind == Kind::kFree) return;
   if (sock.owns_port && port_owner_[sock.port] == s + 1) {
     port_owner_[sock.port] = 0;
     if (ephemeral(sock.port)) --ephemeral_owned_;
   }
+  sock.owns_port = false;
+}
+
+void SocketTable::free_socket(uint32_t s) {
+  Socket& sock = sockets_[s];
+  if (sock.kind == Kind::kFree) return;
+  release_port(s);
   sock = Socket{};
   free_.push_back(s);
 }

@@ -9,7 +9,6 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <string>
 #include <vector>
 
@@ -107,6 +106,7 @@ class SocketTable {
   // ---- Bookkeeping ----
   uint32_t alloc_socket();
   void free_socket(uint32_t s);
+  void release_port(uint32_t s);  // a TCP port it owns is free again
   uint32_t add_holder(uint32_t app, uint32_t socket);  // a slot for it, or kNone
   void drop_holder(uint32_t socket, uint32_t app, uint32_t slot);
   uint16_t pick_ephemeral_port();

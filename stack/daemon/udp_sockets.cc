@@ -14,16 +14,6 @@
 
 namespace shunt {
 
-uint16_t SocketTable::pick_udp_port() {
-  // Linux's default ip_local_port_range; UDP ports are a space of their own.
-  for (uint32_t i = 0; i < 61000 - 32768; ++i) {
-    uint16_t p = next_udp_ephemeral_;
-    next_udp_ephemeral_ = next_udp_ephemeral_ >= 60999 ? 32768 : uint16_t(p + 1);
-    if (!engine_.udp().port_in_use(p)) return p;
-  }
-  return 0;
-}
-
 int SocketTable::do_udp_bind(uint32_t app, const abi::Command& cmd, abi::Completion* out) {
   uint32_t ip = ntohl(cmd.ip);
   if (ip != 0 && ip != nic_.ip) return -EADDRNOTAVAIL;

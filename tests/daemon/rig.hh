@@ -96,17 +96,20 @@ class TestApp {
     if (base == MAP_FAILED) return -errno;
     hdr = abi::header(base);
     if (!abi::region_fits(*hdr, size)) return -EPROTO;
+    layout = abi::layout_of(*hdr);
     hdr->queue_pairs_claimed.store(1);
     return 0;
   }
 
-  abi::QueuePair* qp(uint32_t i = 0) const { return abi::queue_pair(base, *hdr, i); }
-  abi::SocketSlot* slot(uint32_t i) const { return abi::slot(base, *hdr, i); }
+  // From the layout read at attach, as libshunt.so does: the tests scribble over
+  // the header.
+  abi::QueuePair* qp(uint32_t i = 0) const { return abi::queue_pair(base, layout, i); }
+  abi::SocketSlot* slot(uint32_t i) const { return abi::slot(base, layout, i); }
   abi::ByteRing rx(uint32_t i) const {
-    return abi::ByteRing(&slot(i)->rx, abi::rx_bytes(base, *hdr, i), hdr->rx_ring_size);
+    return abi::ByteRing(&slot(i)->rx, abi::rx_bytes(base, layout, i), layout.rx_ring_size);
   }
   abi::ByteRing tx(uint32_t i) const {
-    return abi::ByteRing(&slot(i)->tx, abi::tx_bytes(base, *hdr, i), hdr->tx_ring_size);
+    return abi::ByteRing(&slot(i)->tx, abi::tx_bytes(base, layout, i), layout.tx_ring_size);
   }
 
   bool push(const abi::Command& c, uint32_t q = 0) {
@@ -145,6 +148,7 @@ class TestApp {
   void* base = nullptr;
   uint64_t size = 0;
   abi::RegionHeader* hdr = nullptr;
+  abi::Layout layout{};
 };
 
 inline abi::Command command(abi::Op op, uint32_t slot = abi::kNoSlot, uint64_t cookie = 0) {

@@ -485,7 +485,7 @@ struct FakeShuntd::Impl {
       App& a = app(ai);
       uint32_t claimed = std::min(a.region.hdr->queue_pairs_claimed.load(), a.region.hdr->queue_pair_count);
       for (uint32_t q = 0; q < claimed; ++q) {
-        abi::QueuePair* qp = abi::queue_pair(a.region.base, *a.region.hdr, q);
+        abi::QueuePair* qp = abi::queue_pair(a.region.base, a.region.layout, q);
         abi::EntryRing<abi::Command> sq(&qp->sq_idx, qp->sq, abi::kQueueDepth);
         abi::Command c;
         while (sq.pop(&c)) command(ai, qp, c, counters);

@@ -19,6 +19,7 @@ struct TestRegion {
   void* base = nullptr;
   uint64_t size = 0;
   abi::RegionHeader* hdr = nullptr;
+  abi::Layout layout{};
 
   bool create(const abi::Layout& l, uint32_t id, uint32_t nic_ip, uint32_t prefix) {
     size = l.size();
@@ -31,14 +32,15 @@ struct TestRegion {
     }
     // nic_ip and the prefix come in network order here (as the header keeps them).
     hdr = abi::init_region(base, l, id, ntohl(nic_ip), prefix, 0);
+    layout = l;
     return abi::region_fits(*hdr, size);
   }
-  abi::SocketSlot* slot(uint32_t i) const { return abi::slot(base, *hdr, i); }
+  abi::SocketSlot* slot(uint32_t i) const { return abi::slot(base, layout, i); }
   abi::ByteRing rx(uint32_t i) const {
-    return abi::ByteRing(&slot(i)->rx, abi::rx_bytes(base, *hdr, i), hdr->rx_ring_size);
+    return abi::ByteRing(&slot(i)->rx, abi::rx_bytes(base, layout, i), layout.rx_ring_size);
   }
   abi::ByteRing tx(uint32_t i) const {
-    return abi::ByteRing(&slot(i)->tx, abi::tx_bytes(base, *hdr, i), hdr->tx_ring_size);
+    return abi::ByteRing(&slot(i)->tx, abi::tx_bytes(base, layout, i), layout.tx_ring_size);
   }
   void destroy() {
     if (base != nullptr) munmap(base, size);
