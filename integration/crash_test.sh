@@ -145,11 +145,7 @@ chmod 644 "$site/www/1k.bin"
 it_log "shunt run -- nginx (starts the daemon)"
 "${shunt_run[@]}" nginx -p "$site" -c "$site/nginx.conf" -e "$site/error.log" &
 nginx_pid=$!
-if ! nginx_wait_up "http://$ip/" "$NETNS_KERNEL" "$nginx_pid"; then
-  it_fail "nginx answers on http://$ip/"
-  show_logs
-  exit 1
-fi
+it_nginx_up "http://$ip/" "$NETNS_KERNEL" "$nginx_pid"
 nginx_master=$(<"$site/nginx.pid")
 nginx_worker=$(pgrep -P "$nginx_master" | head -n 1)
 it_log "nginx master $nginx_master worker ${nginx_worker:-none}"

@@ -218,11 +218,7 @@ nginx_site "$ksite" "$kip" 80
 truncate -s 200M "$ksite/www/big"
 chmod 644 "$ksite/www/big"
 "${in_kernel[@]}" nginx -p "$ksite" -c "$ksite/nginx.conf" -e "$ksite/error.log" &
-if ! nginx_wait_up "http://$kip/" "$NETNS_KERNEL" $!; then
-  it_fail "kernel nginx answers on http://$kip/"
-  show_logs
-  exit 1
-fi
+it_nginx_up "http://$kip/" "$NETNS_KERNEL" $! "kernel nginx"
 it_log "a. shunt run -- curl --limit-rate 5M http://$kip/big (starts the daemon)"
 "${shunt_run[@]}" curl -sS -o /dev/null --limit-rate 5M "http://$kip/big" 2>"$IT_TMP/curl.err" &
 curl_pid=$!

@@ -58,12 +58,7 @@ it_log "shunt run --nic $NETNS_SHUNT_IF --ip $addr/$NETNS_PREFIX -- nginx"
 "${in_shunt[@]}" "$IT_SHUNT" run --nic "$NETNS_SHUNT_IF" --ip "$addr/$NETNS_PREFIX" \
   -- nginx -p "$site" -c "$site/nginx.conf" -e "$site/error.log" &
 nginx_pid=$!
-if ! nginx_wait_up "http://$addr/" "$NETNS_KERNEL" "$nginx_pid"; then
-  it_fail "nginx answers on http://$addr/"
-  show_logs
-  exit 1
-fi
-it_pass "nginx answers on http://$addr/"
+it_nginx_up "http://$addr/" "$NETNS_KERNEL" "$nginx_pid"
 
 before=$(stat_flat)
 daemon_pid=$(counter daemon.pid "$before")

@@ -119,3 +119,15 @@ it_check_wrk() {
   non2xx=$(sed -n 's/^ *Non-2xx or 3xx responses: *\([0-9]*\).*/\1/p' <<<"$out")
   it_check "wrk: no non-2xx answers (${non2xx:-0})" test "${non2xx:-0}" = 0
 }
+
+# it_nginx_up URL NETNS PID [WHAT]: nginx (pid PID) answers URL from NETNS within
+# nginx_wait_up's bound; else the test fails here, with the test's show_logs.
+it_nginx_up() {
+  local url=$1 ns=$2 pid=$3 what=${4:-nginx}
+  if ! nginx_wait_up "$url" "$ns" "$pid"; then
+    it_fail "$what answers on $url"
+    if declare -F show_logs >/dev/null; then show_logs; fi
+    exit 1
+  fi
+  it_pass "$what answers on $url"
+}

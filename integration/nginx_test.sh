@@ -52,12 +52,7 @@ else
   ip netns exec "$NETNS_SHUNT" "${nginx_cmd[@]}" &
 fi
 nginx_pid=$!
-if ! nginx_wait_up "http://$addr/" "$NETNS_KERNEL" "$nginx_pid"; then
-  it_fail "nginx answers on http://$addr/"
-  show_logs
-  exit 1
-fi
-it_pass "nginx answers on http://$addr/"
+it_nginx_up "http://$addr/" "$NETNS_KERNEL" "$nginx_pid"
 
 # The worker count is what we asked for: one master, one worker.
 workers=$(pgrep -c -P "$(<"$site/nginx.pid")" || true)

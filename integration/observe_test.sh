@@ -58,12 +58,7 @@ counter() { awk -v k="$1" '$1 == k { print $2; exit }' <<<"$2"; }
 "${in_shunt[@]}" "$IT_SHUNT" run --nic "$NETNS_SHUNT_IF" --ip "$ip/$NETNS_PREFIX" \
   -- nginx -p "$site" -c "$site/nginx.conf" -e "$site/error.log" &
 nginx_pid=$!
-if ! nginx_wait_up "http://$ip/" "$NETNS_KERNEL" "$nginx_pid"; then
-  it_fail "nginx answers on http://$ip/"
-  show_logs
-  exit 1
-fi
-it_pass "nginx answers on http://$ip/"
+it_nginx_up "http://$ip/" "$NETNS_KERNEL" "$nginx_pid"
 master=$(<"$site/nginx.pid")
 worker=$(pgrep -P "$master" | head -n 1)
 daemon_pid=$(counter daemon.pid "$(stat_flat)")

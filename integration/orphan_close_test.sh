@@ -59,12 +59,7 @@ count_state() { "${in_kernel[@]}" ss -tanH state "$1" | wc -l; }
 nginx_site "$site" "$kip" 80
 "${in_kernel[@]}" nginx -p "$site" -c "$site/nginx.conf" -e "$site/error.log" &
 nginx_pid=$!
-if ! nginx_wait_up "http://$kip/" "$NETNS_KERNEL" "$nginx_pid"; then
-  it_fail "kernel nginx answers on http://$kip/"
-  show_logs
-  exit 1
-fi
-it_pass "kernel nginx answers on http://$kip/"
+it_nginx_up "http://$kip/" "$NETNS_KERNEL" "$nginx_pid" "kernel nginx"
 
 # The first shunt run starts the daemon; the rest use it.
 codes=$(timeout 30 "${shunt_run[@]}" curl -s -o /dev/null --max-time 10 -w '%{http_code}' "http://$kip/")

@@ -92,12 +92,7 @@ else
   up_ns=$NETNS_KERNEL
 fi
 nginx_pid=$!
-if ! nginx_wait_up "http://$server_ip/" "$up_ns" "$nginx_pid"; then
-  it_fail "nginx answers on http://$server_ip/"
-  show_logs
-  exit 1
-fi
-it_pass "nginx answers on http://$server_ip/"
+it_nginx_up "http://$server_ip/" "$up_ns" "$nginx_pid"
 
 if [[ $loss == nft ]]; then
   it_check "nftables drops 5% of TCP input on the kernel host" tr_nft_loss "$NETNS_KERNEL" 5
