@@ -15,6 +15,7 @@
 #include "engine/congestion.hh"
 #include "engine/drop.hh"
 #include "engine/reassembly.hh"
+#include "engine/send_log.hh"
 #include "engine/seq.hh"
 #include "engine/timer_wheel.hh"
 #include "engine/udp.hh"
@@ -99,7 +100,7 @@ inline constexpr uint32_t kEvWindowLow = 1u << 5;  // advertised window fell bel
 // A set of disjoint sequence ranges, ordered by start: out-of-order data held in
 // the rx ring (receiver), or data the peer SACKed (sender). Bounded; no allocation.
 struct SeqRanges {
-  static constexpr uint8_t kMax = 8;
+  static constexpr uint8_t kMax = 16;
   struct Range {
     tcp::SeqNum start, end;
   };
@@ -162,7 +163,32 @@ struct Tcb {
   bool recovered_once = false;
   bool rexmit_now = false;  // retransmit at once, whatever the window (fast retransmit)
   tcp::SeqNum recover;      // snd.max when recovery began (RFC 6582)
-  tcp::SeqNum rexmit_next;  // next hole to retransmit in this recovery
+  // RACK-TLP (RFC 8985 6.1): when each byte in flight was last sent, and the
+  // most recently sent data the peer has delivered.
+  SendLog sent_log;
+  struct {
+    Time xmit_ts = 0;         // send time of the most recently sent delivered data
+    uint32_t order = 0;       // its send order (SendLog::Entry::order)
+    tcp::SeqNum end_seq;      // its end: within an entry, what lies below went first
+    Time rtt = 0;             // its round trip
+    Time min_rtt = 0;
+    tcp::SeqNum fack;         // highest end of delivered data, once fack_set
+    bool fack_set = false;
+    bool reordering_seen = false;
+    uint8_t reo_wnd_mult = 1;
+    uint8_t reo_wnd_persist = 0;
+    bool dsack_round_open = false;
+    tcp::SeqNum dsack_round;  // DSACKs until snd.una passes this are one round
+    Time timer_at = 0;        // reordering timer (RFC 8985 6.3)
+  } rack;
+  // A cwnd reduction that DSACKs prove spurious is undone (RFC 2883 5, as Linux).
+  struct {
+    bool armed = false;
+    int32_t retransmits = 0;  // retransmitted segments not yet reported duplicate
+    tcp::SeqNum marker;       // snd.una at the reduction
+    uint32_t cwnd = 0, ssthresh = 0;
+    CcState cc;
+  } undo;
 
   // Delayed ACK (RFC 1122 4.2.3.2, RFC 5681 4.2).
   uint32_t rcv_unacked = 0; // bytes received since our last ACK
@@ -199,8 +225,6 @@ struct Tcb {
   Time keepalive_at = 0;
   Time tlp_at = 0;         // tail loss probe (RFC 8985 7)
   bool tlp_sent = false;   // one probe per flight, until an ACK advances
-  Time una_rexmit_at = 0;  // when the segment at snd.una was last retransmitted
-  Time first_dupack_at = 0;  // when the current run of duplicate ACKs began
   uint32_t limited_sent = 0; // bytes sent by limited transmit since snd.una moved
 
   // For shunt ss (and TCP_INFO): totals over the connection's life.
@@ -256,6 +280,9 @@ struct Tcb {
   X(tcp_recoveries, "tcp.recoveries")                                     \
   X(tcp_sack_retransmits, "tcp.sack_retransmits")                         \
   X(tcp_tail_loss_probes, "tcp.tail_loss_probes")                         \
+  X(tcp_rack_marked_lost, "tcp.rack_marked_lost") /* ranges declared lost */ \
+  X(tcp_spurious_undos, "tcp.spurious_undos") /* reductions undone by DSACK */ \
+  X(tcp_send_log_overflows, "tcp.send_log_overflows")                     \
   X(tcp_ooo_queued, "tcp.ooo_queued")                                     \
   X(tcp_dsacks_sent, "tcp.dsacks_sent")                                   \
   X(tcp_dsacks_received, "tcp.dsacks_received")                           \
@@ -439,9 +466,18 @@ class Engine {
   Drop process_rst(ConnId c, const wire::TcpSegment& seg, Time now);
   Drop process_ack(ConnId c, const wire::TcpSegment& seg, Time now);
   void ack_advance(ConnId c, const wire::TcpSegment& seg, Time now);
+  // ---- Loss detection and recovery (tcp_recovery.cc) ----
   void on_duplicate_ack(ConnId c, Time now);
   void enter_recovery(ConnId c, Time now);
-  bool take_sack(Tcb& t, const wire::TcpSegment& seg);
+  bool take_sack(Tcb& t, const wire::TcpSegment& seg, Time now);
+  void take_dsack(Tcb& t, tcp::SeqNum start, tcp::SeqNum end);
+  void rack_delivered(Tcb& t, tcp::SeqNum from, tcp::SeqNum to, const wire::TcpSegment& seg, Time now);
+  Time rack_reo_wnd(const Tcb& t) const;
+  void rack_detect_loss(Tcb& t, Time now);
+  void rack_after_ack(ConnId c, Time now);
+  void rack_timer(ConnId c, Time now);
+  bool has_lost(const Tcb& t) const;
+  void log_sent(Tcb& t, tcp::SeqNum seq, uint32_t len, bool retransmission, Time now);
   void note_dsack(Tcb& t, tcp::SeqNum start, tcp::SeqNum end);
   Drop process_text(ConnId c, const wire::TcpSegment& seg, Time now);
   Drop queue_out_of_order(ConnId c, tcp::SeqNum seq, std::span<const uint8_t> payload);
@@ -452,7 +488,7 @@ class Engine {
   // ---- TCP output (tcp_output.cc) ----
   uint32_t ts_clock(const Tcb& t, Time now) const;
   uint32_t seg_payload(const Tcb& t) const;
-  uint32_t sacked_below(const Tcb& t, tcp::SeqNum upto) const;
+  uint32_t sacked_in(const Tcb& t, tcp::SeqNum from, tcp::SeqNum to) const;
   void fill_sack_blocks(Tcb& t, wire::TcpSegment* s);
   uint32_t pipe(const Tcb& t) const;
   bool next_hole(const Tcb& t, tcp::SeqNum from, tcp::SeqNum limit, tcp::SeqNum* start,
@@ -462,7 +498,7 @@ class Engine {
   void arm_tail_loss_probe(Tcb& t, Time now);
   void arm_recovery_timer(Tcb& t, Time now);
   void tail_loss_probe(ConnId c, Time now);
-  Time reorder_wait(const Tcb& t) const;
+  void recovery_probe(ConnId c, Time now);
   // ---- TCP bookkeeping and timers (tcp.cc) ----
   bool keepalive_due(ConnId c, Time now);
   uint32_t max_window(const Tcb& t) const;

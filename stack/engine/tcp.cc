@@ -211,7 +211,8 @@ void Engine::abort_conn(ConnId c, Time now) {
 void Engine::arm_timer(ConnId c) {
   Tcb& t = conns_[c];
   Time next = 0;
-  for (Time d : {t.rto_at, t.persist_at, t.time_wait_at, t.delack_at, t.keepalive_at, t.tlp_at})
+  for (Time d : {t.rto_at, t.persist_at, t.time_wait_at, t.delack_at, t.keepalive_at, t.tlp_at,
+                 t.rack.timer_at})
     if (d != 0 && (next == 0 || d < next)) next = d;
   if (next == 0) wheel_.cancel(c);
   else wheel_.schedule(c, (next + kMillisecond - 1) / kMillisecond);
@@ -232,6 +233,7 @@ void Engine::update_rtt(Tcb& t, Time r) {
     t.srtt = (7 * t.srtt + r) / 8;
   }
   t.rto = std::clamp(t.srtt + std::max<Time>(kMillisecond, 4 * t.rttvar), kMinRto, kMaxRto);
+  if (r != 0 && (t.rack.min_rtt == 0 || r < t.rack.min_rtt)) t.rack.min_rtt = r;
 }
 
 void Engine::on_timer(ConnId c, Time now) {
@@ -271,6 +273,11 @@ void Engine::on_timer(ConnId c, Time now) {
     // lost); a second timeout in a row drops the scoreboard in case the peer
     // reneged (RFC 2018 8).
     if (t.backoff >= 2) t.sacked.clear();
+    // RFC 8985 6.3: everything unSACKed counts as lost; go-back-N resends it in
+    // order and logs each byte afresh.
+    t.sent_log.clear();
+    t.undo.armed = false;
+    t.rack.timer_at = 0;
     t.tlp_at = 0;
     // RFC 6582 4: duplicate ACKs of the go-back-N resend must not start a recovery.
     t.recover = t.snd.max;
@@ -279,7 +286,11 @@ void Engine::on_timer(ConnId c, Time now) {
     t.rto_at = now + current_rto(t);
     queue_output(c);
   }
-  if (t.tlp_at != 0 && now >= t.tlp_at) tail_loss_probe(c, now);
+  if (t.rack.timer_at != 0 && now >= t.rack.timer_at) rack_timer(c, now);
+  if (t.tlp_at != 0 && now >= t.tlp_at) {
+    if (t.in_recovery) recovery_probe(c, now);
+    else tail_loss_probe(c, now);
+  }
   if (t.delack_at != 0 && now >= t.delack_at) {
     t.delack_at = 0;
     ++ctr_.tcp_delayed_acks;
@@ -300,54 +311,6 @@ void Engine::on_timer(ConnId c, Time now) {
     t.persist_at = now + std::min(t.rto << std::min<uint32_t>(t.probes, 6), kMaxRto);
   }
   arm_timer(c);
-}
-
-// RFC 8985 7.3: send one new segment if the windows allow, else the last one
-// again; the ACK it draws (with SACK) starts a fast recovery instead of an RTO.
-void Engine::tail_loss_probe(ConnId c, Time now) {
-  Tcb& t = conns_[c];
-  t.tlp_at = 0;
-  if (!may_send_data(t.state) || t.snd.una == t.snd.max) return;
-  if (!t.in_recovery && t.dupacks > 0 && t.sack_ok && t.sacked.n != 0) {
-    // RACK's reordering timer expired with the hole still open: it is lost.
-    enter_recovery(c, now);
-    return;
-  }
-  if (t.in_recovery) {
-    // A retransmission in this recovery went unanswered: the holes go again
-    // (RACK's reordering timer, RFC 8985 6.2), rather than the RTO's go-back-N.
-    t.rexmit_next = t.snd.una;
-    t.rexmit_now = true;
-    ++ctr_.tcp_tail_loss_probes;
-    queue_output(c);
-    return;
-  }
-  t.tlp_sent = true;
-  ++ctr_.tcp_tail_loss_probes;
-  uint32_t unsent = tx_unsent(t);
-  uint32_t in_flight = uint32_t(t.snd.nxt - t.snd.una);
-  // New data only where it would go anyway: never a partial segment held by
-  // TCP_CORK or Nagle.
-  bool held = unsent < seg_payload(t) && (t.cork || !t.nodelay);
-  if (unsent > 0 && t.snd.wnd > in_flight && !held) {
-    uint32_t len = std::min({unsent, t.snd.wnd - in_flight, seg_payload(t)});
-    send_segment(t, t.snd.nxt, kAck, len, now);
-    t.snd.nxt += len;
-  } else {
-    SeqNum data_end = t.fin_sent ? t.fin_seq : t.snd.max;
-    uint32_t len = std::min<uint32_t>(seg_payload(t), uint32_t(data_end - t.snd.una));
-    if (len == 0) return;
-    send_segment(t, data_end + (0u - len), kAck, len, now);
-    ++ctr_.tcp_retransmits;
-    ++t.retransmits;
-  }
-  t.rto_at = now + current_rto(t);  // RFC 8985 7.3: restart the RTO
-}
-
-// How long past its retransmission a hole may stay open before it counts as lost
-// again: a round trip plus RACK's reordering allowance (RFC 8985 6.2).
-Time Engine::reorder_wait(const Tcb& t) const {
-  return t.srtt + std::max<Time>(t.srtt / 4, kMillisecond);
 }
 
 // RFC 1122 4.2.3.6: after keep_idle without a segment from the peer, probe every

@@ -419,6 +419,7 @@ bool Engine::fast_path(ConnId c, const TcpSegment& seg, Time now) {
   t.snd.wl2 = ack;
   if (seg.payload.empty()) {
     ack_advance(c, seg, now);
+    if (t.sack_ok) rack_after_ack(c, now);
   } else {
     t.rx.write(seg.payload.data(), uint32_t(seg.payload.size()));
     t.rcv.nxt += uint32_t(seg.payload.size());
@@ -478,15 +479,17 @@ Drop Engine::process_ack(ConnId c, const TcpSegment& seg, Time now) {
     ack_now(c);
     return Drop::kTcpBadAck;
   }
-  bool new_sack = t.sack_ok && seg.sack_count != 0 && take_sack(t, seg);
+  bool new_sack = t.sack_ok && seg.sack_count != 0 && take_sack(t, seg, now);
   uint32_t wnd = uint32_t(seg.window) << t.snd_wscale;
-  if (t.snd.una < ack) {
+  bool advanced = t.snd.una < ack;
+  if (advanced) {
     ack_advance(c, seg, now);
     if (t.state == TcpState::kClosed) return Drop::kNone;
   } else if (ack == t.snd.una && t.snd.una != t.snd.max &&
              ((seg.payload.empty() && !(seg.flags & kFin) && wnd == t.snd.wnd) || new_sack)) {
     on_duplicate_ack(c, now);  // RFC 5681 2 "duplicate ACK", or new SACK information
   }
+  if (t.sack_ok && (advanced || new_sack)) rack_after_ack(c, now);
   // Window update: only from a newer segment.
   if (t.snd.wl1 < seq || (t.snd.wl1 == seq && t.snd.wl2 <= ack)) {
     if (wnd > t.snd.wnd) queue_output(c);
@@ -508,6 +511,7 @@ void Engine::ack_advance(ConnId c, const TcpSegment& seg, Time now) {
   Tcb& t = conns_[c];
   SeqNum ack(seg.ack);
   uint32_t acked = uint32_t(ack - t.snd.una);
+  if (t.sack_ok) rack_delivered(t, t.snd.una, ack, seg, now);
   if (t.snd.una == t.iss) --acked;  // our SYN
   bool fin_acked = t.fin_sent && ack > t.fin_seq && t.snd.una <= t.fin_seq;
   if (fin_acked) --acked;           // our FIN
@@ -524,6 +528,7 @@ void Engine::ack_advance(ConnId c, const TcpSegment& seg, Time now) {
   // After a go-back-N rewind the peer may acknowledge beyond snd.nxt.
   if (t.snd.nxt < ack) t.snd.nxt = ack;
   t.sacked.trim_below(ack);
+  t.sent_log.trim_below(ack);
   if (t.rtt_timing && ack > t.rtt_seq) {
     update_rtt(t, now - t.rtt_start);
     t.rtt_timing = false;
@@ -535,23 +540,22 @@ void Engine::ack_advance(ConnId c, const TcpSegment& seg, Time now) {
   t.backoff = 0;
   t.dupacks = 0;
   t.limited_sent = 0;
-  t.first_dupack_at = 0;
   t.tlp_at = 0;
   t.tlp_sent = false;
   uint32_t mss = t.snd.mss;
   if (t.in_recovery) {
     if (ack >= t.recover) {
-      // RFC 6582 3.2 step 3 (full acknowledgment): deflate to ssthresh.
+      // RFC 6582 3.2 step 3 (full acknowledgment): deflate to ssthresh. With SACK
+      // cwnd was never inflated, and stays where a DSACK undo put it.
       t.in_recovery = false;
-      t.cwnd = std::max(t.ssthresh, 2 * mss);
+      uint32_t deflated = std::max(t.ssthresh, 2 * mss);
+      t.cwnd = t.sack_ok ? std::min(t.cwnd, deflated) : deflated;
+      if (t.rack.reo_wnd_persist > 0 && --t.rack.reo_wnd_persist == 0) t.rack.reo_wnd_mult = 1;
     } else if (!t.sack_ok) {
       // Partial ACK (RFC 6582 3.2 step 5): retransmit the next hole at once and
       // deflate by what was acknowledged.
-      t.rexmit_next = t.snd.una;
       t.rexmit_now = true;
       t.cwnd = t.cwnd > acked ? t.cwnd - acked + mss : mss;
-    } else if (t.rexmit_next < t.snd.una) {
-      t.rexmit_next = t.snd.una;
     }
   } else if (t.cwnd < t.ssthresh) {
     t.cwnd += std::min(acked, 2 * mss);  // slow start, RFC 3465 L = 2
@@ -571,91 +575,6 @@ void Engine::ack_advance(ConnId c, const TcpSegment& seg, Time now) {
   }
   // An orphan whose every byte is acknowledged needs its rings no more.
   if (t.user_closed && t.tx.valid() && t.tx.readable() == 0 && t.fin_sent) detach_rings(c);
-}
-
-// RFC 5681 3.2 and RFC 6675 5: the third duplicate ACK, or SACKed data of three
-// segments above snd.una, starts fast retransmit and recovery.
-void Engine::on_duplicate_ack(ConnId c, Time now) {
-  Tcb& t = conns_[c];
-  uint32_t mss = t.snd.mss;
-  if (t.in_recovery) {
-    if (!t.sack_ok) t.cwnd += mss;  // RFC 6582 3.2 step 4: inflate
-    // A retransmission that is not repaired a round trip later was lost too
-    // (the idea of RACK, RFC 8985): send the holes again rather than wait for the RTO.
-    if (t.sack_ok && t.una_rexmit_at != 0 && now - t.una_rexmit_at > reorder_wait(t)) {
-      t.rexmit_next = t.snd.una;
-      t.rexmit_now = true;
-      t.una_rexmit_at = 0;
-    }
-    queue_output(c);
-    return;
-  }
-  if (++t.dupacks == 1) t.first_dupack_at = now;
-  // RFC 5827 early retransmit: with fewer than four segments outstanding and
-  // nothing new to send, fewer duplicate ACKs can come; lower the threshold.
-  uint32_t outstanding = (uint32_t(t.snd.max - t.snd.una) + mss - 1) / mss;
-  uint32_t thresh = kDupThresh;
-  if (outstanding < 4 && tx_unsent(t) == 0) thresh = std::max<uint32_t>(1, outstanding - 1);
-  bool lost = t.dupacks >= thresh || (t.sack_ok && t.sacked.bytes() >= thresh * mss);
-  // RACK (RFC 8985 6.2), time-based: data sent after the hole was delivered, and
-  // the hole has stayed open longer than reordering explains.
-  if (t.sack_ok && t.sacked.n != 0 && now - t.first_dupack_at >= reorder_wait(t)) lost = true;
-  if (!lost) {
-    // RFC 3042 limited transmit: a new segment for each of the first two
-    // duplicate ACKs keeps the ACK clock going in small windows.
-    if (t.dupacks <= 2) queue_output(c);
-    // RACK's reordering timer: decide even if no further ACK comes.
-    if (t.sack_ok && t.sacked.n != 0 && t.srtt != 0) {
-      Time at = now + reorder_wait(t);
-      if (t.tlp_at == 0 || at < t.tlp_at) {
-        t.tlp_at = at;
-        arm_timer(c);
-      }
-    }
-    return;
-  }
-  enter_recovery(c, now);
-}
-
-void Engine::enter_recovery(ConnId c, Time now) {
-  Tcb& t = conns_[c];
-  uint32_t mss = t.snd.mss;
-  t.in_recovery = true;
-  t.rexmit_next = t.snd.una;
-  t.rexmit_now = true;  // the first retransmission goes regardless of the window
-  t.rtt_timing = false;
-  queue_output(c);
-  // RFC 6582 4.1: a loss within the window of the previous recovery (or RTO)
-  // is the same congestion event: repair it, but do not reduce again.
-  if (t.recovered_once && t.snd.una <= t.recover) return;
-  ++ctr_.tcp_recoveries;
-  ++ctr_.tcp_fast_retransmits;
-  uint32_t flight = uint32_t(t.snd.max - t.snd.una) - std::min(t.limited_sent, uint32_t(t.snd.max - t.snd.una));
-  t.ssthresh = cc_on_loss(t.cc, t.cc.algorithm == CcAlgorithm::kReno ? flight : t.cwnd, mss, now);
-  t.cwnd = t.ssthresh + (t.sack_ok ? 0 : kDupThresh * mss);
-  t.recovered_once = true;
-  t.recover = t.snd.max;
-}
-
-// Records the peer's SACK blocks (RFC 2018 3). Returns true when they told us
-// something new. A first block below snd.una, or inside the second, is a DSACK
-// (RFC 2883 4) and only counted.
-bool Engine::take_sack(Tcb& t, const TcpSegment& seg) {
-  bool news = false;
-  for (uint8_t i = 0; i < seg.sack_count; ++i) {
-    SeqNum l(seg.sack[i][0]), r(seg.sack[i][1]);
-    if (i == 0 && (r <= t.snd.una ||
-                   (seg.sack_count > 1 && SeqNum(seg.sack[1][0]) <= l && r <= SeqNum(seg.sack[1][1])))) {
-      ++ctr_.tcp_dsacks_received;
-      continue;
-    }
-    // Blocks must lie inside what we sent (RFC 2018: ignore the rest).
-    if (!(l < r) || l < t.snd.una || r > t.snd.max) continue;
-    if (t.sacked.contains(l, r)) continue;
-    t.sacked.add(l, r);
-    news = true;
-  }
-  return news;
 }
 
 void Engine::note_dsack(Tcb& t, SeqNum start, SeqNum end) {

@@ -17,14 +17,6 @@ uint32_t Engine::ts_clock(const Tcb& t, Time now) const {
 
 // Payload that fits in one segment next to the options it will carry (RFC 6691:
 // the MSS counts no options).
-// SACKed bytes between snd.una and `upto`: in flight no more.
-uint32_t Engine::sacked_below(const Tcb& t, SeqNum upto) const {
-  uint32_t n = 0;
-  for (uint8_t i = 0; i < t.sacked.n && t.sacked.r[i].start < upto; ++i)
-    n += uint32_t((t.sacked.r[i].end < upto ? t.sacked.r[i].end : upto) - t.sacked.r[i].start);
-  return n;
-}
-
 uint32_t Engine::seg_payload(const Tcb& t) const {
   uint32_t options = t.ts_ok ? 12 : 0;
   if (t.sack_ok && (t.ooo.n != 0 || t.dsack_pending)) {
@@ -56,9 +48,11 @@ void Engine::send_reset_for(const TcpSegment& seg, Time now) {
 
 void Engine::send_segment(Tcb& t, SeqNum seq, uint8_t flags, uint32_t len, Time now) {
   SeqNum end = seq + len + ((flags & kSyn) ? 1 : 0) + ((flags & kFin) ? 1 : 0);
+  bool retransmission = seq < t.snd.max;
   if (end > t.snd.max) t.snd.max = end;  // also when no buffer: RTO resends it
   uint8_t* f = begin_ip_frame(t.remote_ip, now);
   if (!f) return;
+  if (len > 0) log_sent(t, seq, len, retransmission, now);
   bool syn = flags & kSyn;
   // RFC 7323 2.2: a SYN's window is never scaled.
   uint32_t wnd = rx_window(t);
@@ -122,85 +116,6 @@ void Engine::fill_sack_blocks(Tcb& t, TcpSegment* s) {
   s->sack_count = n;
 }
 
-// RFC 6675 "pipe", FACK-style: everything unSACKed below the highest SACKed byte
-// counts as lost unless we retransmitted it in this recovery.
-uint32_t Engine::pipe(const Tcb& t) const {
-  SeqNum high = t.sacked.n ? t.sacked.r[t.sacked.n - 1].end : t.snd.una;
-  uint32_t in_flight = uint32_t(t.snd.max - high);
-  SeqNum upto = t.rexmit_next < high ? t.rexmit_next : high;
-  SeqNum s = t.snd.una, start;
-  uint32_t len;
-  while (s < upto && next_hole(t, s, upto, &start, &len)) {
-    in_flight += len;
-    s = start + len;
-  }
-  return in_flight;
-}
-
-// The next hole at or after `from` and below `limit`: [*start, *start + *len).
-bool Engine::next_hole(const Tcb& t, SeqNum from, SeqNum limit, SeqNum* start, uint32_t* len) const {
-  SeqNum s = from < t.snd.una ? t.snd.una : from;
-  for (uint8_t i = 0; i < t.sacked.n && s < limit; ++i) {
-    if (t.sacked.r[i].end <= s) continue;
-    if (t.sacked.r[i].start <= s) {
-      s = t.sacked.r[i].end;
-      continue;
-    }
-    SeqNum e = t.sacked.r[i].start < limit ? t.sacked.r[i].start : limit;
-    *start = s;
-    *len = uint32_t(e - s);
-    return true;
-  }
-  if (s >= limit) return false;
-  *start = s;
-  *len = uint32_t(limit - s);
-  return true;
-}
-
-void Engine::retransmit_lost(ConnId c, Time now) {
-  Tcb& t = conns_[c];
-  SeqNum data_end = t.fin_sent ? t.fin_seq : t.snd.max;
-  bool force = t.rexmit_now;
-  t.rexmit_now = false;
-  if (!t.sack_ok) {
-    // NewReno: one segment at snd.una per partial ACK (and at the start).
-    if (force && t.snd.una < data_end) {
-      uint32_t len = std::min<uint32_t>(seg_payload(t), uint32_t(data_end - t.snd.una));
-      send_segment(t, t.snd.una, kAck, len, now);
-      t.una_rexmit_at = now;
-      ++ctr_.tcp_retransmits;
-      ++t.retransmits;
-      arm_recovery_timer(t, now);
-    }
-    return;
-  }
-  SeqNum high = t.sacked.n ? t.sacked.r[t.sacked.n - 1].end : t.snd.una + t.snd.mss;
-  if (high > data_end) high = data_end;
-  uint32_t in_pipe = pipe(t);
-  for (int guard = 0; guard < 64 && (force || in_pipe < t.cwnd); ++guard) {
-    SeqNum start;
-    uint32_t len;
-    if (!next_hole(t, t.rexmit_next, high, &start, &len)) break;
-    len = std::min<uint32_t>(len, seg_payload(t));
-    send_segment(t, start, kAck, len, now);
-    if (start == t.snd.una) t.una_rexmit_at = now;
-    t.rexmit_next = start + len;
-    in_pipe += len;
-    force = false;
-    ++ctr_.tcp_retransmits;
-    ++t.retransmits;
-    ++ctr_.tcp_sack_retransmits;
-  }
-  arm_recovery_timer(t, now);
-}
-
-void Engine::arm_recovery_timer(Tcb& t, Time now) {
-  if (t.srtt == 0) return;
-  Time wait = std::max<Time>(2 * reorder_wait(t), 5 * kMillisecond);
-  if (t.rto_at != 0 && now + wait >= t.rto_at) return;
-  t.tlp_at = now + wait;
-}
-
 void Engine::send_new_data(ConnId c, Time now) {
   Tcb& t = conns_[c];
   uint32_t unsent = tx_unsent(t);
@@ -210,7 +125,7 @@ void Engine::send_new_data(ConnId c, Time now) {
   if (t.snd.una == t.snd.max && t.last_tx != 0 && now - t.last_tx > current_rto(t))
     t.cwnd = std::min(t.cwnd, kInitialWindowSegments * t.snd.mss);
   bool sack_recovery = t.in_recovery && t.sack_ok;
-  uint32_t in_pipe = sack_recovery ? pipe(t) : uint32_t(t.snd.nxt - t.snd.una) - sacked_below(t, t.snd.nxt);
+  uint32_t in_pipe = sack_recovery ? pipe(t) : uint32_t(t.snd.nxt - t.snd.una) - sacked_in(t, t.snd.una, t.snd.nxt);
   for (; unsent != 0; unsent = tx_unsent(t)) {
     // Resending after an RTO: skip what the peer holds, stop short of the next
     // range it holds.
@@ -277,16 +192,6 @@ void Engine::send_new_data(ConnId c, Time now) {
     if (with_fin) break;
   }
   arm_tail_loss_probe(t, now);
-}
-
-// RFC 8985 7.2: a probe two round trips after the last send, so that a lost tail
-// (no later segment to cause duplicate ACKs) is found without waiting for the RTO.
-void Engine::arm_tail_loss_probe(Tcb& t, Time now) {
-  if (t.tlp_sent || t.in_recovery || t.srtt == 0 || t.snd.una == t.snd.max) return;
-  Time pto = std::max<Time>(2 * t.srtt, 10 * kMillisecond);
-  if (uint32_t(t.snd.max - t.snd.una) <= t.snd.mss) pto += 200 * kMillisecond;  // WCDelAckT
-  if (t.rto_at != 0 && now + pto >= t.rto_at) return;  // the RTO comes first anyway
-  t.tlp_at = now + pto;
 }
 
 void Engine::output(ConnId c, Time now) {

@@ -59,7 +59,10 @@ std::string describe(const Engine& e, ConnId c) {
      << "dsack=" << t.dsack_pending << " " << t.dsack_start.raw() << "-" << t.dsack_end.raw()
      << " dupacks=" << int(t.dupacks) << " in_recovery=" << t.in_recovery
      << " recovered_once=" << t.recovered_once << " rexmit_now=" << t.rexmit_now
-     << " recover=" << t.recover.raw() << " rexmit_next=" << t.rexmit_next.raw() << "\n"
+     << " recover=" << t.recover.raw() << "\n"
+     << "rack.xmit_ts=" << t.rack.xmit_ts << " end_seq=" << t.rack.end_seq.raw()
+     << " rtt=" << t.rack.rtt << " min_rtt=" << t.rack.min_rtt << " fack=" << t.rack.fack.raw()
+     << " reordering_seen=" << t.rack.reordering_seen << " timer_at=" << t.rack.timer_at << "\n"
      << "rcv_unacked=" << t.rcv_unacked << " quickack=" << int(t.quickack)
      << " ack_pending=" << t.ack_pending << " window_low=" << t.window_low << "\n"
      << "srtt=" << t.srtt << " rttvar=" << t.rttvar << " rto=" << t.rto
@@ -69,6 +72,13 @@ std::string describe(const Engine& e, ConnId c) {
      << " keepalive_at=" << t.keepalive_at << " probes=" << int(t.probes) << "\n"
      << "last_rx=" << t.last_rx << " last_tx=" << t.last_tx << " keep_probes="
      << int(t.keep_probes) << " tx_base=" << t.tx_base << " error=" << t.error << "\n";
+  os << "sent_log=";
+  for (uint8_t i = 0; i < t.sent_log.n; ++i) {
+    const auto& x = t.sent_log.e[i];
+    os << x.start.raw() << "-" << x.end.raw() << "@" << x.sent << (x.retransmitted ? "r" : "")
+       << (x.lost ? "l" : "") << " ";
+  }
+  os << "\n";
   ranges("ooo", t.ooo);
   ranges("sacked", t.sacked);
   ring("rx", t.rx);

@@ -272,6 +272,60 @@ TEST_F(SackRecovery, SecondTimeoutInARowDropsTheScoreboard) {
   EXPECT_EQ(sent_one().seq, snd(0));
 }
 
+// RACK (RFC 8985): a retransmission is judged like any segment. Data sent after
+// it is SACKed while it is not: it was lost too, and goes again without an RTO.
+TEST_F(SackRecovery, LostRetransmissionIsSentAgainWhenLaterDataIsSacked) {
+  lose_0_and_3();
+  auto r = sent();
+  ASSERT_EQ(r.size(), 2u) << trace(r);
+  advance(kMillisecond);
+  app_send(pattern(4 * kSeg, 10 * kSeg));
+  // Segment 3's retransmission arrives and so do 5-9: the pipe opens for new data.
+  ASSERT_EQ(peer_ack(0, kPeerWindow, {segs(1, 10)}), Drop::kNone);
+  auto fresh = sent();
+  ASSERT_FALSE(fresh.empty()) << "new data after the retransmissions";
+  EXPECT_EQ(fresh[0].seq, snd(10 * kSeg)) << trace(fresh);
+  advance(kMillisecond);
+  // Segment 10, sent after segment 0's retransmission, is SACKed; segment 0 is not.
+  ASSERT_EQ(peer_ack(0, kPeerWindow, {segs(10, 11), segs(1, 10)}), Drop::kNone);
+  auto again = sent();
+  bool resent = false;
+  for (const auto& s : again) resent |= s.seq == snd(0) && s.payload.size() == kSeg;
+  EXPECT_TRUE(resent) << "segment 0 goes a third time:" << trace(again);
+  EXPECT_EQ(eng().counters().tcp_rto_expired, 0u);
+}
+
+// Below three SACKed segments and before any reordering is known, RACK waits a
+// quarter of the minimum round trip before it calls a hole lost; its timer ends
+// the wait even when no further ACK comes.
+TEST_F(SackRecovery, ReorderingTimerDeclaresTheHoleLostWithoutFurtherAcks) {
+  ASSERT_EQ(peer_ack(0, kPeerWindow, {segs(1, 2)}), Drop::kNone);
+  expect_silent();
+  EXPECT_FALSE(tcb().in_recovery);
+  EXPECT_NE(tcb().rack.timer_at, 0u);
+  advance_to(tcb().rack.timer_at + kMillisecond);
+  EXPECT_TRUE(tcb().in_recovery);
+  auto r = sent();
+  ASSERT_FALSE(r.empty());
+  EXPECT_EQ(r[0].seq, snd(0));
+}
+
+// Every retransmission of a recovery reported back as a duplicate (DSACK, RFC
+// 2883): the reduction was spurious and is undone.
+TEST_F(SackRecovery, DsacksForEveryRetransmissionUndoTheReduction) {
+  lose_0_and_3();
+  ASSERT_EQ(sent().size(), 2u);
+  EXPECT_EQ(tcb().cwnd, 10220u);
+  ASSERT_EQ(peer_ack(10 * kSeg), Drop::kNone);
+  EXPECT_FALSE(tcb().in_recovery);
+  ASSERT_EQ(peer_ack(10 * kSeg, kPeerWindow, {segs(0, 1)}), Drop::kNone);
+  EXPECT_EQ(eng().counters().tcp_spurious_undos, 0u) << "one of two retransmissions reported";
+  ASSERT_EQ(peer_ack(10 * kSeg, kPeerWindow, {segs(3, 4)}), Drop::kNone);
+  EXPECT_EQ(eng().counters().tcp_spurious_undos, 1u);
+  EXPECT_EQ(tcb().cwnd, 14600u) << "back to the window before the reduction";
+  EXPECT_TRUE(tcb().rack.reordering_seen);
+}
+
 // ---- Congestion control through the engine ----
 
 TEST_F(NewReno, TcpCongestionSelectsTheAlgorithm) {
