@@ -682,11 +682,11 @@ bool forwarded_option(int level, int name, const void* val, socklen_t len, abi::
     case TCP_KEEPINTVL: *opt = abi::SockOption::kKeepIntvl; return true;
     case TCP_KEEPCNT: *opt = abi::SockOption::kKeepCnt; return true;
     case TCP_CONGESTION: {
-      // shuntd has "reno" (0) and "cubic" (1).
+      // shuntd has "reno" (0), "cubic" (1) and "bbr" (2).
       char algo[16] = {};
       memcpy(algo, val, std::min<size_t>(len, sizeof algo - 1));
       *opt = abi::SockOption::kCongestion;
-      *value = strcmp(algo, "reno") == 0 ? 0 : strcmp(algo, "cubic") == 0 ? 1 : -1;
+      *value = strcmp(algo, "reno") == 0 ? 0 : strcmp(algo, "cubic") == 0 ? 1 : strcmp(algo, "bbr") == 0 ? 2 : -1;
       return true;
     }
     default: return false;

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <sstream>
 
@@ -168,6 +169,20 @@ bool load_config(DaemonConfig* cfg, std::string* error) {
       *error = bad("SHUNT_MODE", v, "expected busy or adaptive");
       return false;
     }
+  }
+  if ((v = env("SHUNT_CONGESTION"))) {
+    if (!cc_parse(v, &cfg->congestion)) {
+      *error = bad("SHUNT_CONGESTION", v, "expected reno, cubic or bbr");
+      return false;
+    }
+  } else {
+    // Like the kernel it stands in for: the host's default, where shunt has it.
+    char name[32] = {};
+    if (FILE* f = std::fopen("/proc/sys/net/ipv4/tcp_congestion_control", "r")) {
+      if (std::fscanf(f, "%31s", name) != 1) name[0] = 0;
+      std::fclose(f);
+    }
+    cc_parse(name, &cfg->congestion);
   }
   if ((v = env("SHUNT_FAULT"))) {
     if (!parse_fault_spec(v, &cfg->fault, error)) return false;

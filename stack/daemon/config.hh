@@ -7,6 +7,7 @@
 
 #include "daemon/access.hh"
 #include "daemon/fault.hh"
+#include "engine/congestion.hh"
 
 namespace shunt {
 
@@ -27,6 +28,9 @@ struct DaemonConfig {
   uint32_t ring_size = 1 << 18;   // bytes per direction per socket
   uint32_t queue_pairs = 16;      // threads per application with their own queues
   fault::Spec fault;              // SHUNT_FAULT: faults injected at the device (tests)
+  // SHUNT_CONGESTION; by default the host kernel's (net.ipv4.tcp_congestion_control)
+  // when shunt has it, else cubic.
+  CcAlgorithm congestion = CcAlgorithm::kCubic;
   AccessPolicy allow;             // SHUNT_ALLOW: who may attach besides root and our user
   std::string allow_text;
 };

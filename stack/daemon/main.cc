@@ -45,6 +45,7 @@ int main() {
   ecfg.ip = cfg.ip;
   ecfg.prefix_len = cfg.prefix_len;
   ecfg.gateway = cfg.gateway;
+  ecfg.congestion = cfg.congestion;
   ecfg.mtu = dev.mtu();
   ecfg.isn_secret = std::random_device{}() * 0x100000001ull ^ std::random_device{}();
   ecfg.staging_size = std::min<uint32_t>(ecfg.staging_size, cfg.ring_size);

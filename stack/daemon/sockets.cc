@@ -347,7 +347,7 @@ int SocketTable::set_option(uint32_t s, abi::SockOption opt, uint64_t value) {
       (value < 1 || value > 32767))
     return -EINVAL;
   if (opt == abi::SockOption::kKeepCnt && (value < 1 || value > 127)) return -EINVAL;
-  if (opt == abi::SockOption::kCongestion && value > uint32_t(CcAlgorithm::kCubic)) return -ENOENT;
+  if (opt == abi::SockOption::kCongestion && value > uint32_t(kLastCcAlgorithm)) return -ENOENT;
   if (sock.kind == Kind::kConn) {
     if (int rc = engine_.set_option(sock.conn, eo, uint32_t(value)); rc != 0) return rc;
   }

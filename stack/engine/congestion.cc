@@ -11,12 +11,20 @@ constexpr double kCubicC = 0.4;     // RFC 9438 5
 constexpr double kCubicBeta = 0.7;  // RFC 9438 4.6
 }  // namespace
 
-const char* cc_name(CcAlgorithm a) { return a == CcAlgorithm::kReno ? "reno" : "cubic"; }
+const char* cc_name(CcAlgorithm a) {
+  switch (a) {
+    case CcAlgorithm::kReno: return "reno";
+    case CcAlgorithm::kCubic: return "cubic";
+    case CcAlgorithm::kBbr: return "bbr";
+  }
+  return "cubic";
+}
 
 bool cc_parse(const char* name, CcAlgorithm* out) {
   if (!name) return false;
   if (std::strcmp(name, "reno") == 0) *out = CcAlgorithm::kReno;
   else if (std::strcmp(name, "cubic") == 0) *out = CcAlgorithm::kCubic;
+  else if (std::strcmp(name, "bbr") == 0) *out = CcAlgorithm::kBbr;
   else return false;
   return true;
 }
@@ -58,6 +66,7 @@ void cc_on_ack(CcState& s, uint32_t* cwnd, uint32_t mss, uint32_t acked, Time no
 
 uint32_t cc_on_loss(CcState& s, uint32_t cwnd, uint32_t mss, Time now) {
   (void)now;
+  if (s.algorithm == CcAlgorithm::kBbr) return 0xffffffff;
   if (s.algorithm == CcAlgorithm::kReno) {
     s.ack_bytes = 0;
     return std::max(cwnd / 2, 2 * mss);  // RFC 5681 (4), with cwnd for FlightSize

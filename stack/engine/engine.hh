@@ -181,6 +181,17 @@ struct Tcb {
     tcp::SeqNum dsack_round;  // DSACKs until snd.una passes this are one round
     Time timer_at = 0;        // reordering timer (RFC 8985 6.3)
   } rack;
+  // Delivery rate estimation (draft-cheng-iccrg-delivery-rate-estimation), for BBR.
+  struct {
+    uint64_t delivered = 0;      // bytes ACKed or SACKed over the connection's life
+    Time delivered_time = 0;     // when `delivered` last grew
+    Time first_sent = 0;         // send time of the most recently sent delivered data
+    uint64_t app_limited = 0;    // delivered count ending an application-limited stretch, 0 none
+    uint32_t acked = 0;          // newly delivered by the ACK being processed
+    uint32_t sample_order = 0;   // the most recently sent data it delivered: order (0 none),
+    Time sample_sent = 0;        // send time
+    RateSnapshot sample;         // and the delivery state when it went out
+  } rate;
   // A cwnd reduction that DSACKs prove spurious is undone (RFC 2883 5, as Linux).
   struct {
     bool armed = false;
@@ -478,6 +489,8 @@ class Engine {
   void rack_timer(ConnId c, Time now);
   bool has_lost(const Tcb& t) const;
   void log_sent(Tcb& t, tcp::SeqNum seq, uint32_t len, bool retransmission, Time now);
+  void note_delivered(Tcb& t, uint32_t bytes, Time now);
+  void cc_after_ack(ConnId c, Time now);
   void note_dsack(Tcb& t, tcp::SeqNum start, tcp::SeqNum end);
   Drop process_text(ConnId c, const wire::TcpSegment& seg, Time now);
   Drop queue_out_of_order(ConnId c, tcp::SeqNum seq, std::span<const uint8_t> payload);

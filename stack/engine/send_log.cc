@@ -4,7 +4,7 @@ namespace shunt {
 
 using tcp::SeqNum;
 
-bool SendLog::record(SeqNum start, SeqNum end, Time now, bool retransmission) {
+bool SendLog::record(SeqNum start, SeqNum end, Time now, bool retransmission, const RateSnapshot& rate) {
   if (!(start < end)) return true;
   bool kept = true;
   if (retransmission) kept = cut(start, end);
@@ -16,7 +16,7 @@ bool SendLog::record(SeqNum start, SeqNum end, Time now, bool retransmission) {
     }
   }
   if (n == kMax) kept = make_room() && kept;
-  e[n++] = Entry{start, end, now, next_order++, retransmission, false};
+  e[n++] = Entry{start, end, now, next_order++, retransmission, false, rate};
   return kept;
 }
 
@@ -91,6 +91,7 @@ bool SendLog::make_room() {
     a.end = b.end;
     a.sent = b.sent;
     a.order = b.order;
+    a.rate = b.rate;
     a.retransmitted = a.retransmitted || b.retransmitted;
     erase(uint8_t(best + 1));
     return true;

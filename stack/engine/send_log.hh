@@ -17,6 +17,15 @@ namespace shunt {
 
 using Time = uint64_t;  // microseconds (engine.hh)
 
+// The connection's delivery state when an entry's first byte went out, for
+// delivery rate samples (draft-cheng-iccrg-delivery-rate-estimation 3.2).
+struct RateSnapshot {
+  uint64_t delivered = 0;
+  Time delivered_time = 0;
+  Time first_sent = 0;
+  bool app_limited = false;
+};
+
 struct SendLog {
   static constexpr uint8_t kMax = 32;
   struct Entry {
@@ -25,6 +34,7 @@ struct SendLog {
     uint32_t order = 0;  // send order: larger is later
     bool retransmitted = false;
     bool lost = false;  // RACK declared it lost; not yet sent again
+    RateSnapshot rate;
   };
   Entry e[kMax];
   uint8_t n = 0;
@@ -32,7 +42,8 @@ struct SendLog {
 
   // [start, end) went out at `now`. A retransmission first leaves every older
   // entry. Returns false when room had to be made by forgetting an entry.
-  bool record(tcp::SeqNum start, tcp::SeqNum end, Time now, bool retransmission);
+  bool record(tcp::SeqNum start, tcp::SeqNum end, Time now, bool retransmission,
+              const RateSnapshot& rate = {});
   // Everything below `una` is acknowledged.
   void trim_below(tcp::SeqNum una);
   // Splits the entry at index i at `seq` (strictly inside it); the two halves keep

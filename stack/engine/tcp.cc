@@ -376,7 +376,7 @@ int Engine::set_option(ConnId c, TcpOption opt, uint32_t value) {
       t.keep_cnt = value;
       return 0;
     case TcpOption::kCongestion:
-      if (value > uint32_t(CcAlgorithm::kCubic)) return -ENOENT;
+      if (value > uint32_t(kLastCcAlgorithm)) return -ENOENT;
       t.cc = CcState{};
       t.cc.algorithm = CcAlgorithm(value);
       return 0;

@@ -420,6 +420,7 @@ bool Engine::fast_path(ConnId c, const TcpSegment& seg, Time now) {
   if (seg.payload.empty()) {
     ack_advance(c, seg, now);
     if (t.sack_ok) rack_after_ack(c, now);
+    cc_after_ack(c, now);
   } else {
     t.rx.write(seg.payload.data(), uint32_t(seg.payload.size()));
     t.rcv.nxt += uint32_t(seg.payload.size());
@@ -490,6 +491,7 @@ Drop Engine::process_ack(ConnId c, const TcpSegment& seg, Time now) {
     on_duplicate_ack(c, now);  // RFC 5681 2 "duplicate ACK", or new SACK information
   }
   if (t.sack_ok && (advanced || new_sack)) rack_after_ack(c, now);
+  cc_after_ack(c, now);
   // Window update: only from a newer segment.
   if (t.snd.wl1 < seq || (t.snd.wl1 == seq && t.snd.wl2 <= ack)) {
     if (wnd > t.snd.wnd) queue_output(c);
@@ -511,7 +513,8 @@ void Engine::ack_advance(ConnId c, const TcpSegment& seg, Time now) {
   Tcb& t = conns_[c];
   SeqNum ack(seg.ack);
   uint32_t acked = uint32_t(ack - t.snd.una);
-  if (t.sack_ok) rack_delivered(t, t.snd.una, ack, seg, now);
+  rack_delivered(t, t.snd.una, ack, seg, now);
+  note_delivered(t, acked - sacked_in(t, t.snd.una, ack), now);
   if (t.snd.una == t.iss) --acked;  // our SYN
   bool fin_acked = t.fin_sent && ack > t.fin_seq && t.snd.una <= t.fin_seq;
   if (fin_acked) --acked;           // our FIN
@@ -549,7 +552,7 @@ void Engine::ack_advance(ConnId c, const TcpSegment& seg, Time now) {
       // cwnd was never inflated, and stays where a DSACK undo put it.
       t.in_recovery = false;
       uint32_t deflated = std::max(t.ssthresh, 2 * mss);
-      t.cwnd = t.sack_ok ? std::min(t.cwnd, deflated) : deflated;
+      if (t.cc.algorithm != CcAlgorithm::kBbr) t.cwnd = t.sack_ok ? std::min(t.cwnd, deflated) : deflated;
       if (t.rack.reo_wnd_persist > 0 && --t.rack.reo_wnd_persist == 0) t.rack.reo_wnd_mult = 1;
     } else if (!t.sack_ok) {
       // Partial ACK (RFC 6582 3.2 step 5): retransmit the next hole at once and
@@ -557,6 +560,8 @@ void Engine::ack_advance(ConnId c, const TcpSegment& seg, Time now) {
       t.rexmit_now = true;
       t.cwnd = t.cwnd > acked ? t.cwnd - acked + mss : mss;
     }
+  } else if (t.cc.algorithm == CcAlgorithm::kBbr) {
+    // cc_after_ack sets the window from BBR's model.
   } else if (t.cwnd < t.ssthresh) {
     t.cwnd += std::min(acked, 2 * mss);  // slow start, RFC 3465 L = 2
   } else {

@@ -191,6 +191,10 @@ void Engine::send_new_data(ConnId c, Time now) {
     if (t.rto_at == 0) t.rto_at = now + current_rto(t);
     if (with_fin) break;
   }
+  // Out of data with room to spare: rate samples taken until this is delivered
+  // measure the application, not the path (delivery rate estimation 3.4).
+  if (tx_unsent(t) == 0 && in_pipe < t.cwnd)
+    t.rate.app_limited = std::max<uint64_t>(t.rate.delivered + in_pipe, 1);
   arm_tail_loss_probe(t, now);
 }
 

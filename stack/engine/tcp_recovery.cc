@@ -63,6 +63,9 @@ void Engine::enter_recovery(ConnId c, Time now) {
   if (t.recovered_once && t.snd.una <= t.recover) return;
   ++ctr_.tcp_recoveries;
   ++ctr_.tcp_fast_retransmits;
+  t.recovered_once = true;
+  t.recover = t.snd.max;
+  if (t.cc.algorithm == CcAlgorithm::kBbr) return;  // its model keeps the window (bbr.hh)
   t.undo.armed = t.sack_ok;
   t.undo.retransmits = 0;
   t.undo.marker = t.snd.una;
@@ -72,8 +75,6 @@ void Engine::enter_recovery(ConnId c, Time now) {
   uint32_t flight = uint32_t(t.snd.max - t.snd.una) - std::min(t.limited_sent, uint32_t(t.snd.max - t.snd.una));
   t.ssthresh = cc_on_loss(t.cc, t.cc.algorithm == CcAlgorithm::kReno ? flight : t.cwnd, mss, now);
   t.cwnd = t.ssthresh + (t.sack_ok ? 0 : kDupThresh * mss);
-  t.recovered_once = true;
-  t.recover = t.snd.max;
 }
 
 // Records the peer's SACK blocks (RFC 2018 3). Returns true when they told us
@@ -96,6 +97,7 @@ bool Engine::take_sack(Tcb& t, const TcpSegment& seg, Time now) {
     uint32_t len;
     while (s < r && next_hole(t, s, r, &start, &len)) {
       rack_delivered(t, start, start + len, seg, now);
+      note_delivered(t, len, now);
       s = start + len;
     }
     t.sacked.add(l, r);
@@ -137,6 +139,11 @@ void Engine::rack_delivered(Tcb& t, SeqNum from, SeqNum to, const TcpSegment& se
     const SendLog::Entry& x = t.sent_log.e[i];
     if (x.end <= from || to <= x.start) continue;
     SeqNum end = x.end < to ? x.end : to;
+    if (x.order > t.rate.sample_order) {
+      t.rate.sample_order = x.order;
+      t.rate.sample_sent = x.sent;
+      t.rate.sample = x.rate;
+    }
     if (x.retransmitted) {
       // Step 2: the ACK may answer the original transmission, not this one.
       if (t.ts_ok && seg.has_ts && int32_t(seg.tsecr - ts_clock(t, x.sent)) < 0) continue;
@@ -228,7 +235,47 @@ void Engine::rack_timer(ConnId c, Time now) {
 }
 
 void Engine::log_sent(Tcb& t, SeqNum seq, uint32_t len, bool retransmission, Time now) {
-  if (!t.sent_log.record(seq, seq + len, now, retransmission)) ++ctr_.tcp_send_log_overflows;
+  // Nothing in flight: the sample interval starts now (delivery rate estimation 3.2).
+  if (t.snd.una == t.snd.max || t.snd.una + len == t.snd.max) t.rate.first_sent = t.rate.delivered_time = now;
+  RateSnapshot snap{t.rate.delivered, t.rate.delivered_time, t.rate.first_sent, t.rate.app_limited != 0};
+  if (!t.sent_log.record(seq, seq + len, now, retransmission, snap)) ++ctr_.tcp_send_log_overflows;
+}
+
+void Engine::note_delivered(Tcb& t, uint32_t bytes, Time now) {
+  if (bytes == 0) return;
+  t.rate.delivered += bytes;
+  t.rate.delivered_time = now;
+  t.rate.acked += bytes;
+  if (t.rate.app_limited != 0 && t.rate.delivered > t.rate.app_limited) t.rate.app_limited = 0;
+}
+
+// After an ACK that delivered data: one delivery rate sample from the most
+// recently sent data it delivered, for BBR's model.
+void Engine::cc_after_ack(ConnId c, Time now) {
+  Tcb& t = conns_[c];
+  uint32_t acked = t.rate.acked;
+  t.rate.acked = 0;
+  uint32_t order = t.rate.sample_order;
+  t.rate.sample_order = 0;
+  if (t.cc.algorithm != CcAlgorithm::kBbr || acked == 0) return;
+  RateSample rs;
+  rs.total_delivered = t.rate.delivered;
+  rs.acked = acked;
+  rs.inflight = uint32_t(t.snd.nxt - t.snd.una) - sacked_in(t, t.snd.una, t.snd.nxt);
+  if (order != 0) {
+    const RateSnapshot& p = t.rate.sample;
+    t.rate.first_sent = t.rate.sample_sent;
+    Time send_elapsed = t.rate.sample_sent - p.first_sent;
+    Time ack_elapsed = t.rate.delivered_time - p.delivered_time;
+    Time interval = std::max(send_elapsed, ack_elapsed);
+    rs.prior_delivered = p.delivered;
+    rs.delivered = t.rate.delivered - p.delivered;
+    rs.app_limited = p.app_limited;
+    // Shorter than the minimum RTT: ACK compression, not a rate.
+    rs.interval = interval >= t.rack.min_rtt && interval != 0 ? interval : 0;
+    rs.rtt = now - t.rate.sample_sent;
+  }
+  t.cwnd = bbr_on_ack(t.cc.bbr, rs, t.cwnd, t.snd.mss, now, t.in_recovery);
 }
 
 // SACKed bytes in [from, to).

@@ -390,13 +390,17 @@ TEST(Congestion, NamesParseAndPrint) {
   EXPECT_EQ(a, CcAlgorithm::kReno);
   EXPECT_TRUE(cc_parse("cubic", &a));
   EXPECT_EQ(a, CcAlgorithm::kCubic);
-  EXPECT_FALSE(cc_parse("bbr", &a));
+  EXPECT_TRUE(cc_parse("bbr", &a));
+  EXPECT_EQ(a, CcAlgorithm::kBbr);
+  a = CcAlgorithm::kCubic;
+  EXPECT_FALSE(cc_parse("vegas", &a));
   EXPECT_FALSE(cc_parse("", &a));
   EXPECT_FALSE(cc_parse("Reno", &a)) << "names are case-sensitive, as Linux's";
   EXPECT_FALSE(cc_parse(nullptr, &a));
   EXPECT_EQ(a, CcAlgorithm::kCubic) << "failed parses leave the output alone";
   EXPECT_STREQ(cc_name(CcAlgorithm::kReno), "reno");
   EXPECT_STREQ(cc_name(CcAlgorithm::kCubic), "cubic");
+  EXPECT_STREQ(cc_name(CcAlgorithm::kBbr), "bbr");
 }
 
 TEST(Congestion, RenoHalvesWithATwoSegmentFloor) {
@@ -463,6 +467,72 @@ TEST(Congestion, CubicReturnsToWmaxAfterK) {
   EXPECT_GT(later_second, second_after_k) << "convex: probing speeds up beyond W_max";
   for (size_t i = 1; i < per_rtt.size(); ++i)
     EXPECT_LE(per_rtt[i], per_rtt[i - 1] * 3 / 2 + kMssBytes) << "at most 1.5x per RTT (4.4)";
+}
+
+}  // namespace
+}  // namespace shunt::test
+
+namespace shunt::test {
+namespace {
+
+// BBR's model through its pure function: a path of 100 MB/s and 100 us.
+RateSample bbr_sample(uint64_t total, uint64_t prior, Time interval, uint32_t acked, uint32_t inflight) {
+  RateSample rs;
+  rs.total_delivered = total;
+  rs.prior_delivered = prior;
+  rs.delivered = total - prior;
+  rs.interval = interval;
+  rs.rtt = 100;
+  rs.acked = acked;
+  rs.inflight = inflight;
+  return rs;
+}
+
+TEST(Bbr, StartupEndsOnAFlatBandwidthAndCwndFollowsTwiceTheBdp) {
+  BbrState b;
+  constexpr uint32_t kMss = 1000;
+  uint32_t cwnd = 10 * kMss;
+  uint64_t total = 0;
+  Time now = 1'000'000;
+  // Each round delivers 10 KB in 100 us (100 MB/s): the bandwidth stops growing.
+  for (int round = 0; round < 12; ++round) {
+    uint64_t prior = total;
+    total += 10'000;
+    now += 100;
+    cwnd = bbr_on_ack(b, bbr_sample(total, prior, 100, 10'000, 0), cwnd, kMss, now, false);
+  }
+  EXPECT_TRUE(b.filled_pipe);
+  EXPECT_EQ(b.mode, BbrState::Mode::kProbeBw);
+  EXPECT_EQ(bbr_max_bw(b), 100'000'000u);
+  EXPECT_EQ(b.min_rtt, 100u);
+  // BDP = 10 KB; cwnd = 2 BDP + 3 MSS + the ACK aggregation seen (none beyond the model).
+  EXPECT_GE(cwnd, 23'000u);
+  EXPECT_LE(cwnd, 23'000u + 10'000u);
+}
+
+TEST(Bbr, LossKeepsTheModelRecoveryConservesThenRestores) {
+  BbrState b;
+  constexpr uint32_t kMss = 1000;
+  uint32_t cwnd = 10 * kMss;
+  uint64_t total = 0;
+  Time now = 1'000'000;
+  for (int round = 0; round < 12; ++round) {
+    uint64_t prior = total;
+    total += 10'000;
+    now += 100;
+    cwnd = bbr_on_ack(b, bbr_sample(total, prior, 100, 10'000, 0), cwnd, kMss, now, false);
+  }
+  uint32_t before = cwnd;
+  // Recovery begins: packet conservation, cwnd = what is in flight plus what was delivered.
+  total += 1000;
+  now += 10;
+  cwnd = bbr_on_ack(b, bbr_sample(total, total - 1000, 0, 1000, 5000), cwnd, kMss, now, true);
+  EXPECT_EQ(cwnd, 6000u);
+  // Recovery over: the window from before comes back, not a reduced one.
+  total += 1000;
+  now += 10;
+  cwnd = bbr_on_ack(b, bbr_sample(total, total - 1000, 0, 1000, 5000), cwnd, kMss, now, false);
+  EXPECT_GE(cwnd, before);
 }
 
 }  // namespace
