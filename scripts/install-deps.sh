@@ -10,8 +10,9 @@ packages=(
   clang libclang-rt-14-dev           # libFuzzer targets (scripts/fuzz.sh)
   iproute2 ethtool nftables tcpdump  # namespaces, veth offloads, loss, captures
   nginx curl wrk socat               # integration tests and the demo
-  memcached libmemcached-tools       # memcached, memcslap, memccapable (integration)
+  memcached libmemcached-tools       # memcached, memcslap, memcaslap, memccapable (integration, bench)
   redis-server redis-tools           # redis-server, redis-benchmark, redis-cli (integration)
+  sockperf iperf3 python3-matplotlib # bench/run.sh: latency, bulk, the report's plots
   tshark python3                     # reading shunt capture files; telemetry client
   procps coreutils util-linux        # ps, timeout, sha256sum, flock
 )
