@@ -693,6 +693,13 @@ bool forwarded_option(int level, int name, const void* val, socklen_t len, abi::
   }
 }
 
+// Options an application may set around every request: on a shunted connection
+// they never reach the placeholder (sock_setsockopt), so getsockopt answers them
+// from what was remembered.
+bool is_per_request_option(int level, int name) {
+  return level == IPPROTO_TCP && (name == TCP_NODELAY || name == TCP_CORK);
+}
+
 // Remembers what an option means for us. Called after the kernel accepted it.
 void remember_option(Socket& s, int level, int name, const void* val, socklen_t len) {
   int v = 0;
@@ -721,8 +728,18 @@ int sock_setsockopt(Socket& s, int fd, int level, int name, const void* val, soc
     return -ENOPROTOOPT;
   abi::SockOption opt{};
   int32_t value = 0;
+  if (s.mode.load(std::memory_order_acquire) == Mode::kShunted && is_per_request_option(level, name)) {
+    // nginx corks and uncorks around every response: these go to shuntd alone,
+    // checked here as the kernel checks them, with no system call. (An unmapped
+    // non-NULL pointer faults here where the kernel would say EFAULT.)
+    if (len < socklen_t(sizeof(int))) return -EINVAL;  // before EFAULT, as Linux
+    if (val == nullptr) return -EFAULT;
+    remember_option(s, level, name, val, len);
+    forwarded_option(level, name, val, len, &opt, &value);
+    return set_option(s, opt, value);
+  }
   // A congestion control the kernel knows but shuntd does not: an honest error.
-  if (cls == OptClass::kReplay && forwarded_option(level, name, val, len, &opt, &value) &&
+  if (cls == OptClass::kReplay && val != nullptr && forwarded_option(level, name, val, len, &opt, &value) &&
       value < 0)
     return -ENOENT;
   // The placeholder validates the arguments (kernel errno) and mirrors the value
@@ -760,6 +777,13 @@ int sock_getsockopt(Socket& s, int fd, int level, int name, void* val, socklen_t
     }
   }
   if (classify_option(level, name) == OptClass::kUnsupported) return -ENOPROTOOPT;
+  abi::SockOption opt;
+  int32_t value;
+  int zero = 0;
+  if (is_per_request_option(level, name) && forwarded_option(level, name, &zero, sizeof zero, &opt, &value) &&
+      (s.option_set & (1u << uint32_t(opt))) != 0) {
+    return put_int(val, len, s.option_value[uint32_t(opt)]);
+  }
   return libc().getsockopt(fd, level, name, val, len) < 0 ? -errno : 0;
 }
 

@@ -362,6 +362,15 @@ void errors() {
   CHECK(setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == 0);
   vlen = sizeof v;
   CHECK(getsockopt(c, IPPROTO_TCP, TCP_NODELAY, &v, &vlen) == 0 && v == 1);
+  // Cork and nodelay go to shuntd alone (no system call), with the kernel's checks.
+  vlen = sizeof v;
+  CHECK(getsockopt(c, IPPROTO_TCP, TCP_CORK, &v, &vlen) == 0 && v == 1);
+  int zero = 0;
+  CHECK(setsockopt(c, IPPROTO_TCP, TCP_CORK, &zero, sizeof zero) == 0);
+  vlen = sizeof v;
+  CHECK(getsockopt(c, IPPROTO_TCP, TCP_CORK, &v, &vlen) == 0 && v == 0);
+  CHECK(setsockopt(c, IPPROTO_TCP, TCP_CORK, &one, 2) == -1 && errno == EINVAL);
+  CHECK(setsockopt(c, IPPROTO_TCP, TCP_NODELAY, nullptr, sizeof one) == -1 && errno == EFAULT);
   CHECK(setsockopt(c, SOL_SOCKET, SO_RCVBUF, nullptr, 4) == -1 && errno == EFAULT);
   vlen = sizeof v;
   CHECK(getsockopt(c, SOL_SOCKET, SO_TYPE, &v, &vlen) == 0 && v == SOCK_STREAM);
