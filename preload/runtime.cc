@@ -324,7 +324,10 @@ void Runtime::set_gone(Region& r) {
 
 void Runtime::kick(Region& r) {
   std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with the daemon's sleep check
-  if (r.hdr->daemon_sleeping.load(std::memory_order_relaxed) != 0) {
+  // The first poster after the daemon fell asleep rings, and clears the flag so
+  // that the others do not ring again before it wakes (docs/abi.md).
+  if (r.hdr->daemon_sleeping.load(std::memory_order_relaxed) != 0 &&
+      r.hdr->daemon_sleeping.exchange(0, std::memory_order_acq_rel) != 0) {
     uint64_t one = 1;
     ssize_t w = libc().write(r.daemon_bell, &one, sizeof one);
     (void)w;

@@ -213,7 +213,8 @@ struct alignas(kCacheLine) RegionHeader {
   uint64_t queues_offset;
   uint64_t slots_offset;
   uint64_t rings_offset;
-  // Written by the daemon: nonzero while it sleeps and wants its doorbell rung.
+  // Set by the daemon while it sleeps and wants its doorbell rung; the application
+  // that rings clears it (docs/abi.md, Queue pairs). The daemon never reads it.
   alignas(kCacheLine) std::atomic<uint32_t> daemon_sleeping;
   // Written by the application.
   alignas(kCacheLine) std::atomic<uint32_t> app_waiters;  // threads blocked on the app doorbell

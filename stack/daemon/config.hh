@@ -22,6 +22,11 @@ struct DaemonConfig {
   std::vector<std::string> eal_extra;  // SHUNT_EAL, split on spaces
   int huge = -1;              // SHUNT_HUGE: 1 use hugepages, 0 --no-huge, -1 auto
   PollMode mode = PollMode::kAdaptive;  // SHUNT_MODE
+  // SHUNT_SPIN_US: adaptive mode polls this long without work before it sleeps.
+  uint32_t idle_spin_us = 200;
+  // With two CPUs or fewer the daemon shares a core with the applications: it
+  // spins only while one of them is blocked waiting for it (load_config).
+  bool spin_while_apps_run = true;
   int log_level = 1;          // SHUNT_LOG: 0 error, 1 info, 2 debug
   uint32_t max_apps = 64;
   uint32_t slots_per_app = 4096;  // sockets per application

@@ -14,7 +14,6 @@ namespace shunt {
 namespace {
 constexpr uint32_t kCommandsPerApp = 128;  // per loop turn: no application starves the others
 constexpr uint32_t kCommandBatch = 64;     // copied out of one queue pair at a time
-constexpr Time kIdleBeforeSleep = 200;     // µs without work before adaptive sleep
 // Without wake-up descriptors (a port that raises nothing) an idle daemon sleeps
 // in naps growing from kMinNap to kMaxNap: sparse traffic waits up to a nap.
 constexpr Time kMinNap = 50;
@@ -57,7 +56,7 @@ void Daemon::run() {
     if (work != 0) {
       last_work = now;
       nap_ = kMinNap;
-    } else if (cfg_.mode == PollMode::kAdaptive && now - last_work > kIdleBeforeSleep) {
+    } else if (cfg_.mode == PollMode::kAdaptive && now - last_work >= spin_budget()) {
       sleep_until_work(now);
     }
   }
@@ -148,6 +147,13 @@ void Daemon::ring_doorbells() {
       if (write(a.app_doorbell, &one, sizeof one) == ssize_t(sizeof one)) ++ctr_.doorbells_rung;
     }
   }
+}
+
+Time Daemon::spin_budget() const {
+  if (cfg_.spin_while_apps_run) return cfg_.idle_spin_us;
+  for (uint32_t id : apps_.active())
+    if (apps_.app(id).region.app_waiting()) return cfg_.idle_spin_us;
+  return 0;
 }
 
 void Daemon::sleep_until_work(Time now) {

@@ -66,6 +66,8 @@ class Daemon {
   void check_headers();
   void ring_doorbells();
   void sleep_until_work(Time now);
+  // How long to poll without work before sleeping (DaemonConfig::idle_spin_us).
+  Time spin_budget() const;
   void begin_stop(Time now);
   bool stop_done(Time now) const;
   void detach(uint32_t id, Ending how, const char* why);

@@ -110,6 +110,8 @@ class LoadConfig : public ::testing::Test {
     unsetenv("SHUNT_NIC");
     unsetenv("SHUNT_IP");
     unsetenv("SHUNT_FAULT");
+    unsetenv("SHUNT_SPIN_US");
+    unsetenv("SHUNT_CONGESTION");
   }
 };
 
@@ -136,6 +138,23 @@ TEST_F(LoadConfig, BadShuntFaultStops) {
   std::string error;
   EXPECT_FALSE(load_config(&cfg, &error));
   EXPECT_NE(error.find("SHUNT_FAULT=drop=2"), std::string::npos) << error;
+}
+
+TEST_F(LoadConfig, SpinAndCongestionAreReadAndCheckedByName) {
+  setenv("SHUNT_SPIN_US", "75", 1);
+  setenv("SHUNT_CONGESTION", "reno", 1);
+  DaemonConfig cfg;
+  std::string error;
+  ASSERT_TRUE(load_config(&cfg, &error)) << error;
+  EXPECT_EQ(cfg.idle_spin_us, 75u);
+  EXPECT_EQ(cfg.congestion, CcAlgorithm::kReno);
+  setenv("SHUNT_SPIN_US", "1ms", 1);
+  EXPECT_FALSE(load_config(&cfg, &error));
+  EXPECT_NE(error.find("SHUNT_SPIN_US=1ms"), std::string::npos) << error;
+  setenv("SHUNT_SPIN_US", "75", 1);
+  setenv("SHUNT_CONGESTION", "vegas", 1);
+  EXPECT_FALSE(load_config(&cfg, &error));
+  EXPECT_NE(error.find("SHUNT_CONGESTION=vegas"), std::string::npos) << error;
 }
 
 }  // namespace
