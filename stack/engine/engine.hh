@@ -100,7 +100,10 @@ inline constexpr uint32_t kEvWindowLow = 1u << 5;  // advertised window fell bel
 // A set of disjoint sequence ranges, ordered by start: out-of-order data held in
 // the rx ring (receiver), or data the peer SACKed (sender). Bounded; no allocation.
 struct SeqRanges {
-  static constexpr uint8_t kMax = 16;
+  // A BBR flight of a few hundred segments at 5% loss has tens of holes; a full
+  // scoreboard forgets SACKed data, which then goes again (16 ranges: five times
+  // as many retransmissions as losses, 64 MiB at 5% loss both ways).
+  static constexpr uint8_t kMax = 48;
   struct Range {
     tcp::SeqNum start, end;
   };
@@ -294,6 +297,7 @@ struct Tcb {
   X(tcp_rack_marked_lost, "tcp.rack_marked_lost") /* ranges declared lost */ \
   X(tcp_spurious_undos, "tcp.spurious_undos") /* reductions undone by DSACK */ \
   X(tcp_send_log_overflows, "tcp.send_log_overflows")                     \
+  X(tcp_sack_scoreboard_full, "tcp.sack_scoreboard_full")                 \
   X(tcp_ooo_queued, "tcp.ooo_queued")                                     \
   X(tcp_dsacks_sent, "tcp.dsacks_sent")                                   \
   X(tcp_dsacks_received, "tcp.dsacks_received")                           \

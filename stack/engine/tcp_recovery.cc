@@ -100,7 +100,7 @@ bool Engine::take_sack(Tcb& t, const TcpSegment& seg, Time now) {
       note_delivered(t, len, now);
       s = start + len;
     }
-    t.sacked.add(l, r);
+    if (!t.sacked.add(l, r)) ++ctr_.tcp_sack_scoreboard_full;  // its bytes may be resent
     news = true;
   }
   return news;
