@@ -431,6 +431,12 @@ def make_plots(out, meta, results, summary):
     colors = {"shunt": "tab:blue", "kernel": "tab:orange"}
     plots = {}
 
+    def save(fig, name):
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, name + ".png"), dpi=110)
+        plt.close(fig)
+        plots[name] = name + ".png"
+
     def placeholder(ax, text):
         ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=10)
         ax.set_xticks([])
@@ -469,11 +475,7 @@ def make_plots(out, meta, results, summary):
             ax.legend(fontsize=8, loc="lower right")
         else:
             placeholder(ax, "no data (not run)")
-    fig.tight_layout()
-    p = "latency_cdf.png"
-    fig.savefig(os.path.join(out, p), dpi=110)
-    plt.close(fig)
-    plots["latency_cdf"] = p
+    save(fig, "latency_cdf")
 
     # Throughput against connection count.
     fig, ax = plt.subplots(figsize=(8, 5))
@@ -505,11 +507,7 @@ def make_plots(out, meta, results, summary):
         ax.set_title("Throughput against connection count (median, min–max)")
     else:
         placeholder(ax, "no data (nginx-keepalive and conn-scale not run)")
-    fig.tight_layout()
-    p = "throughput_vs_connections.png"
-    fig.savefig(os.path.join(out, p), dpi=110)
-    plt.close(fig)
-    plots["throughput_vs_connections"] = p
+    save(fig, "throughput_vs_connections")
 
     # Throughput against loss rate.
     fig, ax = plt.subplots(figsize=(8, 5))
@@ -538,11 +536,7 @@ def make_plots(out, meta, results, summary):
         ax.set_title("Throughput against loss rate (median, min–max)")
     else:
         placeholder(ax, "no data (loss not run)")
-    fig.tight_layout()
-    p = "throughput_vs_loss.png"
-    fig.savefig(os.path.join(out, p), dpi=110)
-    plt.close(fig)
-    plots["throughput_vs_loss"] = p
+    save(fig, "throughput_vs_loss")
     return plots
 
 

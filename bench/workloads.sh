@@ -128,11 +128,20 @@ b_status_port() { if [[ $1 == shunt ]]; then echo 8080; else echo 8081; fi; }
 # b_wrk STACK CONNS [ARGS...]: wrk -t1 against STACK's nginx for B_SECS; metrics
 # from its output and the server side's CPU per request.
 b_wrk() {
-  local stack=$1 conns=$2 out rc
+  local stack=$1 conns=$2
   shift 2
   b_cpu_begin_for "$stack" nginx
-  out=$(b_client timeout $((B_SECS + 60)) wrk -t1 -c"$conns" -d"${B_SECS}s" --timeout 5s --latency "$@" \
-    "http://$(b_ip "$stack")/1k.bin" 2>&1)
+  b_wrk_measure b_client "http://$(b_ip "$stack")/1k.bin" "$conns" "$@"
+}
+
+# b_wrk_measure RUNNER URL CONNS [ARGS...]: one wrk run through RUNNER (a command
+# prefix, split on spaces) after the caller's b_cpu_begin; metrics and CPU per request.
+b_wrk_measure() {
+  local runner=$1 url=$2 conns=$3 out rc
+  shift 3
+  # shellcheck disable=SC2086  # the runner is a word list
+  out=$($runner timeout $((B_SECS + 60)) wrk -t1 -c"$conns" -d"${B_SECS}s" --timeout 5s --latency "$@" \
+    "$url" 2>&1)
   rc=$?
   printf '%s\n' "$out" >>"$B_RAWF"
   b_wrk_metrics "$out" || return 1
@@ -637,7 +646,7 @@ wl_shunt_to_shunt_setup() {
   b_wait_tcp "$B_NS_M" 127.0.0.1 8090 || { B_ERR="loopback nginx does not accept"; return 1; }
 }
 wl_shunt_to_shunt_trial() {
-  local case=$1 stack=$2 ip out rc port=80 srv other
+  local case=$1 stack=$2 ip port=80 srv other
   ip=$(b_m_ip "$stack")
   [[ $stack == kernel ]] && port=8090
   # Server side: the application and daemon A; the client side's daemon B is in
@@ -652,13 +661,7 @@ wl_shunt_to_shunt_trial() {
     b_sockperf pp b_m_client "$stack" timeout $((B_SECS + 30)) sockperf pp --tcp -i "$ip" -p 11111 -t "$B_SECS" || return 1
     b_cpu_end "${M[observations]}"
   else
-    out=$(b_m_client "$stack" timeout $((B_SECS + 60)) wrk -t1 -c32 -d"${B_SECS}s" --timeout 5s --latency \
-      "http://$ip:$port/1k.bin" 2>&1)
-    rc=$?
-    printf '%s\n' "$out" >>"$B_RAWF"
-    b_wrk_metrics "$out" || return 1
-    b_cpu_end "${M[requests]}"
-    ((rc == 0)) || b_note "wrk exit $rc"
+    b_wrk_measure "b_m_client $stack" "http://$ip:$port/1k.bin" 32 || return 1
   fi
   return 0
 }

@@ -695,9 +695,11 @@ bool forwarded_option(int level, int name, const void* val, socklen_t len, abi::
 
 // Options an application may set around every request: on a shunted connection
 // they never reach the placeholder (sock_setsockopt), so getsockopt answers them
-// from what was remembered.
-bool is_per_request_option(int level, int name) {
-  return level == IPPROTO_TCP && (name == TCP_NODELAY || name == TCP_CORK);
+// from what was remembered. Returns the shuntd option, if (level, name) is one.
+bool per_request_option(int level, int name, abi::SockOption* opt) {
+  if (level != IPPROTO_TCP || (name != TCP_NODELAY && name != TCP_CORK)) return false;
+  *opt = name == TCP_CORK ? abi::SockOption::kCork : abi::SockOption::kNoDelay;
+  return true;
 }
 
 // Remembers what an option means for us. Called after the kernel accepted it.
@@ -728,15 +730,14 @@ int sock_setsockopt(Socket& s, int fd, int level, int name, const void* val, soc
     return -ENOPROTOOPT;
   abi::SockOption opt{};
   int32_t value = 0;
-  if (s.mode.load(std::memory_order_acquire) == Mode::kShunted && is_per_request_option(level, name)) {
+  if (s.mode.load(std::memory_order_acquire) == Mode::kShunted && per_request_option(level, name, &opt)) {
     // nginx corks and uncorks around every response: these go to shuntd alone,
     // checked here as the kernel checks them, with no system call. (An unmapped
     // non-NULL pointer faults here where the kernel would say EFAULT.)
     if (len < socklen_t(sizeof(int))) return -EINVAL;  // before EFAULT, as Linux
     if (val == nullptr) return -EFAULT;
     remember_option(s, level, name, val, len);
-    forwarded_option(level, name, val, len, &opt, &value);
-    return set_option(s, opt, value);
+    return set_option(s, opt, s.option_value[uint32_t(opt)]);
   }
   // A congestion control the kernel knows but shuntd does not: an honest error.
   if (cls == OptClass::kReplay && val != nullptr && forwarded_option(level, name, val, len, &opt, &value) &&
@@ -778,12 +779,8 @@ int sock_getsockopt(Socket& s, int fd, int level, int name, void* val, socklen_t
   }
   if (classify_option(level, name) == OptClass::kUnsupported) return -ENOPROTOOPT;
   abi::SockOption opt;
-  int32_t value;
-  int zero = 0;
-  if (is_per_request_option(level, name) && forwarded_option(level, name, &zero, sizeof zero, &opt, &value) &&
-      (s.option_set & (1u << uint32_t(opt))) != 0) {
+  if (per_request_option(level, name, &opt) && (s.option_set & (1u << uint32_t(opt))) != 0)
     return put_int(val, len, s.option_value[uint32_t(opt)]);
-  }
   return libc().getsockopt(fd, level, name, val, len) < 0 ? -errno : 0;
 }
 

@@ -184,7 +184,7 @@ bool load_config(DaemonConfig* cfg, std::string* error) {
       if (std::fscanf(f, "%31s", name) != 1) name[0] = 0;
       std::fclose(f);
     }
-    cc_parse(name, &cfg->congestion);
+    if (!cc_parse(name, &cfg->congestion)) cfg->congestion = CcAlgorithm::kCubic;
   }
   // Spinning pays only with a core to spare: on two, the daemon shares its core
   // with the application, and every microsecond it spins while the application

@@ -1,6 +1,8 @@
 // SHUNT_FAULT parsing: every accepted form, and every error naming the variable,
 // the value and the bad part.
 #include <gtest/gtest.h>
+
+#include <cstdio>
 #include <stdlib.h>
 
 #include <string>
@@ -138,6 +140,22 @@ TEST_F(LoadConfig, BadShuntFaultStops) {
   std::string error;
   EXPECT_FALSE(load_config(&cfg, &error));
   EXPECT_NE(error.find("SHUNT_FAULT=drop=2"), std::string::npos) << error;
+}
+
+TEST_F(LoadConfig, CongestionFollowsTheHostKernelByDefault) {
+  unsetenv("SHUNT_CONGESTION");
+  char host[32] = {};
+  if (FILE* f = std::fopen("/proc/sys/net/ipv4/tcp_congestion_control", "r")) {
+    if (std::fscanf(f, "%31s", host) != 1) host[0] = 0;
+    std::fclose(f);
+  }
+  CcAlgorithm want = CcAlgorithm::kCubic;  // what shunt picks when it lacks the host's
+  cc_parse(host, &want);
+  DaemonConfig cfg;
+  cfg.congestion = want == CcAlgorithm::kReno ? CcAlgorithm::kBbr : CcAlgorithm::kReno;
+  std::string error;
+  ASSERT_TRUE(load_config(&cfg, &error)) << error;
+  EXPECT_EQ(cfg.congestion, want) << "host default '" << host << "'";
 }
 
 TEST_F(LoadConfig, SpinAndCongestionAreReadAndCheckedByName) {

@@ -488,19 +488,33 @@ RateSample bbr_sample(uint64_t total, uint64_t prior, Time interval, uint32_t ac
   return rs;
 }
 
-TEST(Bbr, StartupEndsOnAFlatBandwidthAndCwndFollowsTwiceTheBdp) {
+// Twelve rounds, each delivering 10 KB in 100 us (100 MB/s): the bandwidth stops growing.
+struct BbrPath {
+  static constexpr uint32_t kMss = 1000;
   BbrState b;
-  constexpr uint32_t kMss = 1000;
   uint32_t cwnd = 10 * kMss;
   uint64_t total = 0;
   Time now = 1'000'000;
-  // Each round delivers 10 KB in 100 us (100 MB/s): the bandwidth stops growing.
-  for (int round = 0; round < 12; ++round) {
-    uint64_t prior = total;
-    total += 10'000;
-    now += 100;
-    cwnd = bbr_on_ack(b, bbr_sample(total, prior, 100, 10'000, 0), cwnd, kMss, now, false);
+  BbrPath() {
+    for (int round = 0; round < 12; ++round) {
+      uint64_t prior = total;
+      total += 10'000;
+      now += 100;
+      cwnd = bbr_on_ack(b, bbr_sample(total, prior, 100, 10'000, 0), cwnd, kMss, now, false);
+    }
   }
+  // One ACK of 1000 bytes with 5000 in flight, in recovery or not.
+  void ack(bool in_recovery) {
+    total += 1000;
+    now += 10;
+    cwnd = bbr_on_ack(b, bbr_sample(total, total - 1000, 0, 1000, 5000), cwnd, kMss, now, in_recovery);
+  }
+};
+
+TEST(Bbr, StartupEndsOnAFlatBandwidthAndCwndFollowsTwiceTheBdp) {
+  BbrPath p;
+  const BbrState& b = p.b;
+  uint32_t cwnd = p.cwnd;
   EXPECT_TRUE(b.filled_pipe);
   EXPECT_EQ(b.mode, BbrState::Mode::kProbeBw);
   EXPECT_EQ(bbr_max_bw(b), 100'000'000u);
@@ -511,28 +525,14 @@ TEST(Bbr, StartupEndsOnAFlatBandwidthAndCwndFollowsTwiceTheBdp) {
 }
 
 TEST(Bbr, LossKeepsTheModelRecoveryConservesThenRestores) {
-  BbrState b;
-  constexpr uint32_t kMss = 1000;
-  uint32_t cwnd = 10 * kMss;
-  uint64_t total = 0;
-  Time now = 1'000'000;
-  for (int round = 0; round < 12; ++round) {
-    uint64_t prior = total;
-    total += 10'000;
-    now += 100;
-    cwnd = bbr_on_ack(b, bbr_sample(total, prior, 100, 10'000, 0), cwnd, kMss, now, false);
-  }
-  uint32_t before = cwnd;
+  BbrPath p;
+  uint32_t before = p.cwnd;
   // Recovery begins: packet conservation, cwnd = what is in flight plus what was delivered.
-  total += 1000;
-  now += 10;
-  cwnd = bbr_on_ack(b, bbr_sample(total, total - 1000, 0, 1000, 5000), cwnd, kMss, now, true);
-  EXPECT_EQ(cwnd, 6000u);
+  p.ack(true);
+  EXPECT_EQ(p.cwnd, 6000u);
   // Recovery over: the window from before comes back, not a reduced one.
-  total += 1000;
-  now += 10;
-  cwnd = bbr_on_ack(b, bbr_sample(total, total - 1000, 0, 1000, 5000), cwnd, kMss, now, false);
-  EXPECT_GE(cwnd, before);
+  p.ack(false);
+  EXPECT_GE(p.cwnd, before);
 }
 
 }  // namespace
