@@ -41,10 +41,12 @@ struct Region {
   abi::SocketSlot* slot(uint32_t i) const { return abi::slot(base, layout, i); }
   abi::QueuePair* queue_pair(uint32_t i) const { return abi::queue_pair(base, layout, i); }
   abi::ByteRing rx(uint32_t i) const {
-    return abi::ByteRing(&slot(i)->rx, abi::rx_bytes(base, layout, i), layout.rx_ring_size);
+    return abi::ByteRing(&slot(i)->rx, abi::rx_bytes(base, layout, i), layout.rx_ring_size,
+                         &slot(i)->rx_geometry, &slot(i)->rx_limit);
   }
   abi::ByteRing tx(uint32_t i) const {
-    return abi::ByteRing(&slot(i)->tx, abi::tx_bytes(base, layout, i), layout.tx_ring_size);
+    return abi::ByteRing(&slot(i)->tx, abi::tx_bytes(base, layout, i), layout.tx_ring_size,
+                         &slot(i)->tx_geometry, &slot(i)->tx_limit);
   }
 };
 

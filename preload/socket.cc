@@ -9,6 +9,7 @@
 #include <linux/sockios.h>
 
 #include <algorithm>
+#include <climits>
 #include <cerrno>
 #include <cstring>
 #include <new>
@@ -620,9 +621,10 @@ OptClass classify_option(int level, int name) {
       case SO_RCVTIMEO:
       case SO_SNDTIMEO:
         return OptClass::kLocal;
-      case SO_REUSEPORT:
       case SO_RCVBUF:
       case SO_SNDBUF:
+        return OptClass::kReplay;
+      case SO_REUSEPORT:
       case SO_BROADCAST:  // UDP: shuntd sends to no broadcast address (ENETUNREACH) anyway
         return OptClass::kHint;
       case SO_TYPE:
@@ -747,6 +749,19 @@ int sock_setsockopt(Socket& s, int fd, int level, int name, const void* val, soc
   // for getsockopt; for a dual listener it is the kernel half itself.
   if (libc().setsockopt(fd, level, name, val, len) < 0) return -errno;
   remember_option(s, level, name, val, len);
+  if (level == SOL_SOCKET && (name == SO_RCVBUF || name == SO_SNDBUF)) {
+    // The size the kernel settled on (clamped to rmem_max/wmem_max, doubled):
+    // shunt's rings hold its half, as the kernel's window does.
+    int kernel = 0;
+    socklen_t klen = sizeof kernel;
+    if (libc().getsockopt(fd, level, name, &kernel, &klen) == 0 && kernel > 1) {
+      opt = name == SO_RCVBUF ? abi::SockOption::kRcvBuf : abi::SockOption::kSndBuf;
+      s.option_set |= 1u << uint32_t(opt);
+      s.option_value[uint32_t(opt)] = kernel / 2;
+      if (s.shunted()) return set_option(s, opt, kernel / 2);
+    }
+    return 0;
+  }
   if (!s.shunted()) return 0;
   if (cls == OptClass::kHint) {
     SHUNT_DEBUG("option %d/%d on slot %u accepted, not applied by shuntd", level, name,
@@ -769,10 +784,14 @@ int sock_getsockopt(Socket& s, int fd, int level, int name, void* val, socklen_t
       }
       case SO_ACCEPTCONN:
         return put_int(val, len, s.listening.load() ? 1 : 0);
+      // What the rings may hold now, doubled as Linux reports its buffers (half of
+      // them is bookkeeping there); a socket without rings asks its placeholder.
       case SO_RCVBUF:
-        return put_int(val, len, int(s.rx.capacity()));
+        if (s.rx.valid()) return put_int(val, len, int(std::min<uint64_t>(2ull * s.rx.capacity(), INT_MAX)));
+        break;
       case SO_SNDBUF:
-        return put_int(val, len, int(s.tx.capacity()));
+        if (s.tx.valid()) return put_int(val, len, int(std::min<uint64_t>(2ull * s.tx.capacity(), INT_MAX)));
+        break;
       default:
         break;
     }

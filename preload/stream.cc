@@ -58,15 +58,13 @@ size_t iov_to_tx(abi::ByteRing& tx, const iovec* iov, int iovcnt, size_t skip, s
 ssize_t file_to_tx(abi::ByteRing& tx, int in_fd, off_t* offset, size_t max, PreadFn pread_fn,
                    ReadFn read_fn) {
   size_t done = 0;
-  uint32_t cap = tx.capacity();
   while (done < max) {
     uint32_t room = tx.writable();
     if (room == 0) break;
     uint32_t head = tx.indices()->head.value.load(std::memory_order_relaxed);
-    uint32_t off = head & (cap - 1);
-    size_t chunk = std::min<size_t>({size_t(room), size_t(cap - off), max - done});
-    ssize_t r = offset != nullptr ? pread_fn(in_fd, tx.bytes() + off, chunk, *offset)
-                                  : read_fn(in_fd, tx.bytes() + off, chunk);
+    uint32_t chunk = uint32_t(std::min<size_t>(room, max - done));
+    uint8_t* at = tx.span(head, &chunk);
+    ssize_t r = offset != nullptr ? pread_fn(in_fd, at, chunk, *offset) : read_fn(in_fd, at, chunk);
     if (r < 0) {
       if (errno == EINTR) continue;
       if (done > 0) break;

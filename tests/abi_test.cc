@@ -8,6 +8,7 @@
 
 #include <cstring>
 #include <numeric>
+#include <thread>
 #include <vector>
 
 #include "shunt/abi.h"
@@ -136,6 +137,105 @@ TEST(ByteRing, CorruptTailNeverOverReads) {
 
 // A region in a memfd, mapped by two processes at different addresses: one
 // streams bytes through a ByteRing and the other reads them back exactly.
+// ---- Rings that grow while they hold bytes (RingGeometry) ----
+
+// A byte of stream position i.
+uint8_t pattern(uint32_t i) { return uint8_t(i * 2654435761u >> 13); }
+
+struct GrowingRing {
+  static constexpr uint32_t kReserved = 1 << 16;
+  RingIndices idx;
+  std::atomic<uint64_t> geometry{0};
+  std::atomic<uint32_t> limit{0};
+  std::vector<uint8_t> bytes = std::vector<uint8_t>(kReserved, 0xee);
+  ByteRing app{&idx, bytes.data(), kReserved, &geometry, &limit};
+};
+
+// The daemon produces (rx) and doubles the limit now and then while bytes are in
+// the ring; the application reads them back in odd sizes, starting 2^32 - 3000
+// into the index space so the indices wrap too. Every byte comes back in order.
+TEST(RingGeometry, RxRingGrowsUnderTheReaderWithoutLosingAByte) {
+  GrowingRing r;
+  uint32_t start = 0u - 3000u;
+  r.idx.head.value = start;
+  r.idx.tail.value = start;
+  ProducerEnd daemon(&r.idx, r.bytes.data(), RingShape(GrowingRing::kReserved, 4096, &r.geometry, &r.limit),
+                     start);
+  EXPECT_EQ(r.app.capacity(), 4096u);
+  uint32_t written = 0, read = 0, grows = 0;
+  std::vector<uint8_t> chunk(9000), got(9000);
+  for (int step = 0; step < 20000 && read < (4u << 20); ++step) {
+    uint32_t want = 1 + uint32_t(step * 7919) % 5000;
+    uint32_t n = std::min(want, daemon.writable());
+    for (uint32_t i = 0; i < n; ++i) chunk[i] = pattern(written + i);
+    daemon.copy_in(daemon.head(), chunk.data(), n);
+    daemon.produce(n);
+    written += n;
+    if (step % 97 == 0 && daemon.shape().limit() < GrowingRing::kReserved) {
+      daemon.set_limit(daemon.shape().limit() * 2);
+      ++grows;
+    }
+    uint32_t m = r.app.read(got.data(), 1 + uint32_t(step * 104729) % 7000);
+    for (uint32_t i = 0; i < m; ++i) ASSERT_EQ(got[i], pattern(read + i)) << "byte " << read + i;
+    read += m;
+    daemon.refresh_shape();
+    ASSERT_LE(written - read, GrowingRing::kReserved);
+  }
+  EXPECT_GE(read, 4u << 20);
+  EXPECT_EQ(grows, 4u);
+  EXPECT_EQ(r.app.capacity(), GrowingRing::kReserved) << "the reader sees the grown ring";
+  EXPECT_EQ(daemon.capacity(), GrowingRing::kReserved);
+}
+
+// The tx direction with two threads: the application writes as fast as it can
+// while the daemon consumes and grows the ring; the daemon checks every byte.
+TEST(RingGeometry, TxRingGrowsUnderAConcurrentWriter) {
+  GrowingRing r;
+  ConsumerEnd daemon(&r.idx, r.bytes.data(), RingShape(GrowingRing::kReserved, 4096, &r.geometry, &r.limit),
+                     0);
+  constexpr uint32_t kTotal = 8u << 20;
+  std::thread writer([&] {
+    std::vector<uint8_t> chunk(6000);
+    uint32_t written = 0;
+    for (int spins = 0; written < kTotal && spins < 50'000'000; ++spins) {
+      uint32_t n = std::min<uint32_t>({r.app.writable(), uint32_t(chunk.size()), kTotal - written});
+      for (uint32_t i = 0; i < n; ++i) chunk[i] = pattern(written + i);
+      written += r.app.write(chunk.data(), n);
+    }
+  });
+  std::vector<uint8_t> got(GrowingRing::kReserved);
+  uint32_t read = 0, max_seen = 0;
+  bool ok = true;
+  for (int spins = 0; read < kTotal && spins < 50'000'000 && ok; ++spins) {
+    uint32_t n = std::min(daemon.readable(), 3000u + uint32_t(spins % 5000));
+    daemon.copy_out(daemon.tail(), got.data(), n);
+    for (uint32_t i = 0; i < n && ok; ++i) ok = got[i] == pattern(read + i);
+    daemon.consume(n);
+    read += n;
+    max_seen = std::max(max_seen, n);
+    if (read > (1u << 20) && daemon.shape().limit() < GrowingRing::kReserved && spins % 64 == 0)
+      daemon.set_limit(daemon.shape().limit() * 2);
+  }
+  writer.join();
+  EXPECT_TRUE(ok) << "a byte differed near stream position " << read;
+  EXPECT_EQ(read, kTotal);
+  EXPECT_EQ(daemon.shape().limit(), GrowingRing::kReserved);
+  EXPECT_GT(max_seen, 4096u) << "the writer used the grown ring";
+}
+
+// A geometry word from the other side never maps outside the reserved bytes.
+TEST(RingGeometry, HostileWordsStayInsideTheReservedRing) {
+  for (uint64_t w : {uint64_t{0}, ~uint64_t{0}, uint64_t{0xff} << 32, uint64_t{31} << 40 | 7,
+                     uint64_t{0x1234} | uint64_t{2} << 32 | uint64_t{40} << 40}) {
+    RingGeometry g = RingGeometry::unpack(w, 16);
+    EXPECT_LE(g.largest(), 1u << 16);
+    for (uint32_t pos : {0u, 1u, 4095u, 65535u, 0x80000000u, 0xffffffffu}) {
+      EXPECT_LT(g.offset(pos), 1u << 16);
+      EXPECT_LE(g.offset(pos) + g.run(pos, 1u << 20), 1u << 16);
+    }
+  }
+}
+
 TEST(SharedRegion, TwoProcessesStreamBytesThroughAMemfd) {
   Layout l{1, 2, 4096, 4096};
   int fd = memfd_create("abi-test", MFD_CLOEXEC);

@@ -1,4 +1,5 @@
-// shunt shared-memory ABI, version 2 (version 1 plus UDP: datagram slots).
+// shunt shared-memory ABI, version 3 (version 2 plus byte rings whose capacity
+// grows while they hold bytes: SocketSlot::rx_geometry/tx_geometry).
 //
 // One region per application process: a memfd created by shuntd at attach time,
 // mapped by the daemon and by the application (at different addresses, so every
@@ -8,6 +9,9 @@
 //   QueuePair[queue_pair_count]       (queues_offset)   one per application thread
 //   SocketSlot[slot_count]            (slots_offset)    per-socket state + ring indices
 //   ring bytes                        (rings_offset)    slot i: rx at i*(rx+tx), tx after it
+//                                                       (bytes reserved: a ring's largest
+//                                                       capacity; its geometry says how
+//                                                       much of them it uses)
 //
 // Who writes what. Every field below names its single writer. The daemon treats
 // every app-written field as untrusted input: indices are masked before use and a
@@ -30,7 +34,7 @@
 namespace shunt::abi {
 
 inline constexpr uint32_t kMagic = 0x544e4853;  // "SHNT" little-endian
-inline constexpr uint32_t kVersion = 2;
+inline constexpr uint32_t kVersion = 3;
 inline constexpr size_t kCacheLine = 64;
 inline constexpr uint32_t kNoSlot = 0xffffffffu;
 
@@ -79,7 +83,9 @@ enum class SockOption : int32_t {
   kKeepIdle = 6,    // TCP_KEEPIDLE, seconds
   kKeepIntvl = 7,   // TCP_KEEPINTVL, seconds
   kKeepCnt = 8,     // TCP_KEEPCNT
-  kCongestion = 9,  // TCP_CONGESTION: 0 "reno", 1 "cubic"
+  kCongestion = 9,  // TCP_CONGESTION: 0 "reno", 1 "cubic", 2 "bbr"
+  kRcvBuf = 10,     // SO_RCVBUF: bytes the rx ring may hold (half what the kernel reports)
+  kSndBuf = 11,     // SO_SNDBUF: bytes the tx ring may hold (likewise)
   kCount
 };
 
@@ -152,7 +158,15 @@ struct alignas(kCacheLine) SocketSlot {
   std::atomic<uint32_t> generation;   // bumped each time the slot is handed out
   std::atomic<uint32_t> error_seq;    // datagram slots: bumped with each new `error` (ICMP
                                       // errors repeat; each is reported once)
-  uint8_t pad0[kCacheLine - 28];
+  // Each ring's geometry (RingGeometry in ring.h, packed; 0: the whole reserved
+  // ring) and the bytes it may hold (0: its capacity), the kernel's SO_RCVBUF and
+  // SO_SNDBUF space. The daemon writes both for both rings: it produces rx and
+  // consumes tx (docs/abi.md, Ring geometry).
+  std::atomic<uint64_t> rx_geometry;
+  std::atomic<uint64_t> tx_geometry;
+  std::atomic<uint32_t> rx_limit;
+  std::atomic<uint32_t> tx_limit;
+  uint8_t pad0[kCacheLine - 56];
   // Notice flags, a handshake: the application sets one (exchange 1 -> 0 means
   // "queue the command"), the daemon stores 0 before it acts on the command, so
   // bytes written after that store are announced again. The only line with two
@@ -165,6 +179,7 @@ struct alignas(kCacheLine) SocketSlot {
 };
 static_assert(sizeof(SocketSlot) == 6 * kCacheLine);
 static_assert(offsetof(SocketSlot, error_seq) == 24);
+static_assert(offsetof(SocketSlot, rx_geometry) == 32);
 static_assert(offsetof(SocketSlot, tx_notice) == kCacheLine);
 static_assert(offsetof(SocketSlot, rx) == 2 * kCacheLine);
 
@@ -205,8 +220,8 @@ struct alignas(kCacheLine) RegionHeader {
   uint32_t region_id;
   uint32_t queue_pair_count;
   uint32_t slot_count;
-  uint32_t rx_ring_size;  // power of two
-  uint32_t tx_ring_size;  // power of two
+  uint32_t rx_ring_size;  // bytes reserved per rx ring, power of two
+  uint32_t tx_ring_size;  // bytes reserved per tx ring, power of two
   uint32_t nic_ip;        // network byte order
   uint32_t nic_prefix_len;
   uint32_t gateway_ip;    // network byte order, 0 if none

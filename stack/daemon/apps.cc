@@ -26,8 +26,8 @@ std::string read_comm(pid_t pid) {
 }
 }  // namespace
 
-AppRegistry::AppRegistry(uint32_t max_apps, const abi::Layout& layout)
-    : layout_(layout), apps_(max_apps) {
+AppRegistry::AppRegistry(uint32_t max_apps, const abi::Layout& layout, uint32_t initial_ring)
+    : layout_(layout), initial_ring_(initial_ring), apps_(max_apps) {
   active_.reserve(max_apps);
 }
 
@@ -48,7 +48,7 @@ uint32_t AppRegistry::attach(int ctl_fd, const Credentials& cred, uint32_t nic_i
   }
   App& app = apps_[id];
   std::string why;
-  if (!app.region.create(layout_, id, nic_ip, prefix_len, gateway, &why)) {
+  if (!app.region.create(layout_, initial_ring_, id, nic_ip, prefix_len, gateway, &why)) {
     log_error("attach of pid %d: %s", int(cred.pid), why.c_str());
     *error = -ENOMEM;
     return kNone;
@@ -102,6 +102,7 @@ void AppRegistry::free_slot(uint32_t id, uint32_t slot) {
   si = SlotInfo{};
   --app.used_slots;
   if (app.active) {
+    app.region.release_rings(slot);
     app.region.set_state(slot, abi::SlotState::kFree);
     app.free_slots.push_back(slot);
   } else if (app.used_slots == 0) {

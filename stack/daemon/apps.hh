@@ -55,7 +55,7 @@ struct App {
 
 class AppRegistry {
  public:
-  AppRegistry(uint32_t max_apps, const abi::Layout& layout);
+  AppRegistry(uint32_t max_apps, const abi::Layout& layout, uint32_t initial_ring);
 
   const abi::Layout& layout() const { return layout_; }
   uint32_t capacity() const { return uint32_t(apps_.size()); }
@@ -90,6 +90,7 @@ class AppRegistry {
   void release(uint32_t id);
 
   abi::Layout layout_;
+  uint32_t initial_ring_;
   std::vector<App> apps_;
   std::vector<uint32_t> active_;
 };

@@ -35,7 +35,7 @@ Daemon::Daemon(const DaemonConfig& cfg, Port& port, Engine& engine)
       port_(port),
       engine_(engine),
       apps_(cfg.max_apps,
-            abi::Layout{cfg.queue_pairs, cfg.slots_per_app, cfg.ring_size, cfg.ring_size}),
+            abi::Layout{cfg.queue_pairs, cfg.slots_per_app, cfg.ring_max, cfg.ring_max}, cfg.ring_size),
       sockets_(apps_, engine, NicAddress{cfg.ip, cfg.prefix_len, cfg.gateway}, ctr_),
       nap_(kMinNap) {
   started_at_ = now_us();

@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -23,10 +24,11 @@ namespace {
 constexpr size_t kHeaderFixed = offsetof(abi::RegionHeader, daemon_sleeping);
 }  // namespace
 
-bool AppRegion::create(const abi::Layout& layout, uint32_t id, uint32_t nic_ip,
-                       uint32_t prefix_len, uint32_t gateway, std::string* error) {
+bool AppRegion::create(const abi::Layout& layout, uint32_t initial_ring, uint32_t id,
+                       uint32_t nic_ip, uint32_t prefix_len, uint32_t gateway, std::string* error) {
   destroy();
   layout_ = layout;
+  initial_ring_ = std::min({initial_ring, layout.rx_ring_size, layout.tx_ring_size});
   size_ = layout.size();
   memfd_ = memfd_create("shunt-region", MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (memfd_ < 0 || ftruncate(memfd_, off_t(size_)) != 0) {
@@ -163,9 +165,34 @@ void AppRegion::reset_slot(uint32_t i, abi::SlotState state) {
     r->head.value.store(0, std::memory_order_relaxed);
     r->tail.value.store(0, std::memory_order_relaxed);
   }
+  // Geometry and limits are stored again by the ends (rx_end/tx_end); until then
+  // the slot describes rings of the initial size.
+  for (std::atomic<uint64_t>* g : {&s->rx_geometry, &s->tx_geometry})
+    g->store(abi::RingGeometry::fixed(initial_ring_).pack(), std::memory_order_relaxed);
+  s->rx_limit.store(initial_ring_, std::memory_order_relaxed);
+  s->tx_limit.store(initial_ring_, std::memory_order_relaxed);
   s->generation.store(sh.generation, std::memory_order_relaxed);
   s->state.store(sh.state, std::memory_order_release);
   bump(i);
+}
+
+void AppRegion::release_rings(uint32_t i) {
+  // The geometry words are read back only to skip the system call for rings
+  // that never grew: a wrong value costs the application its own memory.
+  abi::SocketSlot* s = slot_ptr(i);
+  uint8_t reserved = abi::ring_shift(layout_.rx_ring_size);
+  bool grown = false;
+  for (const std::atomic<uint64_t>* g : {&s->rx_geometry, &s->tx_geometry})
+    grown |= abi::RingGeometry::unpack(g->load(std::memory_order_relaxed), reserved).largest() >
+             initial_ring_;
+  if (!grown) return;
+  uint64_t at = uint64_t(abi::rx_bytes(base_, layout_, i) - static_cast<uint8_t*>(base_));
+  // Both rings of the slot, past what every fresh ring uses.
+  (void)fallocate(memfd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off_t(at + initial_ring_),
+                  off_t(layout_.rx_ring_size - initial_ring_));
+  (void)fallocate(memfd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                  off_t(at + layout_.rx_ring_size + initial_ring_),
+                  off_t(layout_.tx_ring_size - initial_ring_));
 }
 
 void AppRegion::set_state(uint32_t i, abi::SlotState state) {
@@ -222,12 +249,16 @@ void AppRegion::clear_rx_notice(uint32_t i) {
 }
 
 abi::ProducerEnd AppRegion::rx_end(uint32_t i) {
-  return abi::ProducerEnd(&slot_ptr(i)->rx, abi::rx_bytes(base_, layout_, i), layout_.rx_ring_size,
+  abi::SocketSlot* s = slot_ptr(i);
+  return abi::ProducerEnd(&s->rx, abi::rx_bytes(base_, layout_, i),
+                          abi::RingShape(layout_.rx_ring_size, initial_ring_, &s->rx_geometry, &s->rx_limit),
                           0, &ring_faults_);
 }
 
 abi::ConsumerEnd AppRegion::tx_end(uint32_t i) {
-  return abi::ConsumerEnd(&slot_ptr(i)->tx, abi::tx_bytes(base_, layout_, i), layout_.tx_ring_size,
+  abi::SocketSlot* s = slot_ptr(i);
+  return abi::ConsumerEnd(&s->tx, abi::tx_bytes(base_, layout_, i),
+                          abi::RingShape(layout_.tx_ring_size, initial_ring_, &s->tx_geometry, &s->tx_limit),
                           0, &ring_faults_);
 }
 

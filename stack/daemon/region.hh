@@ -53,8 +53,10 @@ class AppRegion {
 
   // A sealed memfd of layout.size() bytes, mapped and laid out (abi::init_region).
   // Addresses in host order. False with *error on failure.
-  bool create(const abi::Layout& layout, uint32_t id, uint32_t nic_ip, uint32_t prefix_len,
-              uint32_t gateway, std::string* error);
+  // Rings start at initial_ring bytes (at most the layout's reserved sizes) and
+  // grow within what is reserved.
+  bool create(const abi::Layout& layout, uint32_t initial_ring, uint32_t id, uint32_t nic_ip,
+              uint32_t prefix_len, uint32_t gateway, std::string* error);
   void destroy();
   bool mapped() const { return base_ != nullptr; }
   int memfd() const { return memfd_; }
@@ -96,6 +98,8 @@ class AppRegion {
   // reset_slot: a fresh slot in `state`, rings empty, generation bumped.
   void reset_slot(uint32_t slot, abi::SlotState state);
   void set_state(uint32_t slot, abi::SlotState state);
+  // A freed slot's ring memory beyond the initial size goes back to the system.
+  void release_rings(uint32_t slot);
   // Connection state as the engine sees it: flags kFlagPeerFin/Reset/WriteShut
   // (kFlagWantRxDrain is kept as it is) and the pending error (0: none yet).
   void publish_conn(uint32_t slot, abi::SlotState state, uint32_t conn_flags, int32_t error);
@@ -107,8 +111,8 @@ class AppRegion {
   void want_rx_drain(uint32_t slot, bool want);
   void clear_tx_notice(uint32_t slot);
   void clear_rx_notice(uint32_t slot);
-  // The daemon's ends of a slot's rings, starting empty (reset_slot) and counting
-  // faults in this region.
+  // The daemon's ends of a slot's rings, starting empty (reset_slot) at the
+  // initial size, and counting faults in this region.
   abi::ProducerEnd rx_end(uint32_t slot);
   abi::ConsumerEnd tx_end(uint32_t slot);
 
@@ -132,6 +136,7 @@ class AppRegion {
   uint64_t size_ = 0;
   int memfd_ = -1;
   abi::Layout layout_{};
+  uint32_t initial_ring_ = 0;
   abi::RegionHeader header_copy_{};  // the read-only part as written (check_header)
   std::vector<QueueShadow> queues_;
   std::vector<SlotShadow> slots_;

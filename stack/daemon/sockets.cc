@@ -40,6 +40,8 @@ bool engine_option(abi::SockOption o, TcpOption* out) {
     case abi::SockOption::kKeepIntvl: *out = TcpOption::kKeepIntvl; return true;
     case abi::SockOption::kKeepCnt: *out = TcpOption::kKeepCnt; return true;
     case abi::SockOption::kCongestion: *out = TcpOption::kCongestion; return true;
+    case abi::SockOption::kRcvBuf: *out = TcpOption::kRcvBuf; return true;
+    case abi::SockOption::kSndBuf: *out = TcpOption::kSndBuf; return true;
     default: return false;
   }
 }
@@ -348,6 +350,7 @@ int SocketTable::set_option(uint32_t s, abi::SockOption opt, uint64_t value) {
     return -EINVAL;
   if (opt == abi::SockOption::kKeepCnt && (value < 1 || value > 127)) return -EINVAL;
   if (opt == abi::SockOption::kCongestion && value > uint32_t(kLastCcAlgorithm)) return -ENOENT;
+  if ((opt == abi::SockOption::kRcvBuf || opt == abi::SockOption::kSndBuf) && value == 0) return -EINVAL;
   if (sock.kind == Kind::kConn) {
     if (int rc = engine_.set_option(sock.conn, eo, uint32_t(value)); rc != 0) return rc;
   }

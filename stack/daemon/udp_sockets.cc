@@ -94,7 +94,6 @@ void SocketTable::udp_tx_ready(uint32_t s, Time now) {
   AppRegion& region = apps_.app(h.app).region;
   region.clear_tx_notice(h.slot);
   abi::ConsumerEnd& tx = sock.udp_tx;
-  const uint32_t cap = tx.capacity();
   uint32_t budget = tx.readable();  // 0 when the head is out of range (a ring fault)
   if (budget > 0 && budget < sizeof(abi::DgramHeader)) {
     region.fail(Violation::kDatagramRecord);
@@ -111,13 +110,14 @@ void SocketTable::udp_tx_ready(uint32_t s, Time now) {
       return;
     }
     uint32_t pos = tx.tail() + uint32_t(sizeof(abi::DgramHeader));
-    uint32_t off = pos & (cap - 1);
     // In place when contiguous. The application may change those bytes under
     // us: that spoils only its own datagram (the engine reads each byte once
     // into the frame, within the ring's bounds).
     std::span<const uint8_t> payload;
-    if (off + hd.len <= cap) {
-      payload = {tx.bytes() + off, hd.len};
+    uint32_t run = hd.len;
+    const uint8_t* at = tx.span(pos, &run);
+    if (run == hd.len) {
+      payload = {at, hd.len};
     } else {
       tx.copy_out(pos, udp_scratch_.data(), hd.len);
       payload = {udp_scratch_.data(), hd.len};

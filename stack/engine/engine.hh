@@ -64,6 +64,8 @@ enum class TcpOption : uint8_t {
   kKeepIntvl,   // seconds
   kKeepCnt,     // probes
   kCongestion,  // CcAlgorithm
+  kRcvBuf,      // bytes the rx ring may hold; no autotuning after it
+  kSndBuf,      // bytes the tx ring may hold; likewise
 };
 
 class FrameSink {
@@ -257,6 +259,12 @@ struct Tcb {
   bool in_output = false;
   bool in_events = false;
   bool window_low = false;
+  // Buffer autotuning (docs/architecture.md, Windows that grow): when the window
+  // last fell below half (0: not since the application drained), and whether
+  // SO_RCVBUF/SO_SNDBUF fixed the sizes.
+  Time window_low_at = 0;
+  bool rcvbuf_locked = false;
+  bool sndbuf_locked = false;
   bool staged = false;         // rings are engine staging buffers (not yet accepted)
   uint32_t events = 0;
   uint64_t user = 0;
@@ -296,6 +304,8 @@ struct Tcb {
   X(tcp_tail_loss_probes, "tcp.tail_loss_probes")                         \
   X(tcp_rack_marked_lost, "tcp.rack_marked_lost") /* ranges declared lost */ \
   X(tcp_spurious_undos, "tcp.spurious_undos") /* reductions undone by DSACK */ \
+  X(tcp_rx_buffer_grown, "tcp.rx_buffer_grown") /* receive buffer doubled (autotuning) */ \
+  X(tcp_tx_buffer_grown, "tcp.tx_buffer_grown") /* send buffer grown to twice the cwnd */ \
   X(tcp_send_log_overflows, "tcp.send_log_overflows")                     \
   X(tcp_sack_scoreboard_full, "tcp.sack_scoreboard_full")                 \
   X(tcp_ooo_queued, "tcp.ooo_queued")                                     \
@@ -495,6 +505,7 @@ class Engine {
   void log_sent(Tcb& t, tcp::SeqNum seq, uint32_t len, bool retransmission, Time now);
   void note_delivered(Tcb& t, uint32_t bytes, Time now);
   void cc_after_ack(ConnId c, Time now);
+  void grow_send_buffer(Tcb& t);
   void note_dsack(Tcb& t, tcp::SeqNum start, tcp::SeqNum end);
   Drop process_text(ConnId c, const wire::TcpSegment& seg, Time now);
   Drop queue_out_of_order(ConnId c, tcp::SeqNum seq, std::span<const uint8_t> payload);
@@ -576,6 +587,7 @@ class Engine {
   ArpEntry* pending_entry_ = nullptr;
 
   Time challenge_window_ = 0;
+  Time now_ = 0;  // the latest time poll() was given, for calls made without one
   uint32_t challenge_count_ = 0;
   TimerWheel wheel_;
   std::vector<ConnId> output_list_;

@@ -375,6 +375,15 @@ int Engine::set_option(ConnId c, TcpOption opt, uint32_t value) {
       if (value < 1 || value > 127) return -EINVAL;  // Linux's MAX_TCP_KEEPCNT
       t.keep_cnt = value;
       return 0;
+    case TcpOption::kRcvBuf:
+      // Like SO_RCVBUF on Linux: the size holds from now on, autotuning stops.
+      t.rcvbuf_locked = true;
+      if (t.rx.valid() && !t.staged) t.rx.set_limit(value);
+      return 0;
+    case TcpOption::kSndBuf:
+      t.sndbuf_locked = true;
+      if (t.tx.valid() && !t.staged) t.tx.set_limit(value);
+      return 0;
     case TcpOption::kCongestion:
       if (value > uint32_t(kLastCcAlgorithm)) return -ENOENT;
       t.cc = CcState{};
@@ -399,6 +408,7 @@ bool Engine::quiescent() const {
 }
 
 void Engine::poll(Time now) {
+  now_ = now;
   wheel_.expire(now / kMillisecond, [&](uint32_t c) { on_timer(c, now); });
 }
 
@@ -470,10 +480,11 @@ void Engine::attach(ConnId c, abi::ProducerEnd rx, abi::ConsumerEnd tx, uint64_t
     uint32_t held = t.ooo.n ? uint32_t(t.ooo.r[t.ooo.n - 1].end - t.rcv.nxt) : 0;
     uint32_t total = std::min(readable + held, std::min(old.capacity(), rx.capacity()));
     uint32_t from = old.tail(), to = rx.head();
-    uint32_t cap = old.capacity(), off = from & (cap - 1);
-    uint32_t first = std::min(total, cap - off);
-    rx.copy_in(to, old.bytes() + off, first);
-    rx.copy_in(to + first, old.bytes(), total - first);
+    for (uint32_t done = 0, run; done < total; done += run) {
+      run = total - done;
+      const uint8_t* at = old.span(from + done, &run);
+      rx.copy_in(to + done, at, run);
+    }
     rx.produce(std::min(readable, total));
   }
   if (t.staging != kInvalidId) {
@@ -526,6 +537,17 @@ void Engine::tx_ready(ConnId c) {
 void Engine::rx_drained(ConnId c) {
   Tcb& t = conns_[c];
   t.window_low = false;
+  // Receive autotuning: the peer filled half the buffer and the application
+  // emptied it again at once, so the window, not the reader, held the peer back.
+  // A slow reader takes longer and keeps its buffer (Linux sizes it from what the
+  // reader copies per round trip, to the same end).
+  if (t.window_low_at != 0 && !t.rcvbuf_locked && t.rx.valid() && !t.staged &&
+      now_ - t.window_low_at <= kRxGrowWithin) {
+    uint32_t before = t.rx.shape().limit();
+    if (t.rx.set_limit(before * 2) > before) ++ctr_.tcp_rx_buffer_grown;
+  }
+  t.window_low_at = 0;
+  t.rx.refresh_shape();
   // Receiver SWS avoidance (RFC 9293 3.8.6.2.2): update once the window grew by
   // at least an MSS or half the buffer.
   uint32_t wnd = rx_window(t);
@@ -534,6 +556,16 @@ void Engine::rx_drained(ConnId c) {
     t.ack_pending = true;
     queue_output(c);
   }
+}
+
+// Send autotuning, as Linux's tcp_sndbuf_expand: a writer that keeps its ring
+// more than half full gets room for two congestion windows, so the ring never
+// holds the sender below its window.
+void Engine::grow_send_buffer(Tcb& t) {
+  if (t.sndbuf_locked || t.staged) return;
+  uint32_t want = uint32_t(std::min<uint64_t>(2ull * t.cwnd, t.tx.shape().reserved()));
+  uint32_t before = t.tx.shape().limit();
+  if (want > before && t.tx.set_limit(want) > before) ++ctr_.tcp_tx_buffer_grown;
 }
 
 void Engine::shutdown_write(ConnId c) {

@@ -116,8 +116,8 @@ void Engine::take_staging(Tcb& t) {
   idx.head.value.store(0, std::memory_order_relaxed);
   idx.tail.value.store(0, std::memory_order_relaxed);
   t.rx = abi::ProducerEnd(&idx, staging_bytes_.data() + size_t{t.staging} * cfg_.staging_size,
-                          cfg_.staging_size, 0);
-  t.tx = abi::ConsumerEnd(&empty_tx_idx_, &empty_tx_byte_, 1, 0);
+                          abi::RingShape(cfg_.staging_size), 0);
+  t.tx = abi::ConsumerEnd(&empty_tx_idx_, &empty_tx_byte_, abi::RingShape(1), 0);
 }
 
 // Options of a SYN we answer or a SYN-ACK we receive (RFC 7323 1.3, 2.2; RFC 2018 2).
@@ -164,7 +164,7 @@ void Engine::send_syn_cookie(const TcpSegment& syn, Time now) {
   Tcb t;
   // Advertise the window the connection will have (a staging ring), not 0.
   abi::RingIndices no_bytes;
-  t.rx = abi::ProducerEnd(&no_bytes, nullptr, cfg_.staging_size, 0);
+  t.rx = abi::ProducerEnd(&no_bytes, nullptr, abi::RingShape(cfg_.staging_size), 0);
   t.remote_ip = syn.src_ip;
   t.remote_port = syn.src_port;
   t.local_port = syn.dst_port;
@@ -525,7 +525,10 @@ void Engine::ack_advance(ConnId c, const TcpSegment& seg, Time now) {
     t.bytes_acked += freed;
     // Like Linux's SOCK_NOSPACE: space matters to the application only when the
     // ring was filling up; a writer or poller can only be blocked on a full ring.
-    if (used_before > t.tx.capacity() / 2) note_event(c, kEvWritable);
+    if (used_before > t.tx.capacity() / 2) {
+      note_event(c, kEvWritable);
+      grow_send_buffer(t);
+    }
   }
   t.snd.una = ack;
   // After a go-back-N rewind the peer may acknowledge beyond snd.nxt.

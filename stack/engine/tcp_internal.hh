@@ -10,6 +10,9 @@ namespace shunt {
 inline constexpr Time kMinRto = 200 * kMillisecond;  // Linux TCP_RTO_MIN (RFC 6298 says 1 s)
 inline constexpr Time kMaxRto = 120 * kSecond;       // Linux TCP_RTO_MAX
 inline constexpr Time kDelayedAck = 40 * kMillisecond;  // Linux TCP_DELACK_MIN
+// A reader that empties a half-full receive buffer within this keeps up with the
+// network: its buffer doubles (Engine::rx_drained).
+inline constexpr Time kRxGrowWithin = 2 * kMillisecond;
 inline constexpr uint32_t kSynRetries = 6;           // Linux tcp_syn_retries
 inline constexpr uint32_t kDataRetries = 15;         // Linux tcp_retries2
 inline constexpr uint32_t kOrphanRetries = 8;        // Linux tcp_orphan_retries (0 means 8)

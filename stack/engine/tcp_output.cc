@@ -200,6 +200,7 @@ void Engine::send_new_data(ConnId c, Time now) {
 
 void Engine::output(ConnId c, Time now) {
   Tcb& t = conns_[c];
+  if (t.rx.valid()) t.rx.refresh_shape();  // a grown ring's full window once the reader is past the switch
   switch (t.state) {
     case TcpState::kClosed:
     case TcpState::kListen:
@@ -246,6 +247,7 @@ void Engine::output(ConnId c, Time now) {
   // tell us when it drains, for a window update (receiver SWS avoidance).
   if (t.rx.valid() && !t.window_low && rx_window(t) < std::min(t.rx.capacity(), max_window(t)) / 2) {
     t.window_low = true;
+    t.window_low_at = now;
     note_event(c, kEvWindowLow);
   }
   arm_timer(c);
