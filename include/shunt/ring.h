@@ -136,6 +136,12 @@ inline void ring_copy_in(uint8_t* bytes, const RingGeometry& g, uint32_t pos, co
   }
 }
 
+// The memory of stream index pos; *len is cut to the bytes that follow it there.
+inline uint8_t* ring_span(uint8_t* bytes, const RingGeometry& g, uint32_t pos, uint32_t* len) {
+  *len = g.run(pos, *len);
+  return bytes + g.offset(pos);
+}
+
 // ---- Byte rings ----
 
 // A view of one byte stream. Both ends use it; each end calls only its own half.
@@ -187,12 +193,7 @@ class ByteRing {
   void copy_in(uint32_t pos, const uint8_t* src, uint32_t len) {
     ring_copy_in(bytes_, geometry(), pos, src, len);
   }
-  // The memory of stream index pos; *len is cut to the bytes that follow it there.
-  uint8_t* span(uint32_t pos, uint32_t* len) const {
-    RingGeometry g = geometry();
-    *len = g.run(pos, *len);
-    return bytes_ + g.offset(pos);
-  }
+  uint8_t* span(uint32_t pos, uint32_t* len) const { return ring_span(bytes_, geometry(), pos, len); }
 
   // Producer: append up to len bytes; returns how many.
   uint32_t write(const void* src, uint32_t len) {
@@ -266,7 +267,7 @@ class RingShape {
   // A new limit, at most the reserved bytes; the ring grows towards it as soon as
   // its geometry allows (now, or in a later update()). Returns the limit kept.
   uint32_t set_limit(uint32_t bytes, uint32_t tail) {
-    limit_ = std::clamp(bytes, 1u << std::min(kMinRingShift, reserved_shift_), reserved());
+    limit_ = std::clamp(bytes, 1u, reserved());
     update(tail);
     return limit_;
   }
@@ -277,8 +278,7 @@ class RingShape {
       uint8_t want = uint8_t(32 - __builtin_clz(limit_ - 1));  // log2, rounded up
       g = g.grown(tail, std::min(want, reserved_shift_));
     }
-    bool changed = g.switch_at != geometry_.switch_at || g.old_shift != geometry_.old_shift ||
-                   g.new_shift != geometry_.new_shift;
+    bool changed = g.pack() != geometry_.pack();
     geometry_ = g;
     if (changed) publish();
     else if (limit_word_ != nullptr) limit_word_->store(limit_, std::memory_order_relaxed);
@@ -345,8 +345,7 @@ class ProducerEnd {
     ring_copy_out(bytes_, shape_.geometry(), pos, dst, len);
   }
   const uint8_t* span(uint32_t pos, uint32_t* len) const {
-    *len = shape_.geometry().run(pos, *len);
-    return bytes_ + shape_.geometry().offset(pos);
+    return ring_span(bytes_, shape_.geometry(), pos, len);
   }
   // Makes n more bytes (already copied in past the head) visible: release, so the
   // consumer that sees the head sees the bytes.
@@ -402,8 +401,7 @@ class ConsumerEnd {
     ring_copy_out(bytes_, shape_.geometry(), pos, dst, len);
   }
   const uint8_t* span(uint32_t pos, uint32_t* len) const {
-    *len = shape_.geometry().run(pos, *len);
-    return bytes_ + shape_.geometry().offset(pos);
+    return ring_span(bytes_, shape_.geometry(), pos, len);
   }
   // Gives n bytes back to the producer: release, after they were copied out.
   // Past a switch, the geometry settles first: the producer that sees this tail

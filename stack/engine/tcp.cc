@@ -542,7 +542,7 @@ void Engine::rx_drained(ConnId c) {
   // A slow reader takes longer and keeps its buffer (Linux sizes it from what the
   // reader copies per round trip, to the same end).
   if (t.window_low_at != 0 && !t.rcvbuf_locked && t.rx.valid() && !t.staged &&
-      now_ - t.window_low_at <= kRxGrowWithin) {
+      now_ <= t.window_low_at + kRxGrowWithin) {  // now_ may predate window_low_at (same turn)
     uint32_t before = t.rx.shape().limit();
     if (t.rx.set_limit(before * 2) > before) ++ctr_.tcp_rx_buffer_grown;
   }

@@ -265,17 +265,33 @@ class CollectSink : public FrameSink {
 };
 
 // An application's rx/tx byte rings over plain memory.
+// With `initial`, both rings start at that size and may grow to their whole
+// memory, as a daemon's do (geometry and limit words, abi.h).
 struct AppRings {
-  explicit AppRings(uint32_t rx_cap = 4096, uint32_t tx_cap = 16384)
-      : rx_bytes(rx_cap), tx_bytes(tx_cap) {}
+  explicit AppRings(uint32_t rx_cap = 4096, uint32_t tx_cap = 16384, uint32_t initial = 0)
+      : rx_bytes(rx_cap), tx_bytes(tx_cap), initial(initial) {}
   AppRings(const AppRings&) = delete;
   AppRings& operator=(const AppRings&) = delete;
 
-  abi::ByteRing rx() { return {&rx_idx, rx_bytes.data(), uint32_t(rx_bytes.size())}; }
-  abi::ByteRing tx() { return {&tx_idx, tx_bytes.data(), uint32_t(tx_bytes.size())}; }
+  abi::ByteRing rx() {
+    return {&rx_idx, rx_bytes.data(), uint32_t(rx_bytes.size()), &rx_geometry, &rx_limit};
+  }
+  abi::ByteRing tx() {
+    return {&tx_idx, tx_bytes.data(), uint32_t(tx_bytes.size()), &tx_geometry, &tx_limit};
+  }
   // The engine's ends of the same rings (what the daemon hands the engine).
-  abi::ProducerEnd erx() { return abi::ProducerEnd(rx()); }
-  abi::ConsumerEnd etx() { return abi::ConsumerEnd(tx()); }
+  abi::ProducerEnd erx() {
+    if (initial == 0) return abi::ProducerEnd(rx());
+    return abi::ProducerEnd(&rx_idx, rx_bytes.data(),
+                            abi::RingShape(uint32_t(rx_bytes.size()), initial, &rx_geometry, &rx_limit),
+                            rx_idx.head.value.load());
+  }
+  abi::ConsumerEnd etx() {
+    if (initial == 0) return abi::ConsumerEnd(tx());
+    return abi::ConsumerEnd(&tx_idx, tx_bytes.data(),
+                            abi::RingShape(uint32_t(tx_bytes.size()), initial, &tx_geometry, &tx_limit),
+                            tx_idx.tail.value.load());
+  }
 
   uint32_t write(std::string_view s) { return tx().write(s.data(), uint32_t(s.size())); }
   std::string read(uint32_t max = ~0u) {
@@ -286,6 +302,9 @@ struct AppRings {
 
   abi::RingIndices rx_idx, tx_idx;
   std::vector<uint8_t> rx_bytes, tx_bytes;
+  uint32_t initial;
+  std::atomic<uint64_t> rx_geometry{0}, tx_geometry{0};  // 0: the whole memory
+  std::atomic<uint32_t> rx_limit{0}, tx_limit{0};
 };
 
 inline std::string pattern(size_t n, size_t offset = 0) {
@@ -417,10 +436,10 @@ class EstablishedTest : public EngineTest {
 
   void SetUp() override { ASSERT_NO_FATAL_FAILURE(establish()); }
 
-  void establish(uint32_t rx_cap = 4096, uint32_t tx_cap = 16384) {
+  void establish(uint32_t rx_cap = 4096, uint32_t tx_cap = 16384, uint32_t initial = 0) {
     now_ = time_for_isn(kLocalIsnTarget);
     ASSERT_NO_FATAL_FAILURE(seed_arp());
-    app_ = std::make_unique<AppRings>(rx_cap, tx_cap);
+    app_ = std::make_unique<AppRings>(rx_cap, tx_cap, initial);
     ASSERT_EQ(eng().connect(kLocalPort, kRemoteIp, kRemotePort, app_->erx(), app_->etx(), kUser,
                             now_, &c_),
               0);

@@ -146,6 +146,63 @@ TEST_F(Established, WindowUpdateAfterRxDrained) {
   EXPECT_EQ(upd.window, 2000);
 }
 
+// ---- Receive buffers that grow (autotuning) and SO_RCVBUF ----
+
+// Rings of 16 KiB memory that start at 4 KiB.
+class GrowingBuffers : public Established {
+ protected:
+  void SetUp() override { ASSERT_NO_FATAL_FAILURE(establish(16384, 16384, 4096)); }
+  uint64_t grown() const { return eng_->counters().tcp_rx_buffer_grown; }
+  // The peer sends `n` bytes at `off` in 1000-byte segments; the reader takes
+  // each at once. Returns the window of the last ACK.
+  uint32_t stream(uint32_t off, uint32_t n) {
+    uint32_t wnd = 0;
+    for (uint32_t done = 0; done < n; done += 1000) {
+      peer_data(off + done, pattern(1000, off + done));
+      wnd = sent_one().window;
+      EXPECT_EQ(app_->read(), pattern(1000, off + done));
+    }
+    return wnd;
+  }
+};
+
+TEST_F(GrowingBuffers, AFastReaderThatEmptiesAHalfFullBufferDoublesIt) {
+  peer_data(0, pattern(2200));
+  EXPECT_LT(sent_one().window, 2048u) << "below half of 4096: the window is low";
+  app_->read();
+  eng().poll(now_);
+  eng().rx_drained(c_);
+  EXPECT_EQ(grown(), 1u);
+  // The ring holds 4096 until the reader is past the switch (8192), then 8192.
+  EXPECT_GT(stream(2200, 9000), 4096u);
+  EXPECT_EQ(app_->rx().capacity(), 8192u) << "the reader sees the grown ring";
+}
+
+TEST_F(GrowingBuffers, AReaderSlowerThanTwoMillisecondsKeepsItsBuffer) {
+  peer_data(0, pattern(2200));
+  sent_one();
+  advance(3 * kMillisecond);
+  app_->read();
+  eng().poll(now_);
+  eng().rx_drained(c_);
+  EXPECT_EQ(grown(), 0u);
+  EXPECT_LE(stream(2200, 9000), 4096u);
+}
+
+TEST_F(GrowingBuffers, RcvBufSetsTheSizeAndStopsAutotuning) {
+  ASSERT_EQ(eng().set_option(c_, TcpOption::kRcvBuf, 2000), 0);
+  peer_data(0, pattern(1500));
+  EXPECT_EQ(sent_one().window, 500u) << "2000 bytes, not the ring's 4096";
+  app_->read();
+  eng().poll(now_);
+  eng().rx_drained(c_);
+  EXPECT_EQ(grown(), 0u) << "SO_RCVBUF fixed the size";
+  ASSERT_EQ(eng().set_option(c_, TcpOption::kRcvBuf, 12000), 0);
+  // Past the switch (16384) the ring is 16 KiB, of which 12000 may be used.
+  EXPECT_EQ(stream(1500, 17000), 12000u - 1000u);
+  EXPECT_EQ(app_->rx().capacity(), 12000u) << "grown to 16 KiB, limited to 12000";
+}
+
 TEST_F(Established, WindowLowEventWhenWindowHalves) {
   peer_data(0, pattern(2000));
   sent();
