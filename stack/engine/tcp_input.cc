@@ -520,12 +520,13 @@ void Engine::ack_advance(ConnId c, const TcpSegment& seg, Time now) {
   if (fin_acked) --acked;           // our FIN
   if (acked > 0 && t.tx.valid()) {
     uint32_t used_before = t.tx.readable();
+    uint32_t capacity_before = t.tx.capacity();  // consume may settle a grown ring
     uint32_t freed = std::min(acked, used_before);
     t.tx.consume(freed);
     t.bytes_acked += freed;
     // Like Linux's SOCK_NOSPACE: space matters to the application only when the
     // ring was filling up; a writer or poller can only be blocked on a full ring.
-    if (used_before > t.tx.capacity() / 2) {
+    if (used_before > capacity_before / 2) {
       note_event(c, kEvWritable);
       grow_send_buffer(t);
     }

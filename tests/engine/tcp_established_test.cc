@@ -203,6 +203,25 @@ TEST_F(GrowingBuffers, RcvBufSetsTheSizeAndStopsAutotuning) {
   EXPECT_EQ(app_->rx().capacity(), 12000u) << "grown to 16 KiB, limited to 12000";
 }
 
+// The ACK that takes the reader past the switch frees a ring that was full at
+// the old size: the writer blocked on it must hear so, though the freed bytes
+// are less than half of the grown ring.
+TEST_F(GrowingBuffers, AWriterOnAFullRingIsWokenEvenAsTheRingGrows) {
+  uint32_t off = 0;
+  for (int round = 0; round < 8 && app_->tx().capacity() == 4096; ++round) {
+    uint32_t room = app_->tx().writable();
+    ASSERT_EQ(room, 4096u) << "round " << round;
+    app_send(pattern(room, off));
+    off += room;
+    ASSERT_FALSE(sent().empty());
+    events();
+    peer_ack(off);
+    EXPECT_EQ(events()[kUser] & kEvWritable, kEvWritable) << "round " << round << ", at " << off;
+  }
+  EXPECT_GT(eng_->counters().tcp_tx_buffer_grown, 0u);
+  EXPECT_GT(app_->tx().capacity(), 4096u) << "the writer sees the grown ring";
+}
+
 TEST_F(Established, WindowLowEventWhenWindowHalves) {
   peer_data(0, pattern(2000));
   sent();
