@@ -266,16 +266,6 @@ b_shuntd_stop() {
 
 b_stat() { timeout 10 "$B_SHUNT" stat --flat --rundir "${1:-$B_RUNDIR}" 2>/dev/null; }
 
-# b_wait_tcp NS IP PORT [SECONDS]: until something accepts on IP:PORT from NS.
-b_wait_tcp() {
-  local ns=$1 ip=$2 port=$3 secs=${4:-15} i
-  for ((i = 0; i < secs * 5; i++)); do
-    timeout 1 ip netns exec "$ns" bash -c "exec 3<>/dev/tcp/$ip/$port" 2>/dev/null && return 0
-    sleep 0.2
-  done
-  return 1
-}
-
 # b_tree PID...: the pids and all their descendants.
 b_tree() {
   local p c

@@ -390,7 +390,7 @@ wl_memcached_setup() {
     b_server_start "$stack" memcached memcached -u nobody -l "$(b_ip "$stack")" -p 11211 -t 4 -c 4096 -m 1024
   done
   for stack in shunt kernel; do
-    b_wait_tcp "$B_NS_K" "$(b_ip "$stack")" 11211 || { B_ERR="memcached ($stack) does not accept"; return 1; }
+    netns_wait_tcp "$B_NS_K" "$(b_ip "$stack")" 11211 || { B_ERR="memcached ($stack) does not accept"; return 1; }
   done
 }
 wl_memcached_trial() {
@@ -427,7 +427,7 @@ wl_redis_setup() {
       --appendonly no --protected-mode no --daemonize no
   done
   for stack in shunt kernel; do
-    b_wait_tcp "$B_NS_K" "$(b_ip "$stack")" 6379 || { B_ERR="redis-server ($stack) does not accept"; return 1; }
+    netns_wait_tcp "$B_NS_K" "$(b_ip "$stack")" 6379 || { B_ERR="redis-server ($stack) does not accept"; return 1; }
   done
 }
 wl_redis_trial() {
@@ -468,7 +468,7 @@ wl_sockperf_setup() {
     b_server_start "$stack" sockperf-udp sockperf sr -i "$(b_ip "$stack")" -p 11112
   done
   for stack in shunt kernel; do
-    b_wait_tcp "$B_NS_K" "$(b_ip "$stack")" 11111 || { B_ERR="sockperf server ($stack) does not accept"; return 1; }
+    netns_wait_tcp "$B_NS_K" "$(b_ip "$stack")" 11111 || { B_ERR="sockperf server ($stack) does not accept"; return 1; }
   done
 }
 # b_sockperf RAWTAG CMD...: runs the sockperf client command, metrics and the
@@ -516,7 +516,7 @@ wl_bulk_iperf3_setup() {
     b_server_start "$stack" iperf3 iperf3 -s -B "$(b_ip "$stack")" -p 5201
   done
   for stack in shunt kernel; do
-    b_wait_tcp "$B_NS_K" "$(b_ip "$stack")" 5201 || { B_ERR="iperf3 server ($stack) does not accept"; return 1; }
+    netns_wait_tcp "$B_NS_K" "$(b_ip "$stack")" 5201 || { B_ERR="iperf3 server ($stack) does not accept"; return 1; }
   done
 }
 wl_bulk_iperf3_trial() {
@@ -643,7 +643,7 @@ wl_shunt_to_shunt_setup() {
     sleep 0.5
   done
   ((i < 30)) || { B_ERR="no answer from nginx under daemon A through daemon B (memif): $(tail -n 2 "$B_M_RUN2/shuntd.log" | tr '\n' ' ')"; return 1; }
-  b_wait_tcp "$B_NS_M" 127.0.0.1 8090 || { B_ERR="loopback nginx does not accept"; return 1; }
+  netns_wait_tcp "$B_NS_M" 127.0.0.1 8090 || { B_ERR="loopback nginx does not accept"; return 1; }
 }
 wl_shunt_to_shunt_trial() {
   local case=$1 stack=$2 ip port=80 srv other

@@ -212,5 +212,9 @@ limit=$((hz * 10 * 2 / 100))
 it_log "idle shuntd: $used ticks of CPU in 10 s (CLK_TCK $hz; limit $limit, 2 % of a core); per second: $per_s"
 it_log "idle shuntd: daemon.sleeps +$(($(counter daemon.sleeps "$idle1") - $(counter daemon.sleeps "$idle0"))), port.rx_packets +$(($(counter port.rx_packets "$idle1") - $(counter port.rx_packets "$idle0"))), tcp.live_connections $(counter tcp.live_connections "$idle1")"
 it_check "idle shuntd uses <= 2 % of a core ($used <= $limit ticks in 10 s)" test "$used" -le "$limit"
+# net_af_xdp's socket turns readable on frames: an idle daemon sleeps on it
+# rather than napping and polling.
+it_check "shuntd found the AF_XDP socket to sleep on" \
+  bash -c "! grep -q 'raises no wake-up' '$SHUNT_RUNDIR/shuntd.log'"
 it_check "shuntd (pid $daemon_pid) still runs" kill -0 "$daemon_pid"
 ((it_failures == 0)) || show_logs

@@ -362,7 +362,9 @@ void Runtime::post(abi::Command cmd) {
   kick(*r);
 }
 
-int Runtime::call(abi::Command cmd, abi::Completion* out) {
+int Runtime::call(abi::Command cmd, abi::Completion* out) { return call(cmd, out, nullptr); }
+
+int Runtime::call(abi::Command cmd, abi::Completion* out, abi::TcpInfo* reply) {
   Region* r = region();
   if (r == nullptr || !attached() || r->gone.load(std::memory_order_acquire)) return -ENETDOWN;
   QpLease lease(*r, epoch());
@@ -381,6 +383,9 @@ int Runtime::call(abi::Command cmd, abi::Completion* out) {
     while (cq.pop(&c)) {
       if (c.cookie == cmd.cookie) {
         *out = c;
+        // Written before the completion was published (acquire in pop); the
+        // lease keeps other threads off this queue pair until we are done.
+        if (reply != nullptr && c.result >= 0) memcpy(reply, &qp->reply, sizeof *reply);
         SHUNT_DEBUG("op %u slot %u ip %08x port %u arg %d -> %d slot %u", unsigned(cmd.op),
                     cmd.slot, ntohl(cmd.ip), ntohs(cmd.port), cmd.arg, c.result, c.slot);
         return c.result;

@@ -102,6 +102,8 @@ class Runtime {
   // the completion's result (>= 0 or -errno); -ENETDOWN when not attached or the
   // daemon is gone. Never interrupted by signals (control ops are short).
   int call(abi::Command cmd, abi::Completion* out);
+  // Likewise, and on success copies the queue pair's reply (QueuePair::reply).
+  int call(abi::Command cmd, abi::Completion* out, abi::TcpInfo* reply);
   // A command without completion (kClose, kTxReady, kRxDrained).
   void post(abi::Command cmd);
 

@@ -637,7 +637,7 @@ OptClass classify_option(int level, int name) {
         return OptClass::kUnsupported;
     }
   }
-  if (level == IPPROTO_IP && name == IP_TOS) return OptClass::kHint;  // shuntd sends TOS 0
+  if (level == IPPROTO_IP && (name == IP_TOS || name == IP_TTL)) return OptClass::kReplay;
   if (level == IPPROTO_TCP) {
     switch (name) {
       case TCP_NODELAY:
@@ -695,6 +695,15 @@ bool forwarded_option(int level, int name, const void* val, socklen_t len, abi::
   }
 }
 
+// Options whose value shuntd takes from the placeholder after it accepted one.
+bool kernel_settled_option(int level, int name, abi::SockOption* opt) {
+  if (level == SOL_SOCKET && (name == SO_RCVBUF || name == SO_SNDBUF))
+    return *opt = name == SO_RCVBUF ? abi::SockOption::kRcvBuf : abi::SockOption::kSndBuf, true;
+  if (level == IPPROTO_IP && (name == IP_TOS || name == IP_TTL))
+    return *opt = name == IP_TOS ? abi::SockOption::kTos : abi::SockOption::kTtl, true;
+  return false;
+}
+
 // Options an application may set around every request: on a shunted connection
 // they never reach the placeholder (sock_setsockopt), so getsockopt answers them
 // from what was remembered. Returns the shuntd option, if (level, name) is one.
@@ -749,18 +758,19 @@ int sock_setsockopt(Socket& s, int fd, int level, int name, const void* val, soc
   // for getsockopt; for a dual listener it is the kernel half itself.
   if (libc().setsockopt(fd, level, name, val, len) < 0) return -errno;
   remember_option(s, level, name, val, len);
-  if (level == SOL_SOCKET && (name == SO_RCVBUF || name == SO_SNDBUF)) {
-    // The size the kernel settled on (clamped to rmem_max/wmem_max, doubled):
-    // shunt's rings hold its half, as the kernel's window does.
+  if (kernel_settled_option(level, name, &opt)) {
+    // What the kernel made of the value (buffer sizes clamped to rmem_max/wmem_max
+    // and doubled, IP_TTL -1 the default, a TCP socket's ECN bits kept): shuntd
+    // applies that. Its rings hold half a buffer size, as the kernel's window does.
     int kernel = 0;
     socklen_t klen = sizeof kernel;
-    if (libc().getsockopt(fd, level, name, &kernel, &klen) == 0 && kernel > 1) {
-      opt = name == SO_RCVBUF ? abi::SockOption::kRcvBuf : abi::SockOption::kSndBuf;
-      s.option_set |= 1u << uint32_t(opt);
-      s.option_value[uint32_t(opt)] = kernel / 2;
-      if (s.shunted()) return set_option(s, opt, kernel / 2);
-    }
-    return 0;
+    if (libc().getsockopt(fd, level, name, &kernel, &klen) < 0 || kernel < 0) return 0;
+    bool buffer = opt == abi::SockOption::kRcvBuf || opt == abi::SockOption::kSndBuf;
+    int32_t v = buffer ? kernel / 2 : kernel;
+    if (buffer && v == 0) return 0;
+    s.option_set |= 1u << uint32_t(opt);
+    s.option_value[uint32_t(opt)] = v;
+    return s.shunted() ? set_option(s, opt, v) : 0;
   }
   if (!s.shunted()) return 0;
   if (cls == OptClass::kHint) {
@@ -771,6 +781,31 @@ int sock_setsockopt(Socket& s, int fd, int level, int name, const void* val, soc
   if (cls != OptClass::kReplay || !forwarded_option(level, name, val, len, &opt, &value)) return 0;
   return set_option(s, opt, value);
 }
+
+namespace {
+
+// TCP_INFO and TCP_MAXSEG of a socket shuntd holds: one round trip, as getsockopt
+// is a control call. Lengths as Linux's do_tcp_getsockopt: cut to what it has.
+int tcp_info_option(Socket& s, int name, void* val, socklen_t* len) {
+  if (val == nullptr || len == nullptr) return -EFAULT;
+  if (int(*len) < 0) return -EINVAL;
+  abi::Command cmd = make_command(abi::Op::kTcpInfo, s.ctl_slot);
+  abi::Completion c;
+  abi::TcpInfo info;
+  if (int r = rt().call(cmd, &c, &info); r < 0) return r;
+  if (name == TCP_MAXSEG) {
+    // A connection's send MSS; before one exists Linux says 536 (TCP_MSS_DEFAULT).
+    bool connected = info.state != uint8_t(ctl::LinuxTcpState::kListen) &&
+                     info.state != uint8_t(ctl::LinuxTcpState::kClose);
+    return put_int(val, len, connected ? int(info.snd_mss) : 536);
+  }
+  socklen_t n = std::min<socklen_t>(*len, sizeof info);
+  memcpy(val, &info, n);
+  *len = n;
+  return 0;
+}
+
+}  // namespace
 
 int sock_getsockopt(Socket& s, int fd, int level, int name, void* val, socklen_t* len) {
   if (!s.shunted()) return libc().getsockopt(fd, level, name, val, len) < 0 ? -errno : 0;
@@ -796,6 +831,9 @@ int sock_getsockopt(Socket& s, int fd, int level, int name, void* val, socklen_t
         break;
     }
   }
+  if (level == IPPROTO_TCP && (name == TCP_INFO || name == TCP_MAXSEG) && !s.datagram &&
+      s.ctl_slot != abi::kNoSlot)
+    return tcp_info_option(s, name, val, len);
   if (classify_option(level, name) == OptClass::kUnsupported) return -ENOPROTOOPT;
   abi::SockOption opt;
   if (per_request_option(level, name, &opt) && (s.option_set & (1u << uint32_t(opt))) != 0)

@@ -52,6 +52,17 @@ netns_kernel_baseline() {
   ip -n "$NETNS_SHUNT" addr add "$NETNS_SHUNT_IP/$NETNS_PREFIX" dev "$NETNS_SHUNT_IF"
 }
 
+# netns_wait_tcp NS IP PORT [SECONDS]: until something accepts on IP:PORT from
+# namespace NS (default 15 s); non-zero when nothing did.
+netns_wait_tcp() {
+  local ns=$1 ip=$2 port=$3 secs=${4:-15} i
+  for ((i = 0; i < secs * 5; i++)); do
+    timeout 1 ip netns exec "$ns" bash -c "exec 3<>/dev/tcp/$ip/$port" 2>/dev/null && return 0
+    sleep 0.2
+  done
+  return 1
+}
+
 # Kills what still runs in the namespaces (TERM, then KILL after up to 5 s), then
 # deletes them; the veth pair goes with them. Safe to call when they do not exist.
 netns_down() {

@@ -2,6 +2,7 @@
 // sharing a memfd region.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <linux/tcp.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -16,6 +17,34 @@
 
 namespace shunt::abi {
 namespace {
+
+// kTcpInfo's answer is copied out as the kernel's getsockopt(TCP_INFO) would.
+TEST(Layout, TcpInfoIsLinuxsStructTcpInfo) {
+  EXPECT_GE(sizeof(tcp_info), sizeof(TcpInfo)) << "these kernel headers are older than 5.4";
+#define SHUNT_SAME(ours, linux) EXPECT_EQ(offsetof(TcpInfo, ours), offsetof(tcp_info, linux)) << #linux
+  SHUNT_SAME(options, tcpi_options);
+  SHUNT_SAME(rto, tcpi_rto);
+  SHUNT_SAME(snd_mss, tcpi_snd_mss);
+  SHUNT_SAME(unacked, tcpi_unacked);
+  SHUNT_SAME(last_data_recv_ms, tcpi_last_data_recv);
+  SHUNT_SAME(pmtu, tcpi_pmtu);
+  SHUNT_SAME(rtt, tcpi_rtt);
+  SHUNT_SAME(rttvar, tcpi_rttvar);
+  SHUNT_SAME(snd_cwnd, tcpi_snd_cwnd);
+  SHUNT_SAME(total_retrans, tcpi_total_retrans);
+  SHUNT_SAME(bytes_acked, tcpi_bytes_acked);
+  SHUNT_SAME(min_rtt, tcpi_min_rtt);
+  SHUNT_SAME(delivery_rate, tcpi_delivery_rate);
+  SHUNT_SAME(bytes_retrans, tcpi_bytes_retrans);
+  SHUNT_SAME(snd_wnd, tcpi_snd_wnd);
+#undef SHUNT_SAME
+  tcp_info k{};
+  k.tcpi_snd_wscale = 7;
+  k.tcpi_rcv_wscale = 2;
+  TcpInfo ours;
+  std::memcpy(&ours, &k, sizeof ours);
+  EXPECT_EQ(ours.wscale, 7 | 2 << 4) << "the window scales share a byte, snd in the low bits";
+}
 
 TEST(Layout, OffsetsAreOrderedAlignedAndFitTheSize) {
   Layout l{4, 16, 4096, 8192};

@@ -34,7 +34,7 @@
 namespace shunt::abi {
 
 inline constexpr uint32_t kMagic = 0x544e4853;  // "SHNT" little-endian
-inline constexpr uint32_t kVersion = 3;
+inline constexpr uint32_t kVersion = 4;
 inline constexpr size_t kCacheLine = 64;
 inline constexpr uint32_t kNoSlot = 0xffffffffu;
 
@@ -70,6 +70,8 @@ enum class Op : uint16_t {
   kUdpBind = 10,     // ip (NIC address), port (0 = ephemeral), arg2 = inode; -> slot, local ip/port
   kUdpConnect = 11,  // slot (kNoSlot = bind an ephemeral port first), ip, port (both 0 =
                      // disconnect), arg2 = inode; -> slot, local + remote ip/port
+  // Version 4.
+  kTcpInfo = 12,     // slot; -> the connection's TcpInfo in the queue pair's reply
 };
 
 // kSetOption: arg = SockOption, arg2 = value. Options set on a listener pass to
@@ -86,6 +88,8 @@ enum class SockOption : int32_t {
   kCongestion = 9,  // TCP_CONGESTION: 0 "reno", 1 "cubic", 2 "bbr"
   kRcvBuf = 10,     // SO_RCVBUF: bytes the rx ring may hold (half what the kernel reports)
   kSndBuf = 11,     // SO_SNDBUF: bytes the tx ring may hold (likewise)
+  kTos = 12,        // IP_TOS: the TOS byte of every segment (ECN bits clear)
+  kTtl = 13,        // IP_TTL: 1..255
   kCount
 };
 
@@ -121,12 +125,45 @@ static_assert(sizeof(Completion) == 64);
 
 inline constexpr uint32_t kQueueDepth = 256;  // power of two
 
+// kTcpInfo's answer: Linux's struct tcp_info (linux/tcp.h) as of 5.4, byte for
+// byte, so the application copies it out as getsockopt(TCP_INFO) would. Times in
+// microseconds unless named _ms; windows and MSS in bytes; cwnd and ssthresh in
+// segments. Fields shunt does not track are 0, as Linux leaves what it lacks.
+struct TcpInfo {
+  uint8_t state;         // LinuxTcpState (control.h)
+  uint8_t ca_state;      // 0 open, 3 recovery, 4 loss
+  uint8_t retransmits;   // RTO backoff of the current flight
+  uint8_t probes;        // zero-window or keepalive probes unanswered
+  uint8_t backoff;
+  uint8_t options;       // TCPI_OPT_*: 1 timestamps, 2 SACK, 4 window scale
+  uint8_t wscale;        // snd_wscale | rcv_wscale << 4
+  uint8_t app_limited;
+  uint32_t rto, ato, snd_mss, rcv_mss;
+  uint32_t unacked, sacked, lost, retrans, fackets;  // segments
+  uint32_t last_data_sent_ms, last_ack_sent_ms, last_data_recv_ms, last_ack_recv_ms;
+  uint32_t pmtu, rcv_ssthresh, rtt, rttvar, snd_ssthresh, snd_cwnd, advmss, reordering;
+  uint32_t rcv_rtt, rcv_space, total_retrans;
+  uint64_t pacing_rate, max_pacing_rate, bytes_acked, bytes_received;
+  uint32_t segs_out, segs_in, notsent_bytes, min_rtt, data_segs_in, data_segs_out;
+  uint64_t delivery_rate, busy_time, rwnd_limited, sndbuf_limited;
+  uint32_t delivered, delivered_ce;
+  uint64_t bytes_sent, bytes_retrans;
+  uint32_t dsack_dups, reord_seen, rcv_ooopack, snd_wnd;
+};
+static_assert(sizeof(TcpInfo) == 232);
+static_assert(offsetof(TcpInfo, rto) == 8 && offsetof(TcpInfo, total_retrans) == 100 &&
+              offsetof(TcpInfo, bytes_acked) == 120 && offsetof(TcpInfo, snd_wnd) == 228);
+
 // One per application thread. sq: app produces, daemon consumes. cq: the reverse.
+// `reply` holds the answer of a command whose result does not fit a completion
+// (kTcpInfo); the daemon writes it before the completion, and one thread holds a
+// queue pair from command to completion, so the answer is that thread's.
 struct QueuePair {
   RingIndices sq_idx;
   RingIndices cq_idx;
   Command sq[kQueueDepth];
   Completion cq[kQueueDepth];
+  alignas(kCacheLine) TcpInfo reply;
 };
 static_assert(sizeof(QueuePair) % kCacheLine == 0);
 

@@ -102,7 +102,9 @@ uint32_t Daemon::serve_app(uint32_t id, Time now) {
     uint32_t n = region.take_commands(q, cmds, std::min(kCommandBatch, kCommandsPerApp - done));
     for (uint32_t i = 0; i < n; ++i) {
       bool reply = false;
-      abi::Completion c = sockets_.handle(id, cmds[i], now, &reply);
+      abi::TcpInfo info;
+      abi::Completion c = sockets_.handle(id, cmds[i], now, &reply, &info);
+      if (cmds[i].op == uint16_t(abi::Op::kTcpInfo) && c.result == 0) region.write_reply(q, info);
       if (reply) {
         if (!region.complete(q, c)) break;  // a violation: cut off at the end of the turn
         app.dirty = true;

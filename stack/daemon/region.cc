@@ -126,6 +126,11 @@ bool AppRegion::complete(uint32_t q, const abi::Completion& c) {
   return true;
 }
 
+void AppRegion::write_reply(uint32_t q, const abi::TcpInfo& info) {
+  // Written only: the completion's release store publishes it.
+  std::memcpy(&queue_ptr(q)->reply, &info, sizeof info);
+}
+
 bool AppRegion::commands_pending() const {
   uint32_t n = queue_pairs();
   for (uint32_t q = 0; q < n; ++q) {

@@ -87,6 +87,8 @@ class AppRegion {
   // Posts a completion on pair q. False (and a violation) when the queue is full:
   // the application asked more than it has room to hear.
   bool complete(uint32_t q, const abi::Completion& c);
+  // The answer that goes with the next completion on q (QueuePair::reply).
+  void write_reply(uint32_t q, const abi::TcpInfo& info);
   bool commands_pending() const;
 
   // ---- Sleep and wake (docs/abi.md "Queue pairs") ----

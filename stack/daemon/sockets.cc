@@ -42,6 +42,8 @@ bool engine_option(abi::SockOption o, TcpOption* out) {
     case abi::SockOption::kCongestion: *out = TcpOption::kCongestion; return true;
     case abi::SockOption::kRcvBuf: *out = TcpOption::kRcvBuf; return true;
     case abi::SockOption::kSndBuf: *out = TcpOption::kSndBuf; return true;
+    case abi::SockOption::kTos: *out = TcpOption::kTos; return true;
+    case abi::SockOption::kTtl: *out = TcpOption::kTtl; return true;
     default: return false;
   }
 }
@@ -74,7 +76,7 @@ SocketTable::SocketTable(AppRegistry& apps, Engine& engine, const NicAddress& ni
 // ---- Commands ----
 
 abi::Completion SocketTable::handle(uint32_t app, const abi::Command& cmd, Time now,
-                                    bool* reply) {
+                                    bool* reply, abi::TcpInfo* info) {
   using abi::Op;
   abi::Completion c{};
   c.cookie = cmd.cookie;
@@ -86,7 +88,7 @@ abi::Completion SocketTable::handle(uint32_t app, const abi::Command& cmd, Time 
   // has not closed; anything else is answered like a bad fd.
   const bool names_slot =
       op == Op::kListen || op == Op::kAccept || op == Op::kClose || op == Op::kShutdown ||
-      op == Op::kTxReady || op == Op::kRxDrained || op == Op::kSetOption ||
+      op == Op::kTxReady || op == Op::kRxDrained || op == Op::kSetOption || op == Op::kTcpInfo ||
       ((op == Op::kConnect || op == Op::kUdpConnect) && cmd.slot != abi::kNoSlot);
   if (names_slot && !apps_.valid_slot(app, cmd.slot)) {
     ++ctr_.bad_commands;
@@ -105,6 +107,7 @@ abi::Completion SocketTable::handle(uint32_t app, const abi::Command& cmd, Time 
     case Op::kShutdown: c.result = do_shutdown(app, cmd.slot, cmd.arg); break;
     case Op::kTxReady: do_tx_ready(app, cmd.slot, now); break;
     case Op::kRxDrained: do_rx_drained(app, cmd.slot); break;
+    case Op::kTcpInfo: c.result = do_tcp_info(app, cmd.slot, now, info); break;
     case Op::kSetOption:
       c.result = set_option(socket_of(app, cmd.slot), static_cast<abi::SockOption>(cmd.arg),
                             cmd.arg2);
@@ -351,6 +354,8 @@ int SocketTable::set_option(uint32_t s, abi::SockOption opt, uint64_t value) {
   if (opt == abi::SockOption::kKeepCnt && (value < 1 || value > 127)) return -EINVAL;
   if (opt == abi::SockOption::kCongestion && value > uint32_t(kLastCcAlgorithm)) return -ENOENT;
   if ((opt == abi::SockOption::kRcvBuf || opt == abi::SockOption::kSndBuf) && value == 0) return -EINVAL;
+  if ((opt == abi::SockOption::kTos && value > 255) || (opt == abi::SockOption::kTtl && (value < 1 || value > 255)))
+    return -EINVAL;
   if (sock.kind == Kind::kConn) {
     if (int rc = engine_.set_option(sock.conn, eo, uint32_t(value)); rc != 0) return rc;
   }
@@ -556,6 +561,28 @@ bool SocketTable::reachable(uint32_t dst) const {
 }
 
 // ---- shunt ss ----
+
+// getsockopt(TCP_INFO): a connection's from the engine; a bound or listening
+// socket's is its state alone, as Linux's is before a connection exists.
+int SocketTable::do_tcp_info(uint32_t app, uint32_t slot, Time now, abi::TcpInfo* out) {
+  const Socket& sock = sockets_[socket_of(app, slot)];
+  *out = abi::TcpInfo{};
+  out->state = uint8_t(ctl::LinuxTcpState::kClose);
+  switch (sock.kind) {
+    case Kind::kConn:
+      engine_.tcp_info(sock.conn, now, out);
+      out->state = uint8_t(linux_state(engine_.tcb(sock.conn).state));
+      return 0;
+    case Kind::kListener:
+      out->state = uint8_t(ctl::LinuxTcpState::kListen);
+      return 0;
+    case Kind::kBound:
+    case Kind::kDead:
+      return 0;
+    default:
+      return -ENOPROTOOPT;  // a UDP slot: Linux has no TCP_INFO there either
+  }
+}
 
 void SocketTable::list(std::vector<ctl::SocketInfo>* out) const {
   auto holder_of = [&](uint64_t user, ctl::SocketInfo* si) {

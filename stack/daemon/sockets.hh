@@ -37,7 +37,9 @@ class SocketTable {
   SocketTable(AppRegistry& apps, Engine& engine, const NicAddress& nic, DaemonCounters& ctr);
 
   // One command from application `app`. *reply: whether a completion goes back.
-  abi::Completion handle(uint32_t app, const abi::Command& cmd, Time now, bool* reply);
+  // kTcpInfo answers in *info (the caller copies it to the queue pair's reply).
+  abi::Completion handle(uint32_t app, const abi::Command& cmd, Time now, bool* reply,
+                         abi::TcpInfo* info);
   // Closes every socket `app` holds (its slots, zombies included for kReset).
   void close_all(uint32_t app, Ending how, Time now);
   // Shuts down writing on every connection: the graceful stop (FIN everywhere).
@@ -92,6 +94,7 @@ class SocketTable {
   int do_shutdown(uint32_t app, uint32_t slot, int how);
   void do_tx_ready(uint32_t app, uint32_t slot, Time now);
   void do_rx_drained(uint32_t app, uint32_t slot);
+  int do_tcp_info(uint32_t app, uint32_t slot, Time now, abi::TcpInfo* out);
   void kill_socket(uint32_t socket, Time now);
   int set_option(uint32_t socket, abi::SockOption opt, uint64_t value);
   void apply_options(uint32_t socket);

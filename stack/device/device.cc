@@ -40,12 +40,13 @@ bool hugepages_available() {
 }
 std::string device_name(const std::string& spec) { return spec.substr(0, spec.find(',')); }
 
-// The process's open descriptors.
+// The process's open descriptors, not counting the one that lists them: it is
+// closed again at once, and the PMD's socket may well get its number next.
 std::set<int> open_fds() {
   std::set<int> fds;
   if (DIR* d = opendir("/proc/self/fd")) {
     while (dirent* e = readdir(d))
-      if (e->d_name[0] != '.') fds.insert(std::atoi(e->d_name));
+      if (e->d_name[0] != '.' && std::atoi(e->d_name) != dirfd(d)) fds.insert(std::atoi(e->d_name));
     closedir(d);
   }
   return fds;

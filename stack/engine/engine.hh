@@ -66,6 +66,8 @@ enum class TcpOption : uint8_t {
   kCongestion,  // CcAlgorithm
   kRcvBuf,      // bytes the rx ring may hold; no autotuning after it
   kSndBuf,      // bytes the tx ring may hold; likewise
+  kTos,         // IP_TOS byte of every segment
+  kTtl,         // IP_TTL, 1..255
 };
 
 class FrameSink {
@@ -211,6 +213,8 @@ struct Tcb {
   uint8_t quickack = 0;     // ACKs still to send at once
   bool nodelay = false;
   bool cork = false;
+  uint8_t tos = 0;          // IP_TOS
+  uint8_t ttl = 64;         // IP_TTL (Linux's ip_default_ttl)
   // Keepalive (RFC 1122 4.2.3.6).
   bool keepalive = false;
   uint32_t keep_idle = 7200, keep_intvl = 75, keep_cnt = 9;  // Linux defaults, seconds
@@ -368,6 +372,9 @@ class Engine {
   void attach(ConnId c, abi::ProducerEnd rx, abi::ConsumerEnd tx, uint64_t user);
   void tx_ready(ConnId c);
   int set_option(ConnId c, TcpOption opt, uint32_t value);
+  // getsockopt(TCP_INFO) as Linux fills it, from what the engine tracks; `state`
+  // is left for the caller, which knows Linux's numbering (control.h).
+  void tcp_info(ConnId c, Time now, abi::TcpInfo* out) const;
   void rx_drained(ConnId c);
   void shutdown_write(ConnId c);
   // The application gives the connection up. Returns true when the rings are

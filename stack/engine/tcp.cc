@@ -384,6 +384,14 @@ int Engine::set_option(ConnId c, TcpOption opt, uint32_t value) {
       t.sndbuf_locked = true;
       if (t.tx.valid() && !t.staged) t.tx.set_limit(value);
       return 0;
+    case TcpOption::kTos:
+      if (value > 255) return -EINVAL;
+      t.tos = uint8_t(value & ~3u);  // Linux keeps a TCP socket's ECN bits its own
+      return 0;
+    case TcpOption::kTtl:
+      if (value < 1 || value > 255) return -EINVAL;
+      t.ttl = uint8_t(value);
+      return 0;
     case TcpOption::kCongestion:
       if (value > uint32_t(kLastCcAlgorithm)) return -ENOENT;
       t.cc = CcState{};
@@ -391,6 +399,50 @@ int Engine::set_option(ConnId c, TcpOption opt, uint32_t value) {
       return 0;
   }
   return -ENOPROTOOPT;
+}
+
+void Engine::tcp_info(ConnId c, Time now, abi::TcpInfo* out) const {
+  const Tcb& t = conns_[c];
+  *out = abi::TcpInfo{};
+  const uint32_t seg = std::max<uint32_t>(seg_payload(t), 1);
+  auto segments = [&](uint64_t bytes) { return uint32_t((bytes + seg - 1) / seg); };
+  auto ms_since = [&](Time then) { return then == 0 || then > now ? 0u : uint32_t((now - then) / kMillisecond); };
+  out->ca_state = t.in_recovery ? 3 : t.backoff > 0 ? 4 : 0;  // TCP_CA_Recovery, TCP_CA_Loss
+  out->retransmits = uint8_t(std::min<uint32_t>(t.backoff, 255));
+  out->backoff = out->retransmits;
+  out->probes = t.probes;
+  out->options = (t.ts_ok ? 1 : 0) | (t.sack_ok ? 2 : 0) | (t.wscale_ok ? 4 : 0);
+  out->wscale = uint8_t((t.snd_wscale & 15) | (t.rcv_wscale & 15) << 4);
+  out->rto = uint32_t(std::min<Time>(t.rto << std::min<uint32_t>(t.backoff, 12), kMaxRto));
+  out->ato = cfg_.delayed_ack ? uint32_t(kDelayedAck) : 0;
+  out->snd_mss = seg;
+  out->rcv_mss = our_mss();
+  out->advmss = our_mss();
+  out->pmtu = uint32_t(t.snd.mss) + wire::kIpv4Header + wire::kTcpHeader;
+  uint32_t in_flight = uint32_t(t.snd.max - t.snd.una);  // sent, not acknowledged (Linux packets_out)
+  out->unacked = segments(in_flight);
+  out->sacked = segments(t.sacked.bytes());
+  out->last_data_sent_ms = ms_since(t.last_tx);
+  out->last_data_recv_ms = ms_since(t.last_rx);
+  out->last_ack_recv_ms = ms_since(t.last_rx);
+  uint32_t rcv_space = t.rx.valid() ? t.rx.capacity() : t.orphan_window;
+  out->rcv_ssthresh = rcv_space;
+  out->rcv_space = rcv_space;
+  out->rtt = uint32_t(t.srtt);
+  out->rttvar = uint32_t(t.rttvar);
+  out->min_rtt = uint32_t(t.rack.min_rtt);
+  out->snd_ssthresh = t.ssthresh == 0xffffffffu ? 0x7fffffffu : t.ssthresh / seg;  // TCP_INFINITE_SSTHRESH
+  out->snd_cwnd = std::max<uint32_t>(t.cwnd / seg, 1);
+  out->reordering = 3;  // Linux's initial tcp_reordering
+  out->total_retrans = t.retransmits;
+  out->bytes_acked = t.bytes_acked;
+  out->bytes_received = t.bytes_received;
+  if (t.tx.valid() && !t.staged) {
+    uint32_t queued = t.tx.readable();
+    out->notsent_bytes = queued > in_flight ? queued - in_flight : 0;
+  }
+  out->delivered = segments(t.rate.delivered);
+  out->snd_wnd = t.snd.wnd;
 }
 
 bool Engine::quiescent() const {

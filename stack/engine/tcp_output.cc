@@ -84,7 +84,8 @@ void Engine::send_segment(Tcb& t, SeqNum seq, uint8_t flags, uint32_t len, Time 
   if (len > 0) t.tx.copy_out(t.tx_base + uint32_t(seq - (t.iss + 1)), p + hlen, len);
   s.payload = {p + hlen, len};
   write_tcp(p, s);
-  write_ipv4(f + kEthHeader, cfg_.ip, t.remote_ip, kProtoTcp, uint16_t(hlen + len), ip_id_++);
+  write_ipv4(f + kEthHeader, cfg_.ip, t.remote_ip, kProtoTcp, uint16_t(hlen + len), ip_id_++, t.ttl,
+             t.tos);
   end_ip_frame(kEthHeader + kIpv4Header + hlen + len);
   ++ctr_.tcp_segments_out;
   if (len > 0) t.last_tx = now;

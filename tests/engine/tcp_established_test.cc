@@ -466,6 +466,57 @@ TEST_F(Established, RetransmissionGivesUpAfter15Retries) {
   EXPECT_EQ(events()[kUser] & kEvState, kEvState);
 }
 
+// ---- getsockopt(TCP_INFO) and the IP header options ----
+
+TEST_F(Established, TcpInfoReportsWhatTheConnectionTracks) {
+  app_send(pattern(3000));
+  sent();
+  advance(10 * kMillisecond);
+  peer_ack(3000);
+  abi::TcpInfo info;
+  eng().tcp_info(c_, now_, &info);
+  EXPECT_EQ(info.state, 0u) << "the caller numbers the state";
+  EXPECT_EQ(info.snd_mss, kPeerMss);
+  EXPECT_EQ(info.snd_cwnd, tcb().cwnd / kPeerMss);
+  EXPECT_EQ(info.rtt, uint32_t(tcb().srtt));
+  EXPECT_EQ(info.rtt, 10000u) << "one sample: SRTT is the RTT, in microseconds";
+  EXPECT_EQ(info.rttvar, uint32_t(tcb().rttvar));
+  EXPECT_EQ(info.snd_ssthresh, 0x7fffffffu) << "infinite, as Linux reports it";
+  EXPECT_EQ(info.bytes_acked, 3000u);
+  EXPECT_EQ(info.unacked, 0u);
+  EXPECT_EQ(info.total_retrans, 0u);
+  EXPECT_EQ(info.ca_state, 0u);
+  EXPECT_EQ(info.options, 0u) << "the peer offered no timestamps, SACK or scaling";
+  EXPECT_EQ(info.snd_wnd, 65535u);
+  EXPECT_EQ(info.pmtu, kPeerMss + 40u);
+  EXPECT_EQ(info.last_data_sent_ms, 10u);
+
+  // An RTO: the retransmission counts, the state is Loss, the RTO backs off.
+  app_send(pattern(2000));
+  sent();
+  advance(tcb().rto);
+  ASSERT_EQ(sent().size(), 1u);
+  eng().tcp_info(c_, now_, &info);
+  EXPECT_EQ(info.total_retrans, 1u);
+  EXPECT_EQ(info.ca_state, 4u) << "TCP_CA_Loss";
+  EXPECT_EQ(info.backoff, 1u);
+  EXPECT_EQ(info.rto, uint32_t(2 * tcb().rto));
+  EXPECT_EQ(info.unacked, 2u) << "2000 bytes in flight";
+}
+
+TEST_F(Established, TosAndTtlOptionsAreInEverySegmentsHeader) {
+  ASSERT_EQ(eng().set_option(c_, TcpOption::kTos, 0x13), 0);
+  ASSERT_EQ(eng().set_option(c_, TcpOption::kTtl, 7), 0);
+  EXPECT_EQ(eng().set_option(c_, TcpOption::kTtl, 0), -EINVAL);
+  EXPECT_EQ(eng().set_option(c_, TcpOption::kTos, 256), -EINVAL);
+  app_send(pattern(100));
+  ASSERT_EQ(sink_.frames.size(), 1u);
+  const auto& f = sink_.frames.back();
+  EXPECT_EQ(f[wire::kEthHeader + 1], 0x10) << "a TCP socket's ECN bits are the stack's";
+  EXPECT_EQ(f[wire::kEthHeader + 8], 7);
+  EXPECT_EQ(sent_one().payload, pattern(100)) << "and the header checksum still holds";
+}
+
 TEST_F(Established, RetransmittedDataIsNotTimed) {
   app_send("x");
   sent();

@@ -295,6 +295,17 @@ struct FakeShuntd::Impl {
       case abi::Op::kTxReady:
       case abi::Op::kRxDrained:
         return;  // the pump looks at every ring each round
+      case abi::Op::kTcpInfo: {
+        // Like shuntd: Linux's numbering; a listener's state alone; the MSS of a
+        // 1500-byte MTU with timestamps for a connection.
+        Endpoint e = resolve(ai, c.slot);
+        if (e.app < 0) return complete(a, qp, c, -EBADF, c.slot, nullptr);
+        const Sock& s = sock(e);
+        qp->reply = abi::TcpInfo{};
+        qp->reply.state = s.kind == Kind::kListener ? 10 : s.kind == Kind::kConn && !s.connecting && !s.closed ? 1 : 7;
+        if (qp->reply.state == 1) qp->reply.snd_mss = 1448;
+        return complete(a, qp, c, 0, c.slot, nullptr);
+      }
       case abi::Op::kUdpBind:
       case abi::Op::kUdpConnect:
         return udp_command(ai, qp, c);

@@ -374,8 +374,22 @@ void errors() {
   CHECK(setsockopt(c, SOL_SOCKET, SO_RCVBUF, nullptr, 4) == -1 && errno == EFAULT);
   vlen = sizeof v;
   CHECK(getsockopt(c, SOL_SOCKET, SO_TYPE, &v, &vlen) == 0 && v == SOCK_STREAM);
+  // TCP_INFO and TCP_MAXSEG come from shuntd, cut to the caller's length as Linux's.
+  tcp_info ti{};
+  socklen_t tlen = sizeof ti;
+  CHECK(getsockopt(c, IPPROTO_TCP, TCP_INFO, &ti, &tlen) == 0 && ti.tcpi_state == TCP_ESTABLISHED &&
+        tlen == std::min<socklen_t>(sizeof ti, 232) && ti.tcpi_snd_mss > 0);
+  tlen = 1;
+  CHECK(getsockopt(c, IPPROTO_TCP, TCP_INFO, &ti, &tlen) == 0 && tlen == 1);
+  tlen = socklen_t(-1);
+  CHECK(getsockopt(c, IPPROTO_TCP, TCP_INFO, &ti, &tlen) == -1 && errno == EINVAL);
+  tlen = sizeof ti;
+  CHECK(getsockopt(l, IPPROTO_TCP, TCP_INFO, &ti, &tlen) == 0 && ti.tcpi_state == TCP_LISTEN);
   vlen = sizeof v;
-  CHECK(getsockopt(c, IPPROTO_TCP, TCP_INFO, &v, &vlen) == -1 && errno == ENOPROTOOPT);
+  CHECK(getsockopt(c, IPPROTO_TCP, TCP_MAXSEG, &v, &vlen) == 0 && v == 1448);
+  vlen = sizeof v;
+  CHECK(getsockopt(l, IPPROTO_TCP, TCP_MAXSEG, &v, &vlen) == 0 && v == 536);
+  CHECK(setsockopt(c, IPPROTO_TCP, TCP_MAXSEG, &one, sizeof one) == -1 && errno == ENOPROTOOPT);
 
   // Receive timeout.
   timeval tv{0, 100000};

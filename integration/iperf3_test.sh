@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# shellcheck disable=SC2154  # it_failures: defined in lib.sh
+# iperf3 (stock Debian binary) through shunt, both as server and as client, with
+# kernel peers in the other namespace.
+#
+#   integration/iperf3_test.sh BUILD_DIR
+#
+# Asserts:
+#  1. iperf3 -s under shunt; a kernel client, 1 and 4 streams, both directions
+#     (-R: shunt sends): every run completes and moves data; the shunt server's own
+#     report (--get-server-output) has sane sender statistics, read through
+#     getsockopt(TCP_INFO): a congestion window between one segment and 64 MiB and
+#     a mean RTT between 1 us and 1 s;
+#  2. iperf3 -c under shunt with -S 0x10 against a kernel server: sane sender
+#     statistics, and the segments on the wire carry TOS 0x10 (IP_TOS applied by
+#     shuntd), seen by tcpdump in the kernel namespace;
+#  3. no iperf3 complains of a socket option ("Protocol not available").
+set -uo pipefail
+# shellcheck source=integration/lib.sh
+source "$(dirname "$0")/lib.sh"
+
+it_setup "${1:-}"
+net=${SHUNT_TEST_NET:-49}
+name=shunt-it-iperf3-$$
+export SHUNT_RUNDIR=$IT_TMP/run
+server_pid=
+kserver_pid=
+dump_pid=
+
+stop_all() {
+  local p
+  for p in $server_pid $kserver_pid $dump_pid; do kill "$p" 2>/dev/null; done
+  it_stop_shuntd
+  netns_down "$name"
+}
+show_logs() { it_show_logs 30 "$IT_TMP"/*.log; }
+it_cleanup_hooks+=(stop_all)
+
+command -v iperf3 tcpdump python3 >/dev/null || { it_fail "iperf3, tcpdump and python3 needed (scripts/install-deps.sh)"; exit 1; }
+it_need "$IT_SHUNT" "$IT_SHUNTD" "$IT_PRELOAD"
+it_netns_up "$name" "$net"
+
+# check_run WHAT JSON_FILE SIDE: the run completed and, for SIDE (client: the
+# client's report; server: the server's report inside it), the sender's statistics
+# are sane. SIDE none: only that the run completed.
+check_run() {
+  local what=$1 file=$2 side=$3 verdict
+  verdict=$(python3 - "$file" "$side" <<'PY'
+import json, sys
+path, side = sys.argv[1], sys.argv[2]
+try:
+    doc = json.load(open(path))
+except Exception as e:
+    print(f"no JSON report ({e})"); sys.exit()
+if "error" in doc:
+    print("iperf3: " + doc["error"]); sys.exit()
+got = doc["end"]["sum_received"]["bytes"]
+if got < 1 << 20:
+    print(f"only {got} bytes received"); sys.exit()
+if side != "none":
+    rep = doc if side == "client" else doc.get("server_output_json")
+    if rep is None:
+        print("no server report"); sys.exit()
+    if "error" in rep:
+        print("iperf3 server: " + rep["error"]); sys.exit()
+    senders = [s["sender"] for s in rep["end"]["streams"] if s["sender"].get("sender", True)]
+    if not senders:
+        print("no sender statistics"); sys.exit()
+    for s in senders:
+        cwnd, rtt = s.get("max_snd_cwnd", -1), s.get("mean_rtt", -1)
+        if not 1000 <= cwnd <= 64 << 20:
+            print(f"max_snd_cwnd {cwnd}"); sys.exit()
+        if not 1 <= rtt <= 1000000:
+            print(f"mean_rtt {rtt} us"); sys.exit()
+    print(f"ok {got} bytes, max_snd_cwnd {senders[0]['max_snd_cwnd']}, mean_rtt {senders[0]['mean_rtt']} us, retransmits {senders[0].get('retransmits')}")
+    sys.exit()
+print(f"ok {got} bytes")
+PY
+)
+  if [[ $verdict == ok* ]]; then it_pass "$what: ${verdict#ok }"; else it_fail "$what: $verdict"; fi
+}
+
+# ---- 1. iperf3 -s under shunt -----------------------------------------------------
+"${shunt_run[@]}" iperf3 -s -J -B "$ip" -p 5201 >"$IT_TMP/server.log" 2>&1 &  # -J: its report comes back as JSON
+server_pid=$!
+if ! netns_wait_tcp "$NETNS_KERNEL" "$ip" 5201; then
+  it_fail "iperf3 -s under shunt accepts on $ip:5201"
+  show_logs
+  exit 1
+fi
+for streams in 1 4; do
+  for dir in upload download; do
+    rev=()
+    side=none
+    if [[ $dir == download ]]; then rev=(-R) side=server; fi
+    out=$IT_TMP/$dir-$streams.json
+    "${in_kernel[@]}" timeout 40 iperf3 -c "$ip" -p 5201 -t 2 -P "$streams" "${rev[@]}" -J \
+      --get-server-output >"$out" 2>"$IT_TMP/client-$dir-$streams.log"
+    check_run "kernel client, $streams stream(s), $dir (shunt $([[ $dir == download ]] && echo sends || echo receives))" "$out" "$side"
+  done
+done
+
+# ---- 2. iperf3 -c under shunt, TOS on the wire ------------------------------------
+"${in_kernel[@]}" iperf3 -s -B "$kip" -p 5202 >"$IT_TMP/kserver.log" 2>&1 &
+kserver_pid=$!
+netns_wait_tcp "$NETNS_KERNEL" "$kip" 5202 || it_fail "kernel iperf3 -s accepts on $kip:5202"
+"${in_kernel[@]}" timeout 30 tcpdump -i "$NETNS_KERNEL_IF" -n -c 20 -w "$IT_TMP/tos.pcap" \
+  "tcp and src host $ip and dst port 5202 and ip[1] = 0x10" >"$IT_TMP/tcpdump.log" 2>&1 &
+dump_pid=$!
+for ((i = 0; i < 50; i++)); do grep -q listening "$IT_TMP/tcpdump.log" && break; sleep 0.1; done
+"${shunt_run[@]}" timeout 40 iperf3 -c "$kip" -p 5202 -t 2 -S 0x10 -J >"$IT_TMP/shunt-client.json" \
+  2>"$IT_TMP/shunt-client.log"
+check_run "iperf3 -c under shunt (sends, TOS 0x10)" "$IT_TMP/shunt-client.json" client
+timeout 10 tail --pid="$dump_pid" -f /dev/null
+tos_packets=$(tcpdump -n -r "$IT_TMP/tos.pcap" 2>/dev/null | wc -l)
+it_check "segments from shunt carry TOS 0x10 ($tos_packets of 20 seen)" test "$tos_packets" -ge 20
+dump_pid=
+
+# ---- 3. no option refused -----------------------------------------------------------
+if grep -l "Protocol not available" "$IT_TMP"/*.log "$IT_TMP"/*.json >/dev/null 2>&1; then
+  it_fail "an iperf3 reports 'Protocol not available': $(grep -h "Protocol not available" "$IT_TMP"/*.log "$IT_TMP"/*.json | head -n 1)"
+else
+  it_pass "no iperf3 reports 'Protocol not available'"
+fi
+
+((it_failures == 0)) || show_logs
+exit 0
