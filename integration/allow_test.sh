@@ -100,8 +100,6 @@ fi
 it_check "the shunt namespace's kernel reaches $kip:8080 over the second pair (no shunt)" \
   "${in_shunt[@]}" curl -s -o /dev/null --fail --max-time 5 "http://$kip:8080/f.bin"
 
-stat_flat() { timeout 10 "$IT_SHUNT" stat --flat 2>/dev/null; }
-counter() { awk -v k="$1" '$1 == k { print $2; exit }' <<<"$2"; }
 
 # start_daemon [ALLOW]: shuntd in the shunt namespace, through shunt run.
 start_daemon() {

@@ -51,8 +51,6 @@ in_shunt=(ip netns exec "$NETNS_SHUNT")
 in_kernel=(ip netns exec "$NETNS_KERNEL")
 nginx_site "$site" "$addr" 80
 
-stat_flat() { timeout 10 "$IT_SHUNT" stat --flat 2>/dev/null; }
-counter() { awk -v k="$1" '$1 == k { print $2; exit }' <<<"$2"; }
 
 it_log "shunt run --nic $NETNS_SHUNT_IF --ip $addr/$NETNS_PREFIX -- nginx"
 "${in_shunt[@]}" "$IT_SHUNT" run --nic "$NETNS_SHUNT_IF" --ip "$addr/$NETNS_PREFIX" \

@@ -77,6 +77,11 @@ it_stop_shuntd() {
   return 0
 }
 
+# stat_flat: `shunt stat --flat` of the daemon on $SHUNT_RUNDIR (empty if none
+# answers); counter NAME STAT: one counter's value in such an output.
+stat_flat() { timeout 10 "$IT_SHUNT" stat --flat 2>/dev/null; }
+counter() { awk -v k="$1" '$1 == k { print $2; exit }' <<<"$2"; }
+
 # it_show_logs LINES [FILE...]: the last LINES of each FILE and of shuntd's log, on
 # stderr (for a failing test).
 it_show_logs() {

@@ -52,8 +52,6 @@ it_need "$IT_SHUNT" "$IT_SHUNTD" "$IT_PRELOAD"
 it_netns_up "$name" "$net"
 nginx_site "$site" "$ip" 80
 
-stat_flat() { timeout 10 "$IT_SHUNT" stat --flat 2>/dev/null; }
-counter() { awk -v k="$1" '$1 == k { print $2; exit }' <<<"$2"; }
 
 "${in_shunt[@]}" "$IT_SHUNT" run --nic "$NETNS_SHUNT_IF" --ip "$ip/$NETNS_PREFIX" \
   -- nginx -p "$site" -c "$site/nginx.conf" -e "$site/error.log" &

@@ -49,8 +49,6 @@ it_netns_up "$name" "$net"
 # memcached drops to nobody before it makes its sockets: nobody must be admitted.
 shunt_run=("${shunt_run[@]:0:${#shunt_run[@]}-1}" --allow user:nobody --)
 
-stat_flat() { timeout 10 "$IT_SHUNT" stat --flat 2>/dev/null; }
-counter() { awk -v k="$1" '$1 == k { print $2; exit }' <<<"$2"; }
 # kernel_states: counts of the kernel side's TCP sockets by state (one "STATE N" a line).
 kernel_states() { "${in_kernel[@]}" ss -tanH | awk '{ n[$1]++ } END { for (s in n) print s, n[s] }'; }
 count_state() { "${in_kernel[@]}" ss -tanH state "$1" | wc -l; }

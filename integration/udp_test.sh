@@ -142,13 +142,12 @@ it_check "socat under shunt to a closed kernel port: Connection refused (rc $rc)
   grep -q "Connection refused" <<<"$out"
 
 # ---- 5. counters ----
-stat=$(timeout 15 "$IT_SHUNT" stat --flat 2>&1)
-counter() { awk -v k="$1" '$1 == k { print $2; exit }' <<<"$stat"; }
+stat=$(stat_flat)
 for d in udp_truncated udp_bad_length udp_bad_checksum udp_rx_ring_full ip_frag_malformed \
   ip_frag_too_big ip_frag_overlap ip_frag_too_many ip_frag_timeout ip_frag_evicted tx_no_buffer; do
-  v=$(counter "drop.$d")
+  v=$(counter "drop.$d" "$stat")
   it_check "drop.$d is ${v:-missing}, expected 0" test "${v:-x}" = 0
 done
-v=$(counter drop.udp_no_socket)
+v=$(counter drop.udp_no_socket "$stat")
 it_check "drop.udp_no_socket ${v:-missing} >= 1 (the closed-port datagram)" test "${v:-0}" -ge 1
 ((it_failures == 0)) || { echo "$stat"; show_logs; }

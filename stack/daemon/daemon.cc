@@ -67,6 +67,7 @@ uint32_t Daemon::step(Time now) {
   work += serve_apps(now);
   engine_.poll(now);
   engine_.flush(now);
+  work += engine_.looped_pending();  // frames to our own address: no sleep yet
   sockets_.publish_events();
   port_.flush();
   cut_off_faulty();

@@ -184,8 +184,6 @@ int SocketTable::do_connect(uint32_t app, const abi::Command& cmd, Time now,
   uint32_t dst = ntohl(cmd.ip);
   uint16_t dport = ntohs(cmd.port);
   if (dst == 0 || dport == 0) return -ECONNREFUSED;
-  // Loopback through the stack itself is not in this version.
-  if (dst == nic_.ip) return -ENETUNREACH;
   int rc = 0;
   uint32_t slot = slot_to_connect(app, cmd, /*udp=*/false, &rc);
   if (rc != 0) return rc;

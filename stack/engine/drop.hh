@@ -59,7 +59,8 @@ namespace shunt {
   X(kIpFragTimeout, "ip_frag_timeout")                          \
   X(kIpFragEvicted, "ip_frag_evicted")                          \
   X(kIcmpRateLimited, "icmp_rate_limited")                      \
-  X(kTxNoBuffer, "tx_no_buffer")
+  X(kTxNoBuffer, "tx_no_buffer")                                \
+  X(kLoopbackFull, "loopback_full")
 
 enum class Drop : uint8_t {
 #define SHUNT_X(name, text) name,

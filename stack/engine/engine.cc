@@ -34,6 +34,8 @@ Engine::Engine(const EngineConfig& config, FrameSink& sink)
       arp_(kArpEntries),
       arp_pending_(size_t{kArpEntries} * kArpPendingFrames * kMaxFrame),
       arp_pending_len_(size_t{kArpEntries} * kArpPendingFrames),
+      loop_bytes_(size_t{kLoopFrames} * kMaxFrame),
+      loop_len_(kLoopFrames),
       wheel_(config.max_connections) {
   for (uint32_t i = config.max_connections; i-- > 0;) {
     conns_[i].next_in_queue = free_head_;
@@ -46,6 +48,7 @@ Engine::Engine(const EngineConfig& config, FrameSink& sink)
   staging_free_.reserve(config.staging_buffers);
   for (uint32_t i = config.staging_buffers; i-- > 0;) staging_free_.push_back(i);
   output_list_.reserve(config.max_connections);
+  loop_waiters_.reserve(config.max_connections);
   event_list_.reserve(config.max_connections + config.max_listeners);
 }
 
@@ -70,7 +73,7 @@ Drop Engine::input(std::span<const uint8_t> frame, Time now) {
     switch (parse_ipv4(frame.subspan(kEthHeader), &ip)) {
       case ParseError::kNone:
         if (ip.dst != cfg_.ip) d = Drop::kIpNotForUs;
-        else if (ip.src == cfg_.ip || ip.src == 0xffffffff || (ip.src >> 28) == 0xe)
+        else if ((ip.src == cfg_.ip && !delivering_looped_) || ip.src == 0xffffffff || (ip.src >> 28) == 0xe)
           d = Drop::kIpBadSource;  // RFC 1122 3.2.1.3: never answer these
         else if (ip.proto == kProtoTcp) d = input_tcp(ip, now);
         else if (ip.proto == kProtoIcmp) d = input_icmp(ip, now);
@@ -180,6 +183,19 @@ void Engine::send_arp(uint16_t op, const MacAddr& dst_mac, uint32_t target_ip,
 void Engine::announce() { send_arp(1, kBroadcastMac, cfg_.ip, MacAddr{}); }
 
 uint8_t* Engine::begin_ip_frame(uint32_t dst, Time now) {
+  loop_frame_ = false;
+  if (dst == cfg_.ip) {
+    // Our own address: the frame never reaches the NIC, as the kernel's loopback.
+    if (loop_head_ - loop_tail_ >= kLoopFrames) {
+      ++ctr_.drops[static_cast<size_t>(Drop::kLoopbackFull)];
+      return nullptr;
+    }
+    pending_frame_ = nullptr;
+    loop_frame_ = true;
+    uint8_t* f = loop_bytes_.data() + size_t(loop_head_ % kLoopFrames) * kMaxFrame;
+    write_eth(f, cfg_.mac, cfg_.mac, kEtherIpv4);
+    return f;
+  }
   uint32_t hop = dst;
   if (!on_link(dst)) {
     if (cfg_.gateway == 0) {
@@ -222,6 +238,13 @@ uint8_t* Engine::begin_ip_frame(uint32_t dst, Time now) {
 }
 
 void Engine::end_ip_frame(size_t len) {
+  if (loop_frame_) {
+    loop_frame_ = false;
+    loop_len_[loop_head_ % kLoopFrames] = uint16_t(len);
+    ++loop_head_;
+    ++ctr_.looped_frames;
+    return;
+  }
   if (pending_frame_) {
     size_t idx = size_t(pending_entry_ - arp_.data()) * kArpPendingFrames + pending_entry_->pending;
     arp_pending_len_[idx] = uint16_t(len);
@@ -232,6 +255,39 @@ void Engine::end_ip_frame(size_t len) {
   sink_.tx_commit(len);
   ++ctr_.tx_frames;
   ctr_.tx_bytes += len;
+}
+
+bool Engine::loop_room_for(ConnId c) {
+  if (loop_head_ - loop_tail_ < kLoopFrames - kLoopReserve) return true;
+  Tcb& t = conns_[c];
+  if (!t.loop_waiting) {
+    ++ctr_.loop_waits;
+    t.loop_waiting = true;
+    loop_waiters_.push_back(c);  // reserved for every connection: no allocation
+  }
+  return false;
+}
+
+// Receives the frames looped so far (those their answers loop meanwhile wait for
+// the next round), a few at a time with the output they cause in between: each
+// ACK reaches the sender as it would over a wire, not one per round (which would
+// make every ACK a stretch ACK), and senders that waited for room go on.
+void Engine::deliver_looped(Time now) {
+  const uint32_t end = loop_head_;
+  while (loop_tail_ != end) {
+    delivering_looped_ = true;
+    for (uint32_t n = 0; n < kLoopBatch && loop_tail_ != end; ++n, ++loop_tail_) {
+      uint32_t i = loop_tail_ % kLoopFrames;
+      input({loop_bytes_.data() + size_t(i) * kMaxFrame, loop_len_[i]}, now);
+    }
+    delivering_looped_ = false;
+    for (ConnId c : loop_waiters_) {
+      conns_[c].loop_waiting = false;
+      if (conns_[c].in_table) queue_output(c);
+    }
+    loop_waiters_.clear();
+    flush_output(now);
+  }
 }
 
 // ---- ICMP (RFC 792): echo only in this version ----

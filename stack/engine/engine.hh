@@ -262,6 +262,7 @@ struct Tcb {
   bool user_closed = false;    // the application closed it: it is an orphan
   bool in_output = false;
   bool in_events = false;
+  bool loop_waiting = false;   // in loop_waiters_ (a connection to our own address)
   bool window_low = false;
   // Buffer autotuning (docs/architecture.md, Windows that grow): when the window
   // last fell below half (0: not since the application drained), and whether
@@ -291,6 +292,8 @@ struct Tcb {
   X(icmp_echo_replies, "icmp.echo_replies")                               \
   X(icmp_errors_received, "icmp.errors_received")                         \
   X(pmtu_updates, "ip.pmtu_updates")                                      \
+  X(looped_frames, "ip.looped_frames")                                    \
+  X(loop_waits, "ip.loop_waits") /* a sender found the loopback full */   \
   X(tcp_segments_in, "tcp.segments_in")                                   \
   X(tcp_segments_out, "tcp.segments_out")                                 \
   X(tcp_passive_opens, "tcp.passive_opens")                               \
@@ -343,6 +346,9 @@ class Engine {
   Drop input(std::span<const uint8_t> frame, Time now);
   void poll(Time now);
   void flush(Time now);
+  // Frames to our own address that flush() left for the next turn (it delivers
+  // at most kLoopRounds rounds): the daemon has work while this is non-zero.
+  uint32_t looped_pending() const { return loop_head_ - loop_tail_; }
   // Gratuitous ARP announcing our address (RFC 5227 style), at start.
   void announce();
   // True while any timer is armed.
@@ -459,6 +465,13 @@ class Engine {
   static constexpr uint32_t kArpEntries = 64;
   static constexpr uint32_t kArpPendingFrames = 4;
   static constexpr uint32_t kMaxFrame = 1514 + 4;
+  // Loopback (docs/architecture.md, Local connections): frames to our own
+  // address wait here, in order, and flush() receives them. Senders stop short
+  // of the last kLoopReserve frames, which are left for ACKs, RSTs and SYNs.
+  static constexpr uint32_t kLoopFrames = 512;
+  static constexpr uint32_t kLoopReserve = 16;
+  static constexpr uint32_t kLoopRounds = 8;
+  static constexpr uint32_t kLoopBatch = 2;  // frames received between outputs
 
   // ---- Link and network layers (engine.cc) ----
   Drop input_arp(std::span<const uint8_t> packet, Time now);
@@ -472,6 +485,10 @@ class Engine {
   uint8_t* begin_ip_frame(uint32_t dst, Time now);
   void end_ip_frame(size_t len);
   bool on_link(uint32_t ip) const;
+  // Loopback: room for a data segment to our own address; else c waits for it.
+  bool loop_room_for(ConnId c);
+  void deliver_looped(Time now);
+  void flush_output(Time now);
 
   // ---- UDP and IPv4 fragments (udp.cc) ----
   Drop input_udp(const wire::Ipv4& ip, Time now);
@@ -592,6 +609,12 @@ class Engine {
   std::vector<uint16_t> arp_pending_len_;
   uint8_t* pending_frame_ = nullptr;  // set by begin_ip_frame when it used an ARP slot
   ArpEntry* pending_entry_ = nullptr;
+  std::vector<uint8_t> loop_bytes_;   // kLoopFrames * kMaxFrame
+  std::vector<uint16_t> loop_len_;
+  uint32_t loop_head_ = 0, loop_tail_ = 0;  // frames [tail, head) wait, free-running
+  bool loop_frame_ = false;           // the frame being built is a looped one
+  bool delivering_looped_ = false;    // input() is receiving a looped frame
+  std::vector<ConnId> loop_waiters_;  // senders that found the loop full
 
   Time challenge_window_ = 0;
   Time now_ = 0;  // the latest time poll() was given, for calls made without one

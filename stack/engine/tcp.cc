@@ -465,6 +465,12 @@ void Engine::poll(Time now) {
 }
 
 void Engine::flush(Time now) {
+  flush_output(now);
+  for (uint32_t round = 0; round < kLoopRounds && looped_pending() != 0; ++round)
+    deliver_looped(now);
+}
+
+void Engine::flush_output(Time now) {
   for (size_t i = 0; i < output_list_.size(); ++i) {
     ConnId c = output_list_[i];
     conns_[c].in_output = false;

@@ -128,6 +128,7 @@ void Engine::send_new_data(ConnId c, Time now) {
   bool sack_recovery = t.in_recovery && t.sack_ok;
   uint32_t in_pipe = sack_recovery ? pipe(t) : uint32_t(t.snd.nxt - t.snd.una) - sacked_in(t, t.snd.una, t.snd.nxt);
   for (; unsent != 0; unsent = tx_unsent(t)) {
+    if (t.remote_ip == cfg_.ip && !loop_room_for(c)) break;  // resumes once the loop drains
     // Resending after an RTO: skip what the peer holds, stop short of the next
     // range it holds.
     uint32_t sacked_limit = ~0u;
