@@ -327,25 +327,25 @@ int ep_ctl(Socket& s, int epfd, int op, int fd, epoll_event* ev) {
   }
 }
 
-int ep_wait(int epfd, epoll_event* evs, int max, int timeout_ms, const sigset_t* sigmask,
-            bool pwait) {
+namespace {
+
+// epoll_wait, epoll_pwait and epoll_pwait2 over a set that may hold shunted fds:
+// until d (zero: just look), with sigmask while asleep; `passthrough` is the libc
+// call for a set shunt has nothing in.
+template <typename Passthrough>
+int ep_wait_until(int epfd, epoll_event* evs, int max, const Deadline& d, bool zero,
+                  const sigset_t* sigmask, Passthrough passthrough) {
   const Libc& c = libc();
-  auto passthrough = [&] {
-    int r = pwait ? c.epoll_pwait(epfd, evs, max, timeout_ms, sigmask)
-                  : c.epoll_wait(epfd, evs, max, timeout_ms);
-    return r < 0 ? -errno : r;
-  };
   if (max <= 0 || fd_table().peek(epfd) == nullptr) return passthrough();
   Ref<EpollObj> ep = fd_table().get<EpollObj>(epfd, FdKind::kEpoll);
   Region* r = Runtime::get().region();
   if (!ep || ep->shunt_count.load(std::memory_order_relaxed) == 0 || r == nullptr)
     return passthrough();
   Runtime& rt = Runtime::get();
-  const Deadline d = Deadline::after_ms(timeout_ms);
   bool spun = false;
   for (;;) {
     int n = collect(*ep, epfd, evs, max);
-    if (n != 0 || timeout_ms == 0 || d.passed()) return n;
+    if (n != 0 || zero || d.passed()) return n;
     if (!spun) {
       spun = true;
       int64_t until = Deadline::now() + rt.spin_ns();
@@ -362,7 +362,7 @@ int ep_wait(int epfd, epoll_event* evs, int max, int timeout_ms, const sigset_t*
       continue;
     }
     epoll_event woke[4];
-    int k = c.epoll_pwait(inner, woke, 4, d.remaining_ms(), pwait ? sigmask : nullptr);
+    int k = c.epoll_pwait(inner, woke, 4, d.remaining_ms(), sigmask);
     int err = errno;
     r->hdr->app_waiters.fetch_sub(1, std::memory_order_seq_cst);
     if (k < 0) {
@@ -373,6 +373,32 @@ int ep_wait(int epfd, epoll_event* evs, int max, int timeout_ms, const sigset_t*
       if (woke[i].data.u32 == kInnerCtl) rt.set_gone(*r);
   }
 }
+
+}  // namespace
+
+int ep_wait(int epfd, epoll_event* evs, int max, int timeout_ms, const sigset_t* sigmask,
+            bool pwait) {
+  const Libc& c = libc();
+  auto passthrough = [&] {
+    int r = pwait ? c.epoll_pwait(epfd, evs, max, timeout_ms, sigmask)
+                  : c.epoll_wait(epfd, evs, max, timeout_ms);
+    return r < 0 ? -errno : r;
+  };
+  return ep_wait_until(epfd, evs, max, Deadline::after_ms(timeout_ms), timeout_ms == 0,
+                       pwait ? sigmask : nullptr, passthrough);
+}
+
+int ep_wait2(int epfd, epoll_event* evs, int max, const timespec* ts, const sigset_t* sigmask) {
+  auto passthrough = [&] {
+    int r = libc().epoll_pwait2(epfd, evs, max, ts, sigmask);
+    return r < 0 ? -errno : r;
+  };
+  if (ts != nullptr && (ts->tv_sec < 0 || ts->tv_nsec < 0 || ts->tv_nsec >= 1000000000)) return -EINVAL;
+  bool zero = ts != nullptr && ts->tv_sec == 0 && ts->tv_nsec == 0;
+  Deadline d = ts == nullptr ? Deadline{} : Deadline{Deadline::now() + int64_t(ts->tv_sec) * 1000000000 + ts->tv_nsec};
+  return ep_wait_until(epfd, evs, max, d, zero, sigmask, passthrough);
+}
+
 
 int poll_mixed(pollfd* fds, nfds_t n, const Deadline& d, const sigset_t* sigmask, bool* handled) {
   *handled = false;

@@ -26,6 +26,8 @@ int ep_ctl(Socket& s, int epfd, int op, int fd, epoll_event* ev);
 // epoll_wait/epoll_pwait. Falls through to libc when epfd has no shunted interest.
 int ep_wait(int epfd, epoll_event* evs, int max, int timeout_ms, const sigset_t* sigmask,
             bool pwait);
+// epoll_pwait2: a timespec timeout (nullptr: forever).
+int ep_wait2(int epfd, epoll_event* evs, int max, const timespec* ts, const sigset_t* sigmask);
 // poll/ppoll. *handled false: no shunted fd in the set, the caller uses libc.
 int poll_mixed(pollfd* fds, nfds_t n, const Deadline& d, const sigset_t* sigmask, bool* handled);
 // select/pselect over poll_mixed (Linux's POLLIN_SET/POLLOUT_SET/POLLEX_SET

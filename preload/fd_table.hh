@@ -110,6 +110,20 @@ class FdTable {
   // Empties the entry; the returned object's table reference belongs to the caller.
   FdObject* remove(int fd);
 
+  // The lowest fd >= from with an entry, or -1; empty chunks are skipped whole.
+  int next_used(int from) const {
+    for (int fd = from < 0 ? 0 : from; fd < kMaxFds;) {
+      std::atomic<FdObject*>* chunk = chunks_[fd >> kChunkBits].load(std::memory_order_acquire);
+      if (chunk == nullptr) {
+        fd = ((fd >> kChunkBits) + 1) << kChunkBits;
+        continue;
+      }
+      if (chunk[fd & (kChunkSize - 1)].load(std::memory_order_acquire) != nullptr) return fd;
+      ++fd;
+    }
+    return -1;
+  }
+
   // Calls f(fd, obj) for every entry (no references taken; single-threaded use, e.g.
   // in the fork child).
   template <typename F>

@@ -107,6 +107,36 @@ SHUNT_EXPORT int close(int fd) {
   return libc().close(fd);
 }
 
+// Closing without close(): the kernel closes, the table forgets (errno is the
+// kernel's; forgetting posts a kClose and leaves it alone).
+SHUNT_EXPORT int close_range(unsigned int first, unsigned int last, int flags) {
+  int r = libc().close_range(first, last, flags);
+  // CLOSE_RANGE_CLOEXEC (4) closes nothing now; CLOSE_RANGE_UNSHARE (2) closes in
+  // a table of this thread's own, while the process's (ours) still serves others.
+  if (r == 0 && (flags & (2 | 4)) == 0) {
+    int saved = errno;
+    fd_forget_range(first, last);
+    errno = saved;
+  }
+  return r;
+}
+
+SHUNT_EXPORT void closefrom(int lowfd) {
+  libc().closefrom(lowfd);
+  int saved = errno;
+  if (lowfd >= 0) fd_forget_range(unsigned(lowfd), ~0u);
+  errno = saved;
+}
+
+SHUNT_EXPORT int fclose(FILE* f) {
+  int fd = f != nullptr ? fileno(f) : -1;
+  int r = libc().fclose(f);
+  int saved = errno;
+  if (fd >= 0 && fd_table().peek(fd) != nullptr) fd_forget_stale(fd);  // fclose closed it, even on error
+  errno = saved;
+  return r;
+}
+
 SHUNT_EXPORT int getsockname(int fd, sockaddr* addr, socklen_t* len) {
   if (auto s = socket_at(fd)) return Ret()(sock_getsockname(*s, fd, addr, len));
   return libc().getsockname(fd, addr, len);
@@ -369,6 +399,24 @@ SHUNT_EXPORT int pselect(int nfds, fd_set* rd, fd_set* wr, fd_set* ex, const tim
   int r = select_mixed(nfds, rd, wr, ex, ppoll_deadline(ts), sigmask, &handled);
   if (!handled) return libc().pselect(nfds, rd, wr, ex, ts, sigmask);
   return ret(r);
+}
+
+// The fortified entries (_FORTIFY_SOURCE): the bounds check, then the call.
+SHUNT_EXPORT int __poll_chk(pollfd* fds, nfds_t n, int timeout, size_t fdslen) {
+  if (fdslen / sizeof *fds < n) __chk_fail();
+  return poll(fds, n, timeout);
+}
+
+SHUNT_EXPORT int __ppoll_chk(pollfd* fds, nfds_t n, const timespec* ts, const sigset_t* sigmask,
+                             size_t fdslen) {
+  if (fdslen / sizeof *fds < n) __chk_fail();
+  return ppoll(fds, n, ts, sigmask);
+}
+
+SHUNT_EXPORT int epoll_pwait2(int epfd, epoll_event* evs, int max, const timespec* ts,
+                              const sigset_t* sigmask) {
+  Ret ret;
+  return ret(ep_wait2(epfd, evs, max, ts, sigmask));
 }
 
 SHUNT_EXPORT int ppoll(pollfd* fds, nfds_t n, const timespec* ts, const sigset_t* sigmask) {

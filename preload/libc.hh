@@ -7,6 +7,7 @@
 
 #include <poll.h>
 #include <signal.h>
+#include <stdio.h>
 #include <sys/epoll.h>
 #include <sys/select.h>
 #include <sys/socket.h>
@@ -57,7 +58,13 @@
   X(int, pselect, (int, fd_set*, fd_set*, fd_set*, const timespec*, const sigset_t*))      \
   X(ssize_t, __read_chk, (int, void*, size_t, size_t))                                     \
   X(ssize_t, __recv_chk, (int, void*, size_t, size_t, int))                                \
-  X(ssize_t, __recvfrom_chk, (int, void*, size_t, size_t, int, sockaddr*, socklen_t*))
+  X(ssize_t, __recvfrom_chk, (int, void*, size_t, size_t, int, sockaddr*, socklen_t*))     \
+  X(int, __poll_chk, (pollfd*, nfds_t, int, size_t))                                       \
+  X(int, __ppoll_chk, (pollfd*, nfds_t, const timespec*, const sigset_t*, size_t))         \
+  X(int, epoll_pwait2, (int, epoll_event*, int, const timespec*, const sigset_t*))         \
+  X(int, close_range, (unsigned int, unsigned int, int))                                   \
+  X(void, closefrom, (int))                                                                \
+  X(int, fclose, (FILE*))
 
 namespace shunt::preload {
 

@@ -283,6 +283,13 @@ void fd_forget_stale(int fd) {
   if (FdObject* o = fd_table().remove(fd)) unref(o);
 }
 
+void fd_forget_range(unsigned first, unsigned last) {
+  if (first >= unsigned(FdTable::kMaxFds)) return;
+  for (int fd = fd_table().next_used(int(first)); fd >= 0 && unsigned(fd) <= last;
+       fd = fd_table().next_used(fd + 1))
+    fd_forget_stale(fd);
+}
+
 int sock_socket(int domain, int type, int protocol) {
   int fd = libc().socket(domain, type, protocol);
   if (fd < 0) return -errno;

@@ -97,6 +97,9 @@ int fd_close(int fd);
 int fd_dup(int oldfd);
 int fd_dup2(int oldfd, int newfd, int flags, bool is_dup3);
 void fd_forget_stale(int fd);  // a new kernel fd: drop whatever the table remembered there
+// The kernel closed [first, last] behind the table (close_range, closefrom, fclose):
+// forget what it remembered there, as close() would have.
+void fd_forget_range(unsigned first, unsigned last);
 
 // Control path.
 int sock_bind(Socket& s, int fd, const sockaddr* addr, socklen_t len);

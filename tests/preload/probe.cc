@@ -501,6 +501,71 @@ void dups() {
   close(l);
 }
 
+// glibc's fortified entries (_FORTIFY_SOURCE builds call these), epoll_pwait2,
+// and fds the kernel closes without close(): close_range, closefrom, fclose.
+extern "C" int __poll_chk(pollfd*, nfds_t, int, size_t);
+extern "C" int __ppoll_chk(pollfd*, nfds_t, const timespec*, const sigset_t*, size_t);
+extern "C" ssize_t __read_chk(int, void*, size_t, size_t);
+extern "C" ssize_t __recv_chk(int, void*, size_t, size_t, int);
+extern "C" ssize_t __recvfrom_chk(int, void*, size_t, size_t, int, sockaddr*, socklen_t*);
+
+void other_entries() {
+  int l = listener(kNic, 7005);
+  int c = connect_to(kNic, 7005);
+  int s = accept(l, nullptr, nullptr);
+  CHECK(s >= 0);
+  write_all(c, "abcd", 4);
+  pollfd p{s, POLLIN, 0};
+  CHECK(__poll_chk(&p, 1, 2000, sizeof p) == 1 && (p.revents & POLLIN));
+  p.revents = 0;
+  timespec two{2, 0}, zero{0, 0}, bad{0, 1000000000};
+  CHECK(__ppoll_chk(&p, 1, &two, nullptr, sizeof p) == 1 && (p.revents & POLLIN));
+  int ep = epoll_create1(0);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = s;
+  CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev) == 0);
+  epoll_event out[2];
+  CHECK(epoll_pwait2(ep, out, 2, &two, nullptr) == 1 && out[0].data.fd == s);
+  char buf[8];
+  CHECK(__read_chk(s, buf, 1, sizeof buf) == 1 && buf[0] == 'a');
+  CHECK(__recv_chk(s, buf, 1, sizeof buf, 0) == 1 && buf[0] == 'b');
+  CHECK(__recvfrom_chk(s, buf, 2, sizeof buf, 0, nullptr, nullptr) == 2 && memcmp(buf, "cd", 2) == 0);
+  CHECK(epoll_pwait2(ep, out, 2, &zero, nullptr) == 0);  // drained
+  CHECK(epoll_pwait2(ep, out, 2, &bad, nullptr) == -1 && errno == EINVAL);
+  int64_t t0 = now_ms();
+  timespec short_wait{0, 50 * 1000000};
+  CHECK(epoll_pwait2(ep, out, 2, &short_wait, nullptr) == 0 && now_ms() - t0 >= 49);
+  close(ep);
+
+  // Each way of closing: the peer sees the FIN, and the number is no socket any
+  // more (a stale entry would take the write as the old socket's).
+  auto closed_behind = [&](int fd, int peer) {
+    CHECK(read(peer, buf, 1) == 0);
+    CHECK(write(fd, "x", 1) == -1 && errno == EBADF);
+  };
+  CHECK(close_range(unsigned(c), unsigned(c), 0) == 0);
+  closed_behind(c, s);
+  close(s);
+
+  c = connect_to(kNic, 7005);
+  s = accept(l, nullptr, nullptr);
+  FILE* f = fdopen(c, "r+");
+  CHECK(f != nullptr);
+  CHECK(fclose(f) == 0);
+  closed_behind(c, s);
+  close(s);
+
+  c = connect_to(kNic, 7005);
+  s = accept(l, nullptr, nullptr);
+  CHECK(dup2(c, 900) == 900);
+  close(c);
+  closefrom(900);
+  closed_behind(900, s);
+  close(s);
+  close(l);
+}
+
 void sendfile_test() {
   int l = listener(kNic, 7005);
   int c = connect_to(kNic, 7005);
@@ -759,7 +824,7 @@ int main(int argc, char** argv) {
                          {"wildcard", wildcard},       {"poll", poll_mixed},
                          {"fork", fork_accept},        {"threads", threads},
                          {"kernel_routes", kernel_routes}, {"failopen", failopen},
-                         {"daemon_gone", daemon_gone}};
+                         {"daemon_gone", daemon_gone}, {"other_entries", other_entries}};
   for (const auto& s : scenarios) {
     if (what == s.name) {
       s.fn();
