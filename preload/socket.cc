@@ -87,6 +87,7 @@ Socket* new_socket(uint64_t inode, bool nonblock, bool datagram = false) {
   s->reuseaddr = false;
   s->option_set = 0;
   s->rcvtimeo_ns = s->sndtimeo_ns = 0;
+  s->linger_ns = 0;
   return s;
 }
 
@@ -306,8 +307,30 @@ int sock_socket(int domain, int type, int protocol) {
   return fd;
 }
 
+namespace {
+
+// SO_LINGER {1, t > 0}, as Linux's: closing the last descriptor of a connection
+// blocks until the peer acknowledged every byte written (the tx ring is empty:
+// shuntd frees bytes as they are acknowledged), the connection ends, or t passes;
+// a signal ends the wait early. The FIN goes after, with kClose.
+void linger_on_close(Socket& s) {
+  if (s.linger_ns <= 0 || s.datagram || s.mode.load(std::memory_order_acquire) != Mode::kShunted ||
+      !s.tx.valid() || s.region == nullptr || s.refs.load(std::memory_order_acquire) != 1)
+    return;
+  auto sent_or_over = [&] {
+    SlotSnapshot v = view(s);
+    return s.tx.readable() == 0 || (v.flags & abi::kFlagReset) || v.state == uint32_t(SlotState::kClosed);
+  };
+  if (!sent_or_over()) rt().wait(*s.region, sent_or_over, Deadline::after_ns(s.linger_ns));
+}
+
+}  // namespace
+
 int fd_close(int fd) {
-  if (FdObject* o = fd_table().remove(fd)) unref(o);
+  if (FdObject* o = fd_table().remove(fd)) {
+    if (o->kind == FdKind::kSocket) linger_on_close(*static_cast<Socket*>(o));
+    unref(o);
+  }
   return libc().close(fd) < 0 ? -errno : 0;
 }
 
@@ -736,6 +759,11 @@ void remember_option(Socket& s, int level, int name, const void* val, socklen_t 
     timeval tv;
     memcpy(&tv, val, sizeof tv);
     (name == SO_RCVTIMEO ? s.rcvtimeo_ns : s.sndtimeo_ns) = timeval_ns(tv);
+  }
+  if (level == SOL_SOCKET && name == SO_LINGER && len >= socklen_t(sizeof(linger))) {
+    linger l;
+    memcpy(&l, val, sizeof l);
+    s.linger_ns = l.l_onoff != 0 && l.l_linger > 0 ? int64_t(l.l_linger) * 1000000000 : 0;
   }
 }
 

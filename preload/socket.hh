@@ -76,6 +76,7 @@ struct Socket : FdObject {
   uint32_t option_set = 0;
   int32_t option_value[uint32_t(abi::SockOption::kCount)] = {};
   int64_t rcvtimeo_ns = 0, sndtimeo_ns = 0;               // 0: none
+  int64_t linger_ns = 0;  // SO_LINGER {1, t > 0}: close waits up to t for the peer's ACK
 
   bool shunted() const {
     Mode m = mode.load(std::memory_order_acquire);

@@ -566,6 +566,45 @@ void other_entries() {
   close(l);
 }
 
+// SO_LINGER {1, t}: close waits for what was written to be taken, at most t.
+void linger_close() {
+  int l = listener(kNic, 7006);
+  int c = connect_to(kNic, 7006);
+  int s = accept(l, nullptr, nullptr);
+  CHECK(s >= 0);
+  CHECK(fcntl(c, F_SETFL, O_NONBLOCK) == 0);  // Linux lingers for a nonblocking socket too
+  char chunk[4096] = {};
+  size_t queued = 0;
+  // Fill both rings: write until the socket stays unwritable for 100 ms.
+  pollfd out{c, POLLOUT, 0};
+  for (int i = 0; i < 10000 && poll(&out, 1, 100) == 1; ++i) {
+    ssize_t n = write(c, chunk, sizeof chunk);
+    if (n > 0) queued += size_t(n);
+  }
+  CHECK(queued > 0 && poll(&out, 1, 0) == 0);
+  linger lg{1, 1};
+  CHECK(setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof lg) == 0);
+  int64_t t0 = now_ms();
+  CHECK(close(c) == 0);
+  int64_t waited = now_ms() - t0;
+  CHECK(waited >= 900 && waited < 5000);  // nobody read: the whole second
+  close(s);
+
+  c = connect_to(kNic, 7006);
+  s = accept(l, nullptr, nullptr);
+  lg = {1, 5};
+  CHECK(setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof lg) == 0);
+  write_all(c, "bye", 3);
+  CHECK(read_n(s, 3) == "bye");
+  t0 = now_ms();
+  CHECK(close(c) == 0);
+  CHECK(now_ms() - t0 < 1000);  // all taken: no wait
+  char buf[4];
+  CHECK(read(s, buf, sizeof buf) == 0);
+  close(s);
+  close(l);
+}
+
 void sendfile_test() {
   int l = listener(kNic, 7005);
   int c = connect_to(kNic, 7005);
@@ -824,7 +863,8 @@ int main(int argc, char** argv) {
                          {"wildcard", wildcard},       {"poll", poll_mixed},
                          {"fork", fork_accept},        {"threads", threads},
                          {"kernel_routes", kernel_routes}, {"failopen", failopen},
-                         {"daemon_gone", daemon_gone}, {"other_entries", other_entries}};
+                         {"daemon_gone", daemon_gone}, {"other_entries", other_entries},
+                         {"linger", linger_close}};
   for (const auto& s : scenarios) {
     if (what == s.name) {
       s.fn();
