@@ -6,7 +6,10 @@
 // attaches and maps its region (a memfd named "shunt-region"). The program finds
 // that mapping in /proc/self/maps and breaks it, as ATTACK says:
 //   header    random bytes over the first 4096 bytes
-//   all       random bytes over the whole region, page by page, every page
+//   all       random bytes page by page over every page the daemon reads: the
+//             header, queues and slots, and of each slot's rings the first
+//             256 KiB, the size they start at (the whole region when the header
+//             makes no sense; a region reserves 4 MiB per ring, gigabytes in all)
 //   queues    random bytes over the queue area right after the 256-byte header
 //   truncate  ftruncate of the memfd (via /proc/self/map_files) to 0 and to a
 //             larger size, both of which must fail with EPERM (sealed), then a
@@ -42,6 +45,7 @@ namespace {
 // The region's header as far as this program reads it (include/shunt/abi.h).
 constexpr uint64_t kHeaderSize = 256;
 constexpr uint64_t kQueueAreaGuess = 16ull * (256 * 128 + 128);  // a floor; the header's figure wins
+constexpr uint64_t kInitialRing = 256 * 1024;  // shuntd's default first ring size
 
 uint64_t g_rng = 0x9e3779b97f4a7c15ull;
 uint64_t next_random() {  // xorshift64*: fast enough for a 2 GiB region
@@ -201,19 +205,49 @@ int main(int argc, char** argv) {
     // touched): fault the rest in at once, then fill each page from a pool of random
     // pages with a fresh random word in each 64 bytes, so no two pages are alike.
     uint64_t page = uint64_t(sysconf(_SC_PAGESIZE));
-    scribble(base, size < page ? size : page);
-    if (size > page) madvise(base + page, size - page, 23 /* MADV_POPULATE_WRITE */);
+    // The layout, read before the first byte is written.
+    uint64_t rings_offset = 0;
+    uint32_t slots = 0, rx_size = 0, tx_size = 0;
+    memcpy(&slots, base + 24, 4);          // RegionHeader::slot_count
+    memcpy(&rx_size, base + 28, 4);        // rx_ring_size
+    memcpy(&tx_size, base + 32, 4);        // tx_ring_size
+    memcpy(&rings_offset, base + 64, 8);   // rings_offset
+    uint64_t stride = uint64_t(rx_size) + tx_size;
+    bool sane = rings_offset > 0 && rings_offset <= size && stride > 0 &&
+                rings_offset + uint64_t(slots) * stride <= size;
     static unsigned char pool[64 * 4096];
     scribble(pool, sizeof pool);
-    for (uint64_t off = page; off < size; off += page) {
-      uint64_t len = size - off < page ? size - off : page;
-      uint64_t r = next_random();
-      memcpy(base + off, pool + (r % 64) * 4096, len < 4096 ? len : 4096);
-      if (len > 4096) scribble(base + off + 4096, len - 4096);  // pages above 4 KiB
-      for (uint64_t w = (r >> 8) % 8 * 8; w + 8 <= len; w += 64) {
-        uint64_t v = next_random();
-        memcpy(base + off + w, &v, 8);
+    // Every page of [from, to), each unlike the others.
+    auto pages = [&](uint64_t from, uint64_t to) {
+      if (to > size) to = size;
+      if (from >= to) return;
+      madvise(base + from, to - from, 23 /* MADV_POPULATE_WRITE */);
+      for (uint64_t off = from; off < to; off += page) {
+        uint64_t len = to - off < page ? to - off : page;
+        uint64_t r = next_random();
+        memcpy(base + off, pool + (r % 64) * 4096, len < 4096 ? len : 4096);
+        if (len > 4096) scribble(base + off + 4096, len - 4096);  // pages above 4 KiB
+        for (uint64_t w = (r >> 8) % 8 * 8; w + 8 <= len; w += 64) {
+          uint64_t v = next_random();
+          memcpy(base + off + w, &v, 8);
+        }
       }
+    };
+    scribble(base, size < page ? size : page);  // the header first
+    if (!sane) {
+      pages(page, size);
+    } else {
+      pages(page, rings_offset);
+      uint64_t rx_len = rx_size < kInitialRing ? rx_size : kInitialRing;
+      uint64_t tx_len = tx_size < kInitialRing ? tx_size : kInitialRing;
+      for (uint32_t i = 0; i < slots; ++i) {
+        uint64_t at = rings_offset + uint64_t(i) * stride;
+        pages(at, at + rx_len);
+        pages(at + rx_size, at + rx_size + tx_len);
+      }
+      printf("hostile_app: wrote %llu of %llu bytes (%u slots' first rings)\n",
+             (unsigned long long)(rings_offset + uint64_t(slots) * (rx_len + tx_len)),
+             (unsigned long long)size, slots);
     }
   } else if (strcmp(attack, "queues") == 0) {
     // The queue area: the floor above, or the header's own figure if larger.
