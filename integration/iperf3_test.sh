@@ -13,7 +13,8 @@
 #     a mean RTT between 1 us and 1 s;
 #  2. iperf3 -c under shunt with -S 0x10 against a kernel server: sane sender
 #     statistics, and the segments on the wire carry TOS 0x10 (IP_TOS applied by
-#     shuntd), seen by tcpdump in the kernel namespace;
+#     shuntd), seen by tcpdump in the kernel namespace; then -u -S 0x21: the
+#     datagrams carry 0x21;
 #  3. no iperf3 complains of a socket option ("Protocol not available").
 set -uo pipefail
 # shellcheck source=integration/lib.sh
@@ -114,6 +115,18 @@ check_run "iperf3 -c under shunt (sends, TOS 0x10)" "$IT_TMP/shunt-client.json" 
 timeout 10 tail --pid="$dump_pid" -f /dev/null
 tos_packets=$(tcpdump -n -r "$IT_TMP/tos.pcap" 2>/dev/null | wc -l)
 it_check "segments from shunt carry TOS 0x10 ($tos_packets of 20 seen)" test "$tos_packets" -ge 20
+dump_pid=
+# The same for UDP datagrams (-u), with the ECN bits a datagram keeps.
+"${in_kernel[@]}" timeout 30 tcpdump -i "$NETNS_KERNEL_IF" -n -c 20 -w "$IT_TMP/tos-udp.pcap" \
+  "udp and src host $ip and ip[1] = 0x21" >"$IT_TMP/tcpdump-udp.log" 2>&1 &
+dump_pid=$!
+for ((i = 0; i < 50; i++)); do grep -q listening "$IT_TMP/tcpdump-udp.log" && break; sleep 0.1; done
+"${shunt_run[@]}" timeout 40 iperf3 -c "$kip" -p 5202 -u -b 20M -t 1 -S 0x21 -J >"$IT_TMP/shunt-udp.json" \
+  2>"$IT_TMP/shunt-udp.log"
+check_run "iperf3 -c -u under shunt (sends UDP, TOS 0x21)" "$IT_TMP/shunt-udp.json" none
+timeout 10 tail --pid="$dump_pid" -f /dev/null
+tos_packets=$(tcpdump -n -r "$IT_TMP/tos-udp.pcap" 2>/dev/null | wc -l)
+it_check "datagrams from shunt carry TOS 0x21 ($tos_packets of 20 seen)" test "$tos_packets" -ge 20
 dump_pid=
 
 # ---- 3. no option refused -----------------------------------------------------------

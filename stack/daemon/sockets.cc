@@ -356,6 +356,9 @@ int SocketTable::set_option(uint32_t s, abi::SockOption opt, uint64_t value) {
     return -EINVAL;
   if (sock.kind == Kind::kConn) {
     if (int rc = engine_.set_option(sock.conn, eo, uint32_t(value)); rc != 0) return rc;
+  } else if (sock.kind == Kind::kUdp && (opt == abi::SockOption::kTos || opt == abi::SockOption::kTtl)) {
+    UdpSocket& u = engine_.udp().socket(sock.udp);  // a datagram keeps its ECN bits, as Linux's
+    (opt == abi::SockOption::kTos ? u.tos : u.ttl) = uint8_t(value);
   }
   sock.option_set |= 1u << index;
   sock.option_value[index] = uint32_t(value);

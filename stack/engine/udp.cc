@@ -31,13 +31,14 @@ constexpr uint16_t to_net16(uint16_t v) {
 
 // A 20-byte IPv4 header; fragment fields as given (write_ipv4 always sets DF).
 void write_ipv4_fragment(uint8_t* p, uint32_t src, uint32_t dst, uint8_t proto,
-                         uint16_t payload_len, uint16_t id, uint16_t frag_field) {
+                         uint16_t payload_len, uint16_t id, uint16_t frag_field, uint8_t ttl,
+                         uint8_t tos) {
   p[0] = 0x45;
-  p[1] = 0;
+  p[1] = tos;
   store16(p + 2, uint16_t(kIpv4Header + payload_len));
   store16(p + 4, id);
   store16(p + 6, frag_field);
-  p[8] = 64;
+  p[8] = ttl;
   p[9] = proto;
   store16(p + 10, 0);
   store32(p + 12, src);
@@ -284,7 +285,8 @@ int Engine::udp_send(UdpId id, uint32_t dst, uint16_t dport, std::span<const uin
   if (!udp_.valid(id)) return -EBADF;
   if (payload.size() > abi::kMaxDatagram) return -EMSGSIZE;
   if (dst == 0 || dport == 0) return -EINVAL;
-  const uint16_t sport = udp_.socket(id).local_port;
+  const UdpSocket& sock = udp_.socket(id);
+  const uint16_t sport = sock.local_port;
   if (dst == cfg_.ip) {
     // To our own address: looped back inside the engine, as the kernel loops
     // traffic to its own addresses, with the same socket lookup.
@@ -333,7 +335,7 @@ int Engine::udp_send(UdpId id, uint32_t dst, uint16_t dport, std::span<const uin
     uint8_t* p = f + kEthHeader + kIpv4Header;
     std::memcpy(p, hdr, kUdpHeader);
     if (!payload.empty()) std::memcpy(p + kUdpHeader, payload.data(), payload.size());
-    write_ipv4(f + kEthHeader, cfg_.ip, dst, kProtoUdp, uint16_t(ulen), ip_id_++);
+    write_ipv4(f + kEthHeader, cfg_.ip, dst, kProtoUdp, uint16_t(ulen), ip_id_++, sock.ttl, sock.tos);
     end_ip_frame(kEthHeader + kIpv4Header + ulen);
     ++udp_.counters.datagrams_out;
     return 0;
@@ -355,7 +357,7 @@ int Engine::udp_send(UdpId id, uint32_t dst, uint16_t dport, std::span<const uin
     std::memcpy(p + from_hdr, payload.data() + poff, n - from_hdr);
     bool more = off + n < ulen;
     write_ipv4_fragment(f + kEthHeader, cfg_.ip, dst, kProtoUdp, uint16_t(n), ip_id,
-                        uint16_t((more ? 0x2000 : 0) | (off / 8)));
+                        uint16_t((more ? 0x2000 : 0) | (off / 8)), sock.ttl, sock.tos);
     end_ip_frame(kEthHeader + kIpv4Header + n);
     ++udp_.counters.fragments_out;
   }

@@ -49,6 +49,8 @@ struct UdpSocket {
   uint32_t remote_ip = 0;    // host order; 0 = not connected
   uint16_t remote_port = 0;
   int error = 0;             // the last ICMP error (errno) for a connected socket
+  uint8_t tos = 0;           // IP_TOS of its datagrams
+  uint8_t ttl = 64;          // IP_TTL
   uint32_t events = 0;
   abi::ProducerEnd rx;
   uint64_t user = 0;

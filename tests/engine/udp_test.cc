@@ -356,6 +356,24 @@ TEST_F(UdpTest, SmallDatagramGoesOutInOneFrameWithAValidChecksum) {
   EXPECT_EQ(eng().udp().counters.datagrams_out, 1u);
 }
 
+// IP_TOS and IP_TTL (set by shuntd on the socket) mark every datagram, each of
+// its fragments too; a datagram keeps its ECN bits.
+TEST_F(UdpTest, TosAndTtlAreInEveryFramesHeader) {
+  AppRings a(65536, 65536);
+  UdpId id = bind(5353, a);
+  eng().udp().socket(id).tos = 0x11;
+  eng().udp().socket(id).ttl = 9;
+  std::vector<uint8_t> small(10), big(3000);
+  ASSERT_EQ(eng().udp_send(id, kRemoteIp, kDnsPort, small, now_), 0);
+  ASSERT_EQ(eng().udp_send(id, kRemoteIp, kDnsPort, big, now_), 0);
+  ASSERT_EQ(sink_.frames.size(), 4u) << "one frame, then three fragments";
+  for (const auto& f : sink_.frames) {
+    EXPECT_EQ(f[wire::kEthHeader + 1], 0x11);
+    EXPECT_EQ(f[wire::kEthHeader + 8], 9);
+  }
+  EXPECT_EQ(out().size(), 4u) << "with valid header checksums";
+}
+
 TEST_F(UdpTest, ArgumentsAreChecked) {
   AppRings a;
   UdpId id = bind(5353, a);
