@@ -105,29 +105,28 @@ done
 "${in_kernel[@]}" iperf3 -s -B "$kip" -p 5202 >"$IT_TMP/kserver.log" 2>&1 &
 kserver_pid=$!
 netns_wait_tcp "$NETNS_KERNEL" "$kip" 5202 || it_fail "kernel iperf3 -s accepts on $kip:5202"
-"${in_kernel[@]}" timeout 30 tcpdump -i "$NETNS_KERNEL_IF" -n -c 20 -w "$IT_TMP/tos.pcap" \
-  "tcp and src host $ip and dst port 5202 and ip[1] = 0x10" >"$IT_TMP/tcpdump.log" 2>&1 &
-dump_pid=$!
-for ((i = 0; i < 50; i++)); do grep -q listening "$IT_TMP/tcpdump.log" && break; sleep 0.1; done
-"${shunt_run[@]}" timeout 40 iperf3 -c "$kip" -p 5202 -t 2 -S 0x10 -J >"$IT_TMP/shunt-client.json" \
-  2>"$IT_TMP/shunt-client.log"
-check_run "iperf3 -c under shunt (sends, TOS 0x10)" "$IT_TMP/shunt-client.json" client
-timeout 10 tail --pid="$dump_pid" -f /dev/null
-tos_packets=$(tcpdump -n -r "$IT_TMP/tos.pcap" 2>/dev/null | wc -l)
-it_check "segments from shunt carry TOS 0x10 ($tos_packets of 20 seen)" test "$tos_packets" -ge 20
-dump_pid=
-# The same for UDP datagrams (-u), with the ECN bits a datagram keeps.
-"${in_kernel[@]}" timeout 30 tcpdump -i "$NETNS_KERNEL_IF" -n -c 20 -w "$IT_TMP/tos-udp.pcap" \
-  "udp and src host $ip and ip[1] = 0x21" >"$IT_TMP/tcpdump-udp.log" 2>&1 &
-dump_pid=$!
-for ((i = 0; i < 50; i++)); do grep -q listening "$IT_TMP/tcpdump-udp.log" && break; sleep 0.1; done
-"${shunt_run[@]}" timeout 40 iperf3 -c "$kip" -p 5202 -u -b 20M -t 1 -S 0x21 -J >"$IT_TMP/shunt-udp.json" \
-  2>"$IT_TMP/shunt-udp.log"
-check_run "iperf3 -c -u under shunt (sends UDP, TOS 0x21)" "$IT_TMP/shunt-udp.json" none
-timeout 10 tail --pid="$dump_pid" -f /dev/null
-tos_packets=$(tcpdump -n -r "$IT_TMP/tos-udp.pcap" 2>/dev/null | wc -l)
-it_check "datagrams from shunt carry TOS 0x21 ($tos_packets of 20 seen)" test "$tos_packets" -ge 20
-dump_pid=
+
+# tos_run NAME PROTO TOS SIDE IPERF3_ARGS...: iperf3 -c under shunt with -S TOS while
+# tcpdump in the kernel namespace counts PROTO packets from shunt marked TOS; the
+# run is checked (check_run SIDE) and at least 20 packets must carry the mark.
+tos_run() {
+  local name=$1 proto=$2 tos=$3 side=$4 i seen
+  shift 4
+  "${in_kernel[@]}" timeout 30 tcpdump -i "$NETNS_KERNEL_IF" -n -c 20 -w "$IT_TMP/$name.pcap" \
+    "$proto and src host $ip and ip[1] = $tos" >"$IT_TMP/tcpdump-$name.log" 2>&1 &
+  dump_pid=$!
+  for ((i = 0; i < 50; i++)); do grep -q listening "$IT_TMP/tcpdump-$name.log" && break; sleep 0.1; done
+  "${shunt_run[@]}" timeout 40 iperf3 -c "$kip" -p 5202 -S "$tos" -J "$@" >"$IT_TMP/$name.json" \
+    2>"$IT_TMP/$name.log"
+  check_run "iperf3 -c $* under shunt (TOS $tos)" "$IT_TMP/$name.json" "$side"
+  timeout 10 tail --pid="$dump_pid" -f /dev/null
+  dump_pid=
+  seen=$(tcpdump -n -r "$IT_TMP/$name.pcap" 2>/dev/null | wc -l)
+  it_check "$proto packets from shunt carry TOS $tos ($seen of 20 seen)" test "$seen" -ge 20
+}
+tos_run shunt-client tcp 0x10 client -t 2
+# UDP datagrams keep the ECN bits a TCP socket's TOS loses.
+tos_run shunt-udp udp 0x21 none -u -b 20M -t 1
 
 # ---- 3. no option refused -----------------------------------------------------------
 if grep -l "Protocol not available" "$IT_TMP"/*.log "$IT_TMP"/*.json >/dev/null 2>&1; then

@@ -395,10 +395,8 @@ int ep_wait2(int epfd, epoll_event* evs, int max, const timespec* ts, const sigs
   };
   if (ts != nullptr && (ts->tv_sec < 0 || ts->tv_nsec < 0 || ts->tv_nsec >= 1000000000)) return -EINVAL;
   bool zero = ts != nullptr && ts->tv_sec == 0 && ts->tv_nsec == 0;
-  Deadline d = ts == nullptr ? Deadline{} : Deadline{Deadline::now() + int64_t(ts->tv_sec) * 1000000000 + ts->tv_nsec};
-  return ep_wait_until(epfd, evs, max, d, zero, sigmask, passthrough);
+  return ep_wait_until(epfd, evs, max, Deadline::after(ts), zero, sigmask, passthrough);
 }
-
 
 int poll_mixed(pollfd* fds, nfds_t n, const Deadline& d, const sigset_t* sigmask, bool* handled) {
   *handled = false;

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <algorithm>
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <sys/ioctl.h>
@@ -52,11 +53,6 @@ ssize_t recv_one(Socket& s, int fd, void* buf, size_t len, int flags) {
 ssize_t send_one(Socket& s, int fd, const void* buf, size_t len, int flags) {
   iovec v{const_cast<void*>(buf), len};
   return sock_send(s, fd, &v, 1, flags);
-}
-
-Deadline ppoll_deadline(const timespec* ts) {
-  if (ts == nullptr) return Deadline{};
-  return Deadline{Deadline::now() + int64_t(ts->tv_sec) * 1000000000 + ts->tv_nsec};
 }
 
 }  // namespace
@@ -111,9 +107,9 @@ SHUNT_EXPORT int close(int fd) {
 // kernel's; forgetting posts a kClose and leaves it alone).
 SHUNT_EXPORT int close_range(unsigned int first, unsigned int last, int flags) {
   int r = libc().close_range(first, last, flags);
-  // CLOSE_RANGE_CLOEXEC (4) closes nothing now; CLOSE_RANGE_UNSHARE (2) closes in
-  // a table of this thread's own, while the process's (ours) still serves others.
-  if (r == 0 && (flags & (2 | 4)) == 0) {
+  // CLOSE_RANGE_CLOEXEC closes nothing now; CLOSE_RANGE_UNSHARE closes in a table
+  // of this thread's own, while the process's (ours) still serves the others.
+  if (r == 0 && (flags & (CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC)) == 0) {
     int saved = errno;
     fd_forget_range(first, last);
     errno = saved;
@@ -396,7 +392,7 @@ SHUNT_EXPORT int pselect(int nfds, fd_set* rd, fd_set* wr, fd_set* ex, const tim
   if (ts != nullptr && (ts->tv_sec < 0 || ts->tv_nsec < 0 || ts->tv_nsec >= 1000000000))
     return ret(-EINVAL);
   bool handled = false;
-  int r = select_mixed(nfds, rd, wr, ex, ppoll_deadline(ts), sigmask, &handled);
+  int r = select_mixed(nfds, rd, wr, ex, Deadline::after(ts), sigmask, &handled);
   if (!handled) return libc().pselect(nfds, rd, wr, ex, ts, sigmask);
   return ret(r);
 }
@@ -422,7 +418,7 @@ SHUNT_EXPORT int epoll_pwait2(int epfd, epoll_event* evs, int max, const timespe
 SHUNT_EXPORT int ppoll(pollfd* fds, nfds_t n, const timespec* ts, const sigset_t* sigmask) {
   Ret ret;
   bool handled = false;
-  int r = poll_mixed(fds, n, ppoll_deadline(ts), sigmask, &handled);
+  int r = poll_mixed(fds, n, Deadline::after(ts), sigmask, &handled);
   if (!handled) return libc().ppoll(fds, n, ts, sigmask);
   return ret(r);
 }

@@ -362,8 +362,6 @@ void Runtime::post(abi::Command cmd) {
   kick(*r);
 }
 
-int Runtime::call(abi::Command cmd, abi::Completion* out) { return call(cmd, out, nullptr); }
-
 int Runtime::call(abi::Command cmd, abi::Completion* out, abi::TcpInfo* reply) {
   Region* r = region();
   if (r == nullptr || !attached() || r->gone.load(std::memory_order_acquire)) return -ENETDOWN;

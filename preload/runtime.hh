@@ -59,6 +59,10 @@ struct Deadline {
     return ms < 0 ? Deadline{} : Deadline{now() + int64_t(ms) * 1000000};
   }
   static Deadline after_ns(int64_t ns) { return ns <= 0 ? Deadline{} : Deadline{now() + ns}; }
+  // ppoll/pselect/epoll_pwait2 convention: nullptr forever.
+  static Deadline after(const timespec* ts) {
+    return ts == nullptr ? Deadline{} : Deadline{now() + int64_t(ts->tv_sec) * 1000000000 + ts->tv_nsec};
+  }
   bool never() const { return at == kNever; }
   bool passed() const { return !never() && now() >= at; }
   // Milliseconds left, rounded up, for epoll_wait/poll; -1 when never.
@@ -101,9 +105,8 @@ class Runtime {
   // A command with a completion, through the calling thread's queue pair. Returns
   // the completion's result (>= 0 or -errno); -ENETDOWN when not attached or the
   // daemon is gone. Never interrupted by signals (control ops are short).
-  int call(abi::Command cmd, abi::Completion* out);
-  // Likewise, and on success copies the queue pair's reply (QueuePair::reply).
-  int call(abi::Command cmd, abi::Completion* out, abi::TcpInfo* reply);
+  // With `reply`, a success also copies the queue pair's reply (QueuePair::reply).
+  int call(abi::Command cmd, abi::Completion* out, abi::TcpInfo* reply = nullptr);
   // A command without completion (kClose, kTxReady, kRxDrained).
   void post(abi::Command cmd);
 

@@ -29,23 +29,6 @@ constexpr uint16_t to_net16(uint16_t v) {
   return std::endian::native == std::endian::little ? __builtin_bswap16(v) : v;
 }
 
-// A 20-byte IPv4 header; fragment fields as given (write_ipv4 always sets DF).
-void write_ipv4_fragment(uint8_t* p, uint32_t src, uint32_t dst, uint8_t proto,
-                         uint16_t payload_len, uint16_t id, uint16_t frag_field, uint8_t ttl,
-                         uint8_t tos) {
-  p[0] = 0x45;
-  p[1] = tos;
-  store16(p + 2, uint16_t(kIpv4Header + payload_len));
-  store16(p + 4, id);
-  store16(p + 6, frag_field);
-  p[8] = ttl;
-  p[9] = proto;
-  store16(p + 10, 0);
-  store32(p + 12, src);
-  store32(p + 16, dst);
-  store16(p + 10, checksum_finish(checksum_add(0, p, kIpv4Header)));
-}
-
 // Linux's icmp_err_convert for type 3 (destination unreachable), by code.
 int unreachable_errno(uint8_t code) {
   switch (code) {
@@ -356,8 +339,8 @@ int Engine::udp_send(UdpId id, uint32_t dst, uint16_t dport, std::span<const uin
     size_t poff = off + from_hdr - kUdpHeader;
     std::memcpy(p + from_hdr, payload.data() + poff, n - from_hdr);
     bool more = off + n < ulen;
-    write_ipv4_fragment(f + kEthHeader, cfg_.ip, dst, kProtoUdp, uint16_t(n), ip_id,
-                        uint16_t((more ? 0x2000 : 0) | (off / 8)), sock.ttl, sock.tos);
+    write_ipv4(f + kEthHeader, cfg_.ip, dst, kProtoUdp, uint16_t(n), ip_id, sock.ttl, sock.tos,
+               uint16_t((more ? 0x2000 : 0) | (off / 8)));  // MF, offset in 8-byte units
     end_ip_frame(kEthHeader + kIpv4Header + n);
     ++udp_.counters.fragments_out;
   }

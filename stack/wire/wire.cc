@@ -80,12 +80,12 @@ ParseError parse_ipv4(std::span<const uint8_t> p, Ipv4* out) {
 }
 
 void write_ipv4(uint8_t* p, uint32_t src, uint32_t dst, uint8_t proto, uint16_t payload_len,
-                uint16_t id, uint8_t ttl, uint8_t tos) {
+                uint16_t id, uint8_t ttl, uint8_t tos, uint16_t frag_field) {
   p[0] = 0x45;
   p[1] = tos;
   store16(p + 2, uint16_t(kIpv4Header + payload_len));
   store16(p + 4, id);
-  store16(p + 6, 0x4000);  // DF: we do path MTU discovery, never fragment
+  store16(p + 6, frag_field);
   p[8] = ttl;
   p[9] = proto;
   store16(p + 10, 0);

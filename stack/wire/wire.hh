@@ -72,9 +72,12 @@ struct Ipv4 {
   std::span<const uint8_t> payload;  // trimmed to total length
 };
 ParseError parse_ipv4(std::span<const uint8_t> packet, Ipv4* out);
-// Writes a 20-byte header (no options, DF set) with its checksum.
+// The flags and fragment offset field of a whole datagram: DF (shunt does path
+// MTU discovery and never fragments TCP).
+inline constexpr uint16_t kIpv4DontFragment = 0x4000;
+// Writes a 20-byte header (no options) with its checksum.
 void write_ipv4(uint8_t* p, uint32_t src, uint32_t dst, uint8_t proto, uint16_t payload_len,
-                uint16_t id, uint8_t ttl = 64, uint8_t tos = 0);
+                uint16_t id, uint8_t ttl = 64, uint8_t tos = 0, uint16_t frag_field = kIpv4DontFragment);
 
 // TCP flags.
 inline constexpr uint8_t kFin = 0x01;

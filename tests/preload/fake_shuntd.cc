@@ -302,7 +302,9 @@ struct FakeShuntd::Impl {
         if (e.app < 0) return complete(a, qp, c, -EBADF, c.slot, nullptr);
         const Sock& s = sock(e);
         qp->reply = abi::TcpInfo{};
-        qp->reply.state = s.kind == Kind::kListener ? 10 : s.kind == Kind::kConn && !s.connecting && !s.closed ? 1 : 7;
+        qp->reply.state = s.kind == Kind::kListener ? 10  // TCP_LISTEN
+                          : s.kind != Kind::kConn || s.closed ? 7  // TCP_CLOSE
+                          : s.connecting ? 2 : 1;  // TCP_SYN_SENT, TCP_ESTABLISHED
         if (qp->reply.state == 1) qp->reply.snd_mss = 1448;
         return complete(a, qp, c, 0, c.slot, nullptr);
       }
