@@ -9,12 +9,14 @@
 #include <linux/close_range.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <sys/ioctl.h>
 #include <sys/sendfile.h>
 #include <unistd.h>
 
 #include "dgram.hh"
 #include "epoll.hh"
+#include "exec.hh"
 #include "libc.hh"
 #include "socket.hh"
 
@@ -421,4 +423,63 @@ SHUNT_EXPORT int ppoll(pollfd* fds, nfds_t n, const timespec* ts, const sigset_t
   int r = poll_mixed(fds, n, Deadline::after(ts), sigmask, &handled);
   if (!handled) return libc().ppoll(fds, n, ts, sigmask);
   return ret(r);
+}
+
+// ---- exec: shunted sockets stay usable in the new image (exec.hh) ----
+
+namespace {
+
+// An execl-style argument list (terminated by a null pointer) as an argv array;
+// *envp gets what follows the null when wanted (execle).
+std::vector<char*> gather_args(const char* arg0, va_list ap, char* const** envp) {
+  std::vector<char*> argv{const_cast<char*>(arg0)};
+  while (argv.back() != nullptr) argv.push_back(va_arg(ap, char*));
+  if (envp != nullptr) *envp = va_arg(ap, char* const*);
+  return argv;
+}
+
+}  // namespace
+
+SHUNT_EXPORT int execve(const char* path, char* const argv[], char* const envp[]) {
+  return exec_carrying(path, envp, [&](char* const* env) { return libc().execve(path, argv, env); });
+}
+
+SHUNT_EXPORT int execvpe(const char* file, char* const argv[], char* const envp[]) {
+  char buf[PATH_MAX];
+  return exec_carrying(exec_search_path(file, buf, sizeof buf), envp,
+                       [&](char* const* env) { return libc().execvpe(file, argv, env); });
+}
+
+SHUNT_EXPORT int fexecve(int fd, char* const argv[], char* const envp[]) {
+  char path[32];
+  snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+  return exec_carrying(path, envp, [&](char* const* env) { return libc().fexecve(fd, argv, env); });
+}
+
+SHUNT_EXPORT int execv(const char* path, char* const argv[]) { return execve(path, argv, environ); }
+SHUNT_EXPORT int execvp(const char* file, char* const argv[]) { return execvpe(file, argv, environ); }
+
+SHUNT_EXPORT int execl(const char* path, const char* arg0, ...) {
+  va_list ap;
+  va_start(ap, arg0);
+  std::vector<char*> argv = gather_args(arg0, ap, nullptr);
+  va_end(ap);
+  return execve(path, argv.data(), environ);
+}
+
+SHUNT_EXPORT int execlp(const char* file, const char* arg0, ...) {
+  va_list ap;
+  va_start(ap, arg0);
+  std::vector<char*> argv = gather_args(arg0, ap, nullptr);
+  va_end(ap);
+  return execvpe(file, argv.data(), environ);
+}
+
+SHUNT_EXPORT int execle(const char* path, const char* arg0, ...) {
+  va_list ap;
+  va_start(ap, arg0);
+  char* const* envp = nullptr;
+  std::vector<char*> argv = gather_args(arg0, ap, &envp);
+  va_end(ap);
+  return execve(path, argv.data(), envp);
 }

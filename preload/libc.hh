@@ -64,7 +64,15 @@
   X(int, epoll_pwait2, (int, epoll_event*, int, const timespec*, const sigset_t*))         \
   X(int, close_range, (unsigned int, unsigned int, int))                                   \
   X(void, closefrom, (int))                                                                \
-  X(int, fclose, (FILE*))
+  X(int, fclose, (FILE*))                                                                  \
+  X(int, execve, (const char*, char* const*, char* const*))                                \
+  X(int, execvpe, (const char*, char* const*, char* const*))                               \
+  X(int, fexecve, (int, char* const*, char* const*))                                       \
+  X(int, execv, (const char*, char* const*))                                               \
+  X(int, execvp, (const char*, char* const*))                                              \
+  X(int, execl, (const char*, const char*, ...))                                           \
+  X(int, execlp, (const char*, const char*, ...))                                          \
+  X(int, execle, (const char*, const char*, ...))
 
 namespace shunt::preload {
 

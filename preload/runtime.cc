@@ -90,6 +90,7 @@ void unmap_region(Region* r) {
   if (r->base != nullptr) munmap(r->base, r->size);
   if (r->app_bell >= 0) libc().close(r->app_bell);
   if (r->daemon_bell >= 0) libc().close(r->daemon_bell);
+  if (r->memfd >= 0) libc().close(r->memfd);
   delete r;
 }
 
@@ -104,6 +105,10 @@ ssize_t send_with_fds(int sock, const void* buf, size_t len, const int* fds, int
 void atfork_prepare() { Runtime::get().fork_prepare(); }
 void atfork_parent() { Runtime::get().fork_parent(); }
 void atfork_child() { Runtime::get().fork_child(); }
+void register_atfork() {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, [] { pthread_atfork(atfork_prepare, atfork_parent, atfork_child); });
+}
 
 }  // namespace
 
@@ -143,8 +148,7 @@ bool Runtime::ensure_attached() {
     state_.store(kDisabled, std::memory_order_release);
     return false;
   }
-  static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
-  pthread_once(&atfork_once, [] { pthread_atfork(atfork_prepare, atfork_parent, atfork_child); });
+  register_atfork();
   return attach_locked(true);
 }
 
@@ -243,8 +247,8 @@ bool Runtime::connect_and_map(Region* out, int* ctl_fd, char* why, size_t why_le
     c.close(sock);
     return false;
   }
-  c.close(fds[0]);  // the mapping keeps the memfd alive
   const abi::RegionHeader& h = *abi::header(base);
+  out->memfd = fds[0];
   out->base = base;
   out->size = reply.region_size;
   out->hdr = abi::header(base);
@@ -313,6 +317,22 @@ void Runtime::attach_for_test(Region* r) {
   spin_ns_ = config().spin_us * 1000;
   nic_ = NicRoute{r->hdr->nic_ip, r->hdr->nic_prefix_len, r->hdr->gateway_ip};
   r->layout = abi::layout_of(*r->hdr);
+  region_.store(r, std::memory_order_release);
+  state_.store(kAttached, std::memory_order_release);
+}
+
+uint64_t Runtime::next_cookie() const { return g_cookie.load(std::memory_order_relaxed); }
+
+void Runtime::resume_after_exec(Region* r, uint64_t cookie) {
+  register_atfork();
+  g_cookie.store(cookie, std::memory_order_relaxed);
+  // The old image's threads are gone, and their queue pairs with them: claims
+  // start again (a completion still due to one of them carries an older cookie).
+  r->hdr->queue_pairs_claimed.store(0, std::memory_order_release);
+  r->epoch = epoch_.load(std::memory_order_relaxed);
+  spin_ns_ = config().spin_us * 1000;
+  ctl_fd_ = r->ctl_fd;
+  nic_ = NicRoute{r->hdr->nic_ip, r->hdr->nic_prefix_len, r->hdr->gateway_ip};
   region_.store(r, std::memory_order_release);
   state_.store(kAttached, std::memory_order_release);
 }

@@ -32,6 +32,7 @@ struct Region {
   int app_bell = -1;     // daemon → app eventfd
   int daemon_bell = -1;  // app → daemon eventfd
   int ctl_fd = -1;       // control socket whose hang-up means the daemon is gone, or -1
+  int memfd = -1;        // the region's memfd: kept so that exec can carry the region
   uint32_t id = 0;
   uint64_t epoch = 0;    // attach generation this region belongs to
   std::atomic<bool> gone{false};  // the daemon hung up (or cut us off): sockets are reset
@@ -156,6 +157,13 @@ class Runtime {
   void fork_prepare();
   void fork_parent();
   void fork_child();
+
+  // exec (exec.cc). The next command cookie, carried so that the new image never
+  // takes a completion meant for a thread the exec ended; and the new image's
+  // adoption of the attachment (region r, its control socket r->ctl_fd) the old
+  // image made. Single-threaded (before main).
+  uint64_t next_cookie() const;
+  void resume_after_exec(Region* r, uint64_t cookie);
 
   // Test hook: adopt an already-mapped region (a fake daemon in the test).
   void attach_for_test(Region* r);

@@ -238,6 +238,68 @@ void sock_notify_tx(Socket& s) { notify_tx(s); }
 bool sock_gone(const Socket& s) { return gone(s); }
 uint64_t placeholder_inode(int fd) { return inode_of(fd); }
 
+SocketImage sock_image(const Socket& s, uint32_t region_index) {
+  SocketImage im;
+  im.region = s.region != nullptr ? region_index : SocketImage::kNoRegion;
+  im.slot = s.slot;
+  im.ctl_slot = s.ctl_slot;
+  im.mode = uint8_t(s.mode.load(std::memory_order_acquire));
+  im.nonblock = s.nonblock.load();
+  im.listening = s.listening.load();
+  im.connect_pending = s.connect_pending.load();
+  im.shut_rd = s.shut_rd.load();
+  im.shut_wr = s.shut_wr.load();
+  im.datagram = s.datagram;
+  im.user_bound = s.user_bound;
+  im.reuseaddr = s.reuseaddr;
+  im.error_taken = s.error_taken.load();
+  im.error_seq_seen = s.error_seq_seen.load();
+  im.dgram_peer = s.dgram_peer.load();
+  im.local = s.local;
+  im.peer = s.peer;
+  im.option_set = s.option_set;
+  memcpy(im.option_value, s.option_value, sizeof im.option_value);
+  im.rcvtimeo_ns = s.rcvtimeo_ns;
+  im.sndtimeo_ns = s.sndtimeo_ns;
+  im.linger_ns = s.linger_ns;
+  return im;
+}
+
+Socket* sock_from_image(const SocketImage& im, Region* r, int fd) {
+  Socket* s = new_socket(inode_of(fd), im.nonblock != 0, im.datagram != 0);
+  if (s == nullptr) return nullptr;
+  s->listening.store(im.listening != 0);
+  s->connect_pending.store(im.connect_pending != 0);
+  s->shut_rd.store(im.shut_rd != 0);
+  s->shut_wr.store(im.shut_wr != 0);
+  s->user_bound = im.user_bound != 0;
+  s->reuseaddr = im.reuseaddr != 0;
+  s->error_taken.store(im.error_taken);
+  s->error_seq_seen.store(im.error_seq_seen);
+  s->dgram_peer.store(im.dgram_peer);
+  s->local = im.local;
+  s->peer = im.peer;
+  s->option_set = im.option_set;
+  memcpy(s->option_value, im.option_value, sizeof s->option_value);
+  s->rcvtimeo_ns = im.rcvtimeo_ns;
+  s->sndtimeo_ns = im.sndtimeo_ns;
+  s->linger_ns = im.linger_ns;
+  Mode m = Mode(im.mode);
+  if (r != nullptr) {
+    s->region = r;
+    s->slot = im.slot;
+    s->ctl_slot = im.ctl_slot;
+    s->s = r->slot(im.slot);
+    s->rx = r->rx(im.slot);
+    s->tx = r->tx(im.slot);
+  } else if (m == Mode::kShunted || m == Mode::kDual) {
+    m = Mode::kCandidate;  // cannot happen: exec.cc carries the region of every shunted socket
+  }
+  s->refs.store(0, std::memory_order_relaxed);
+  s->mode.store(m, std::memory_order_release);
+  return s;
+}
+
 uint32_t Socket::readiness(uint32_t* seq) const {
   if (!shunted()) return 0;
   if (seq != nullptr) *seq = s->event_seq.load(std::memory_order_acquire);

@@ -146,6 +146,28 @@ enum class OptClass {
 };
 OptClass classify_option(int level, int name);
 
+// exec (exec.cc): a socket as plain data, carried into the new program image, and
+// back. `region` indexes the regions carried with it (kNoRegion: not shunted yet).
+struct SocketImage {
+  static constexpr uint32_t kNoRegion = ~0u;
+  uint32_t region = kNoRegion;
+  uint32_t slot = abi::kNoSlot, ctl_slot = abi::kNoSlot;
+  uint8_t mode = 0;
+  uint8_t nonblock = 0, listening = 0, connect_pending = 0, shut_rd = 0, shut_wr = 0;
+  uint8_t datagram = 0, user_bound = 0, reuseaddr = 0;
+  int32_t error_taken = 0;
+  uint32_t error_seq_seen = 0;
+  uint64_t dgram_peer = 0;
+  sockaddr_in local{}, peer{};
+  uint32_t option_set = 0;
+  int32_t option_value[uint32_t(abi::SockOption::kCount)] = {};
+  int64_t rcvtimeo_ns = 0, sndtimeo_ns = 0, linger_ns = 0;
+};
+SocketImage sock_image(const Socket& s, uint32_t region_index);
+// A socket rebuilt from its image, its rings in r (null when not shunted); its
+// inode is the placeholder's at fd. Null when out of memory.
+Socket* sock_from_image(const SocketImage& im, Region* r, int fd);
+
 // Fork support (called by Runtime).
 void sockets_fork_prepare();
 void sockets_fork_parent();
