@@ -128,7 +128,7 @@ ssize_t dual_kernel_send(Socket& s, int fd, const msghdr* msg, int flags) {
     if (r != -EAGAIN || nb) return r;
     pollfd p{fd, POLLOUT, 0};
     int k = libc().poll(&p, 1, d.remaining_ms());
-    if (k < 0 && errno == EINTR) return -EINTR;
+    if (k < 0 && errno == EINTR && !signal_restarts(d)) return -EINTR;
     if (k == 0) return -EAGAIN;
   }
 }
@@ -423,7 +423,7 @@ ssize_t dgram_sendmsg(Socket& s, int fd, const msghdr* msg, int flags) {
     if (nb) return -EAGAIN;
     auto ready = [&] { return s.tx.writable() >= need || error_pending(s) || sock_gone(s); };
     Wake w = rt().wait(*s.region, ready, d);
-    if (w == Wake::kInterrupted) return -EINTR;
+    if (w == Wake::kInterrupted && !signal_restarts(d)) return -EINTR;
     if (w == Wake::kTimeout) return -EAGAIN;
     if (sock_gone(s)) return -ENETDOWN;
     if (int e = dgram_take_error(s)) return -e;
@@ -467,7 +467,7 @@ ssize_t dgram_recvmsg(Socket& s, int fd, msghdr* msg, int flags) {
     if (gone) {  // dual, daemon gone: the kernel half alone
       pollfd p{fd, POLLIN, 0};
       int k = libc().poll(&p, 1, d.remaining_ms());
-      if (k < 0 && errno == EINTR) return -EINTR;
+      if (k < 0 && errno == EINTR && !signal_restarts(d)) return -EINTR;
       if (k == 0) return -EAGAIN;
       continue;
     }
@@ -476,7 +476,7 @@ ssize_t dgram_recvmsg(Socket& s, int fd, msghdr* msg, int flags) {
              sock_gone(s);
     };
     Wake w = rt().wait(*s.region, ready, d, dual ? fd : -1);
-    if (w == Wake::kInterrupted) return -EINTR;
+    if (w == Wake::kInterrupted && !signal_restarts(d)) return -EINTR;
     if (w == Wake::kTimeout) return -EAGAIN;
   }
 }

@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -319,6 +320,21 @@ void Runtime::attach_for_test(Region* r) {
   r->layout = abi::layout_of(*r->hdr);
   region_.store(r, std::memory_order_release);
   state_.store(kAttached, std::memory_order_release);
+}
+
+bool signal_restarts(const Deadline& d) {
+  if (!d.never()) return false;
+  sigset_t blocked;
+  if (pthread_sigmask(SIG_BLOCK, nullptr, &blocked) != 0) return false;
+  for (int sig = 1; sig < NSIG; ++sig) {
+    if (sig == SIGKILL || sig == SIGSTOP || sigismember(&blocked, sig) == 1) continue;
+    struct sigaction sa;
+    if (sigaction(sig, nullptr, &sa) != 0) continue;  // glibc's own real-time signals
+    if ((sa.sa_flags & SA_SIGINFO) == 0 && (sa.sa_handler == SIG_DFL || sa.sa_handler == SIG_IGN))
+      continue;
+    if ((sa.sa_flags & SA_RESTART) == 0) return false;
+  }
+  return true;
 }
 
 uint64_t Runtime::next_cookie() const { return g_cookie.load(std::memory_order_relaxed); }

@@ -201,7 +201,11 @@ int finish_connect(Socket& s) {
     uint32_t st = view(s).state;
     return st != uint32_t(SlotState::kConnecting) && st != uint32_t(SlotState::kBound);
   };
-  Wake w = rt().wait(*s.region, settled, Deadline::after_ns(s.sndtimeo_ns));
+  const Deadline d = Deadline::after_ns(s.sndtimeo_ns);
+  Wake w;
+  do {
+    w = rt().wait(*s.region, settled, d);
+  } while (w == Wake::kInterrupted && signal_restarts(d));
   if (w == Wake::kInterrupted) return -EINTR;
   if (w == Wake::kTimeout) return -EINPROGRESS;  // Linux with SO_SNDTIMEO
   s.connect_pending.store(false, std::memory_order_release);
@@ -594,7 +598,7 @@ int sock_accept(Socket& s, int fd, sockaddr* addr, socklen_t* len, int flags) {
     if (gone(s) && !dual) return -ECONNABORTED;
     auto ready = [&] { return s.s->accept_ready.load(std::memory_order_acquire) > 0; };
     Wake w = rt().wait(*s.region, ready, d, dual ? fd : -1);
-    if (w == Wake::kInterrupted) return -EINTR;
+    if (w == Wake::kInterrupted && !signal_restarts(d)) return -EINTR;
     if (w == Wake::kTimeout) return -EAGAIN;
   }
 }
@@ -1005,9 +1009,14 @@ bool wait_or_return(Socket& s, bool nonblock, const Deadline& d, size_t done, Re
     err = EAGAIN;
   } else {
     Wake w = rt().wait(*s.region, ready, d);
-    if (w == Wake::kInterrupted) err = EINTR;
-    else if (w == Wake::kTimeout) err = EAGAIN;
-    else return false;
+    if (w == Wake::kInterrupted) {
+      if (done == 0 && signal_restarts(d)) return false;  // SA_RESTART
+      err = EINTR;
+    } else if (w == Wake::kTimeout) {
+      err = EAGAIN;
+    } else {
+      return false;
+    }
   }
   *out = done > 0 ? ssize_t(done) : -err;
   return true;

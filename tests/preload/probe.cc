@@ -119,6 +119,41 @@ void alarm_in_ms(int ms) {
   setitimer(ITIMER_REAL, &it, nullptr);
 }
 
+// The kernel state letter of thread tid ('S': asleep in a system call).
+char thread_state(pid_t tid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/self/task/%d/stat", int(tid));
+  FILE* f = fopen(path, "r");
+  if (f == nullptr) return '?';
+  char buf[512] = {};
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  const char* close_paren = strrchr(buf, ')');
+  return n > 0 && close_paren != nullptr && close_paren[1] == ' ' ? close_paren[2] : '?';
+}
+
+// From another thread: waits (bounded) until thread `tid` sleeps, signals it with
+// SIGALRM, waits for the handler to have run, then runs `then`.
+template <typename F>
+std::thread signal_when_asleep(pid_t tid, pthread_t th, F then) {
+  return std::thread([tid, th, then] {
+    int before = g_alarms;
+    for (int i = 0; i < 5000 && thread_state(tid) != 'S'; ++i) usleep(1000);
+    usleep(20000);  // past the spin phase into the sleep, and still asleep
+    for (int i = 0; i < 5000 && thread_state(tid) != 'S'; ++i) usleep(1000);
+    pthread_kill(th, SIGALRM);
+    for (int i = 0; i < 5000 && g_alarms == before; ++i) usleep(1000);
+    then();
+  });
+}
+
+void on_alarm_with(int flags) {
+  struct sigaction act{};
+  act.sa_handler = on_alarm;
+  act.sa_flags = flags;
+  CHECK(sigaction(SIGALRM, &act, nullptr) == 0);
+}
+
 // ---- scenarios ----
 
 // Kernel sockets, pipes and socketpairs behave as without the library.
@@ -567,6 +602,55 @@ void other_entries() {
 }
 
 // SO_LINGER {1, t}: close waits for what was written to be taken, at most t.
+// SA_RESTART (signal(7)): a blocking read, accept or connect interrupted by a
+// handler installed with SA_RESTART goes on and returns what came later; without
+// SA_RESTART, or with SO_RCVTIMEO set, it fails with EINTR.
+void restart() {
+  signal(SIGPIPE, SIG_IGN);
+  const pid_t me = pid_t(gettid());
+  const pthread_t self = pthread_self();
+  int l = listener(kNic, 7009);
+  int c = connect_to(kNic, 7009);
+  int s = accept(l, nullptr, nullptr);
+  CHECK(s >= 0);
+  char buf[8];
+
+  on_alarm_with(SA_RESTART);
+  std::thread t = signal_when_asleep(me, self, [c] { write_all(c, "a", 1); });
+  ssize_t n = read(s, buf, sizeof buf);
+  t.join();
+  CHECK(n == 1 && buf[0] == 'a');  // restarted, not EINTR
+  CHECK(g_alarms == 1);
+
+  on_alarm_with(0);
+  t = signal_when_asleep(me, self, [] {});
+  CHECK(read(s, buf, sizeof buf) == -1 && errno == EINTR);
+  t.join();
+  CHECK(g_alarms == 2);
+
+  on_alarm_with(SA_RESTART);
+  timeval tv{5, 0};
+  CHECK(setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0);
+  t = signal_when_asleep(me, self, [] {});
+  CHECK(read(s, buf, sizeof buf) == -1 && errno == EINTR);  // a timeout: never restarted
+  t.join();
+  CHECK(g_alarms == 3);
+
+  // accept, restarted: the connection that came after the signal.
+  int c2 = -1;
+  t = signal_when_asleep(me, self, [&c2] { c2 = connect_to(kNic, 7009); });
+  int s2 = accept(l, nullptr, nullptr);
+  t.join();
+  CHECK(s2 >= 0 && c2 >= 0);
+  CHECK(g_alarms == 4);
+  close(s2);
+  close(c2);
+  close(c);
+  close(s);
+  close(l);
+  signal(SIGALRM, SIG_DFL);
+}
+
 void linger_close() {
   int l = listener(kNic, 7006);
   int c = connect_to(kNic, 7006);
@@ -864,7 +948,7 @@ int main(int argc, char** argv) {
                          {"fork", fork_accept},        {"threads", threads},
                          {"kernel_routes", kernel_routes}, {"failopen", failopen},
                          {"daemon_gone", daemon_gone}, {"other_entries", other_entries},
-                         {"linger", linger_close}};
+                         {"linger", linger_close},     {"restart", restart}};
   for (const auto& s : scenarios) {
     if (what == s.name) {
       s.fn();

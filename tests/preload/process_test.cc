@@ -175,7 +175,8 @@ TEST_P(Shunted, Scenario) {
 
 INSTANTIATE_TEST_SUITE_P(Probe, Shunted,
                          ::testing::Values("basic", "epoll", "errors", "dup", "sendfile",
-                                           "wildcard", "poll", "fork", "threads", "other_entries", "linger"),
+                                           "wildcard", "poll", "fork", "threads", "other_entries", "linger",
+                                           "restart"),
                          [](const auto& info) { return std::string(info.param); });
 
 // UDP (udp_probe.cc), with rings big enough for the largest datagram.
