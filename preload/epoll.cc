@@ -8,6 +8,7 @@
 #include <new>
 #include <vector>
 
+#include "config.hh"
 #include "libc.hh"
 #include "log.hh"
 
@@ -23,9 +24,12 @@ constexpr uint32_t kAlwaysReported = EPOLLERR | EPOLLHUP;
 constexpr uint32_t kReadinessBits =
     EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLRDNORM | EPOLLWRNORM | EPOLLERR | EPOLLHUP;
 
+struct EpollObj;
+
 struct Interest {
   int fd = -1;
-  Socket* sock = nullptr;
+  Socket* sock = nullptr;     // a socket of ours, or
+  EpollObj* nested = nullptr;  // an epoll fd of ours inside this one (its kernel half tagged)
   uint32_t events = 0;  // as given: readiness bits plus EPOLLET, EPOLLONESHOT, …
   epoll_data_t data{};
   uint32_t last_seq = 0;
@@ -58,14 +62,23 @@ std::vector<EpollObj*>& g_reg = g_reg_storage.value;
 void drop_entry(EpollObj& ep, size_t i) {
   Interest& e = ep.list[i];
   if (!e.pending) ep.shunt_count.fetch_sub(1, std::memory_order_relaxed);
-  e.sock->epoll_refs.fetch_sub(1, std::memory_order_acq_rel);
+  if (e.sock != nullptr) e.sock->epoll_refs.fetch_sub(1, std::memory_order_acq_rel);
   ep.list.erase(ep.list.begin() + long(i));
 }
+
+bool any_ready(EpollObj& ep);
 
 void destroy_epoll(FdObject* o) {
   auto* ep = static_cast<EpollObj*>(o);
   {
     std::lock_guard<std::mutex> r(g_reg_mu);
+    // Closing an epoll fd takes it out of the epolls it was in, as in the kernel.
+    for (EpollObj* outer : g_reg) {
+      if (outer == ep) continue;
+      std::lock_guard<std::mutex> g(outer->mu);
+      for (size_t i = outer->list.size(); i-- > 0;)
+        if (outer->list[i].nested == ep) drop_entry(*outer, i);
+    }
     g_reg.erase(std::remove(g_reg.begin(), g_reg.end(), ep), g_reg.end());
     std::lock_guard<std::mutex> g(ep->mu);
     while (!ep->list.empty()) drop_entry(*ep, ep->list.size() - 1);
@@ -128,7 +141,25 @@ epoll_event kernel_half_event(const Interest& e) {
 // readiness on ADD and MOD, edge-triggered or not).
 void arm(Interest& e) {
   e.armed = true;
-  e.last_seq = e.sock->shunted() ? e.sock->s->event_seq.load(std::memory_order_acquire) - 1 : 0;
+  e.last_seq = e.sock != nullptr && e.sock->shunted()
+                   ? e.sock->s->event_seq.load(std::memory_order_acquire) - 1
+                   : 0;
+}
+
+// An entry's readiness (masked by what it asks) and whether an edge-triggered
+// entry has news. A nested epoll is readable while a member of ours is ready; its
+// edge is the move from not ready to ready (last_seq holds the last state).
+uint32_t entry_ready(Interest& e, bool consume, bool* edge) {
+  uint32_t seq = 0, mask;
+  if (e.nested != nullptr) {
+    mask = any_ready(*e.nested) ? EPOLLIN & e.events : 0;
+    seq = mask != 0 ? 1 : 0;
+  } else {
+    mask = e.sock->readiness(&seq) & ((e.events & kReadinessBits) | kAlwaysReported);
+  }
+  *edge = seq != e.last_seq;
+  if (consume && (e.events & EPOLLET)) e.last_seq = seq;
+  return mask;
 }
 
 // Ready shunted entries into out[0..cap). ep.mu held.
@@ -141,12 +172,9 @@ int scan(EpollObj& ep, epoll_event* out, int cap) {
     size_t i = (start + k) % count;
     Interest& e = ep.list[i];
     if (e.pending || !e.armed || e.round == ep.round) continue;
-    uint32_t seq = 0;
-    uint32_t mask = e.sock->readiness(&seq) & ((e.events & kReadinessBits) | kAlwaysReported);
-    if (e.events & EPOLLET) {
-      if (seq == e.last_seq) continue;
-      e.last_seq = seq;
-    }
+    bool edge;
+    uint32_t mask = entry_ready(e, true, &edge);
+    if ((e.events & EPOLLET) && !edge) continue;
     if (mask == 0) continue;
     out[n].events = mask;
     out[n].data = e.data;
@@ -229,15 +257,26 @@ int ep_inner(EpollObj& ep, Region& r) {
   return ep.inner;
 }
 
+// Lock order: an epoll before the epolls nested in it (the kernel refuses loops).
 bool any_ready(EpollObj& ep) {
   std::lock_guard<std::mutex> g(ep.mu);
-  for (const Interest& e : ep.list) {
+  for (Interest& e : ep.list) {
     if (e.pending || !e.armed) continue;
-    uint32_t seq = 0;
-    uint32_t mask = e.sock->readiness(&seq) & ((e.events & kReadinessBits) | kAlwaysReported);
-    if (mask != 0 && (!(e.events & EPOLLET) || seq != e.last_seq)) return true;
+    bool edge;
+    uint32_t mask = entry_ready(e, false, &edge);
+    if (mask != 0 && (!(e.events & EPOLLET) || edge)) return true;
   }
   return false;
+}
+
+// poll and select look after fd themselves: a shunted socket, or an epoll fd with
+// members of ours (its kernel members the kernel reports).
+bool pollable_of_ours(int fd) {
+  FdObject* o = fd_table().peek(fd);
+  if (o == nullptr) return false;
+  if (o->kind == FdKind::kSocket) return static_cast<Socket*>(o)->shunted();
+  return o->kind == FdKind::kEpoll &&
+         static_cast<EpollObj*>(o)->shunt_count.load(std::memory_order_relaxed) != 0;
 }
 
 }  // namespace
@@ -327,6 +366,53 @@ int ep_ctl(Socket& s, int epfd, int op, int fd, epoll_event* ev) {
   }
 }
 
+int ep_ctl_nested(int epfd, int op, int fd, epoll_event* ev) {
+  const Libc& c = libc();
+  Ref<EpollObj> inner = fd_table().get<EpollObj>(fd, FdKind::kEpoll);
+  const bool known_op = op == EPOLL_CTL_ADD || op == EPOLL_CTL_MOD || op == EPOLL_CTL_DEL;
+  if (!inner || epfd == fd || !known_op || (op != EPOLL_CTL_DEL && ev == nullptr))
+    return c.epoll_ctl(epfd, op, fd, ev) < 0 ? -errno : 0;  // the kernel's answer, errors too
+  // The kernel first: it checks epfd, loops (ELOOP) and depth, EEXIST and ENOENT.
+  // Its half carries a tag, so that its events merge with what our members add.
+  epoll_event kev{};
+  if (op != EPOLL_CTL_DEL) {
+    kev.events = ev->events;
+    kev.data.u64 = kDualTag | uint64_t(uint32_t(fd));
+  }
+  if (c.epoll_ctl(epfd, op, fd, op == EPOLL_CTL_DEL ? nullptr : &kev) < 0) return -errno;
+  int err = 0;
+  Ref<EpollObj> ep = epoll_at(epfd, -1, &err);
+  if (!ep) return 0;  // cannot follow it: the kernel half alone
+  std::lock_guard<std::mutex> g(ep->mu);
+  long i = -1;
+  for (size_t j = 0; j < ep->list.size(); ++j)
+    if (ep->list[j].fd == fd && ep->list[j].nested == inner.get()) i = long(j);
+  if (op == EPOLL_CTL_DEL) {
+    if (i >= 0) drop_entry(*ep, size_t(i));
+    return 0;
+  }
+  if (i < 0) {
+    Interest e;
+    e.fd = fd;
+    e.nested = inner.get();
+    e.kernel_half = true;
+    ep->shunt_count.fetch_add(1, std::memory_order_relaxed);
+    ep->list.push_back(e);
+    i = long(ep->list.size() - 1);
+  }
+  Interest& e = ep->list[size_t(i)];
+  e.events = ev->events;
+  e.data = ev->data;
+  arm(e);
+  return 0;
+}
+
+void ep_created(int epfd) {
+  if (config().disabled) return;
+  int err = 0;
+  (void)epoll_at(epfd, -1, &err);
+}
+
 namespace {
 
 // epoll_wait, epoll_pwait and epoll_pwait2 over a set that may hold shunted fds:
@@ -401,11 +487,8 @@ int ep_wait2(int epfd, epoll_event* evs, int max, const timespec* ts, const sigs
 int poll_mixed(pollfd* fds, nfds_t n, const Deadline& d, const sigset_t* sigmask, bool* handled) {
   *handled = false;
   nfds_t shunted = 0;
-  for (nfds_t i = 0; i < n; ++i) {
-    FdObject* o = fd_table().peek(fds[i].fd);
-    if (o != nullptr && o->kind == FdKind::kSocket && static_cast<Socket*>(o)->shunted())
-      ++shunted;
-  }
+  for (nfds_t i = 0; i < n; ++i)
+    if (pollable_of_ours(fds[i].fd)) ++shunted;
   Region* r = Runtime::get().region();
   if (shunted == 0 || r == nullptr) return 0;
   *handled = true;
@@ -415,7 +498,16 @@ int poll_mixed(pollfd* fds, nfds_t n, const Deadline& d, const sigset_t* sigmask
   // poll ignores), plus one slot for the doorbell waiter when sleeping.
   std::vector<pollfd> tmp(n + 1);
   std::vector<Ref<Socket>> socks(n);
-  for (nfds_t i = 0; i < n; ++i) socks[i] = shunted_at(fds[i].fd);
+  std::vector<Ref<EpollObj>> eps(n);  // epoll fds with members of ours: readable when one is
+  for (nfds_t i = 0; i < n; ++i) {
+    socks[i] = shunted_at(fds[i].fd);
+    if (!socks[i]) eps[i] = fd_table().get<EpollObj>(fds[i].fd, FdKind::kEpoll);
+  }
+  auto ours_ready = [&](nfds_t i) -> uint32_t {
+    uint32_t want = uint32_t(uint16_t(fds[i].events)) | kAlwaysReported;
+    if (socks[i]) return socks[i]->readiness() & want;
+    return eps[i] && any_ready(*eps[i]) ? want & POLLIN : 0;
+  };
   auto pass = [&](bool* any_shunt) -> int {
     for (nfds_t i = 0; i < n; ++i) {
       tmp[i] = fds[i];
@@ -429,8 +521,8 @@ int poll_mixed(pollfd* fds, nfds_t n, const Deadline& d, const sigset_t* sigmask
     *any_shunt = false;
     for (nfds_t i = 0; i < n; ++i) {
       short rev = tmp[i].revents;
-      if (socks[i]) {
-        uint32_t m = socks[i]->readiness() & (uint32_t(uint16_t(fds[i].events)) | kAlwaysReported);
+      if (socks[i] || eps[i]) {
+        uint32_t m = ours_ready(i);
         if (m != 0) *any_shunt = true;
         rev = short(rev | short(m));
       }
@@ -441,8 +533,7 @@ int poll_mixed(pollfd* fds, nfds_t n, const Deadline& d, const sigset_t* sigmask
   };
   auto shunt_ready = [&] {
     for (nfds_t i = 0; i < n; ++i)
-      if (socks[i] && (socks[i]->readiness() & (uint32_t(uint16_t(fds[i].events)) | kAlwaysReported)))
-        return true;
+      if ((socks[i] || eps[i]) && ours_ready(i) != 0) return true;
     return false;
   };
   bool spun = false, any = false;
@@ -507,9 +598,7 @@ int select_mixed(int nfds, fd_set* rd, fd_set* wr, fd_set* ex, const Deadline& d
     short ev = short((bit(rd, fd) ? POLLIN : 0) | (bit(wr, fd) ? POLLOUT : 0) |
                      (bit(ex, fd) ? POLLPRI : 0));
     if (ev == 0) continue;
-    FdObject* o = fd_table().peek(fd);
-    if (o != nullptr && o->kind == FdKind::kSocket && static_cast<Socket*>(o)->shunted())
-      any = true;
+    if (pollable_of_ours(fd)) any = true;
     pf.push_back(pollfd{fd, ev, 0});
   }
   if (!any) return 0;

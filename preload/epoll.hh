@@ -9,6 +9,9 @@
 // when nothing is ready sleeps on a private epoll holding the application's epfd
 // and the app doorbell.
 //
+// An epoll fd inside another (or in poll/select) is one of ours when it has members
+// of ours: its readiness adds theirs to the kernel's.
+//
 // A socket whose routing is not decided yet is registered in the kernel epoll (it
 // is a plain kernel socket until then) and remembered here; the decision moves it.
 #pragma once
@@ -23,6 +26,11 @@ namespace shunt::preload {
 
 // epoll_ctl where fd is a socket of ours (any mode but kKernel).
 int ep_ctl(Socket& s, int epfd, int op, int fd, epoll_event* ev);
+// epoll_ctl where fd is an epoll fd (one of ours: a nested epoll is readable while
+// one of its members of ours is ready, besides what the kernel reports of it).
+int ep_ctl_nested(int epfd, int op, int fd, epoll_event* ev);
+// A new epoll fd: tracked from the start, so that nesting it is followed.
+void ep_created(int epfd);
 // epoll_wait/epoll_pwait. Falls through to libc when epfd has no shunted interest.
 int ep_wait(int epfd, epoll_event* evs, int max, int timeout_ms, const sigset_t* sigmask,
             bool pwait);

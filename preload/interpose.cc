@@ -336,18 +336,26 @@ SHUNT_EXPORT ssize_t sendfile64(int out_fd, int in_fd, off64_t* offset, size_t c
 
 SHUNT_EXPORT int epoll_create(int size) {
   int r = libc().epoll_create(size);
-  if (r >= 0) fd_forget_stale(r);
+  if (r >= 0) {
+    fd_forget_stale(r);
+    ep_created(r);
+  }
   return r;
 }
 
 SHUNT_EXPORT int epoll_create1(int flags) {
   int r = libc().epoll_create1(flags);
-  if (r >= 0) fd_forget_stale(r);
+  if (r >= 0) {
+    fd_forget_stale(r);
+    ep_created(r);
+  }
   return r;
 }
 
 SHUNT_EXPORT int epoll_ctl(int epfd, int op, int fd, epoll_event* ev) {
   if (auto s = socket_at(fd)) return Ret()(ep_ctl(*s, epfd, op, fd, ev));
+  FdObject* o = fd_table().peek(fd);
+  if (o != nullptr && o->kind == FdKind::kEpoll) return Ret()(ep_ctl_nested(epfd, op, fd, ev));
   return libc().epoll_ctl(epfd, op, fd, ev);
 }
 

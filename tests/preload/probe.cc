@@ -651,6 +651,79 @@ void restart() {
   signal(SIGALRM, SIG_DFL);
 }
 
+// An epoll fd holding a shunted socket, inside another epoll and in poll/select:
+// readable while the socket is, reported once with the pipe it also holds, woken
+// from sleep, edge-triggered reporting once, and gone from the outer set once
+// closed (the kernel takes a closed fd out of every epoll).
+void nested_epoll() {
+  int l = listener(kNic, 7011);
+  int c = connect_to(kNic, 7011);
+  int s = accept(l, nullptr, nullptr);
+  CHECK(s >= 0);
+  int inner = epoll_create1(0), outer = epoll_create1(0);
+  CHECK(inner >= 0 && outer >= 0);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = 1;
+  CHECK(epoll_ctl(inner, EPOLL_CTL_ADD, s, &ev) == 0);
+  int p[2];
+  CHECK(pipe(p) == 0);
+  ev.data.u64 = 2;
+  CHECK(epoll_ctl(inner, EPOLL_CTL_ADD, p[0], &ev) == 0);
+  ev.data.u64 = 42;
+  CHECK(epoll_ctl(outer, EPOLL_CTL_ADD, inner, &ev) == 0);
+  CHECK(epoll_ctl(outer, EPOLL_CTL_ADD, inner, &ev) == -1 && errno == EEXIST);
+  CHECK(epoll_ctl(inner, EPOLL_CTL_ADD, outer, &ev) == -1 && errno == ELOOP);
+  epoll_event out[4];
+  CHECK(epoll_wait(outer, out, 4, 0) == 0);
+  pollfd pf{inner, POLLIN, 0};
+  CHECK(poll(&pf, 1, 0) == 0);
+
+  // A sleeping epoll_wait on the outer set wakes when the socket gets a byte.
+  const pid_t me = pid_t(gettid());
+  std::thread t([me, c] {
+    for (int i = 0; i < 5000 && thread_state(me) != 'S'; ++i) usleep(1000);
+    write_all(c, "x", 1);
+  });
+  int n = epoll_wait(outer, out, 4, 5000);
+  t.join();
+  CHECK(n == 1 && out[0].data.u64 == 42 && (out[0].events & EPOLLIN));
+  CHECK(poll(&pf, 1, 0) == 1 && (pf.revents & POLLIN));
+  fd_set rd;
+  FD_ZERO(&rd);
+  FD_SET(inner, &rd);
+  timeval zero{0, 0};
+  CHECK(select(inner + 1, &rd, nullptr, nullptr, &zero) == 1 && FD_ISSET(inner, &rd));
+  CHECK(epoll_wait(inner, out, 4, 0) == 1 && out[0].data.u64 == 1);
+
+  // The pipe too: still one event for the inner set, not one per half.
+  write_all(p[1], "y", 1);
+  CHECK(epoll_wait(outer, out, 4, 0) == 1 && out[0].data.u64 == 42);
+  char buf[4];
+  CHECK(read(s, buf, sizeof buf) == 1);
+  CHECK(read(p[0], buf, sizeof buf) == 1);
+  CHECK(epoll_wait(outer, out, 4, 0) == 0);
+
+  // Edge-triggered: reported once while it stays readable.
+  ev.events = EPOLLIN | EPOLLET;
+  CHECK(epoll_ctl(outer, EPOLL_CTL_MOD, inner, &ev) == 0);
+  write_all(c, "z", 1);
+  for (int i = 0; i < 5000 && epoll_wait(inner, out, 4, 0) == 0; ++i) usleep(1000);
+  CHECK(epoll_wait(outer, out, 4, 1000) == 1);
+  CHECK(epoll_wait(outer, out, 4, 0) == 0);
+
+  // Closed: out of the outer set, readable members or not.
+  close(inner);
+  CHECK(epoll_wait(outer, out, 4, 0) == 0);
+  CHECK(epoll_ctl(outer, EPOLL_CTL_DEL, inner, nullptr) == -1 && errno == EBADF);
+  close(outer);
+  close(p[0]);
+  close(p[1]);
+  close(c);
+  close(s);
+  close(l);
+}
+
 void linger_close() {
   int l = listener(kNic, 7006);
   int c = connect_to(kNic, 7006);
@@ -948,7 +1021,8 @@ int main(int argc, char** argv) {
                          {"fork", fork_accept},        {"threads", threads},
                          {"kernel_routes", kernel_routes}, {"failopen", failopen},
                          {"daemon_gone", daemon_gone}, {"other_entries", other_entries},
-                         {"linger", linger_close},     {"restart", restart}};
+                         {"linger", linger_close},     {"restart", restart},
+                         {"nested_epoll", nested_epoll}};
   for (const auto& s : scenarios) {
     if (what == s.name) {
       s.fn();

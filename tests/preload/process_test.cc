@@ -176,7 +176,7 @@ TEST_P(Shunted, Scenario) {
 INSTANTIATE_TEST_SUITE_P(Probe, Shunted,
                          ::testing::Values("basic", "epoll", "errors", "dup", "sendfile",
                                            "wildcard", "poll", "fork", "threads", "other_entries", "linger",
-                                           "restart"),
+                                           "restart", "nested_epoll"),
                          [](const auto& info) { return std::string(info.param); });
 
 // UDP (udp_probe.cc), with rings big enough for the largest datagram.
