@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 #include <numeric>
 #include <thread>
@@ -223,11 +224,18 @@ TEST(RingGeometry, TxRingGrowsUnderAConcurrentWriter) {
   ConsumerEnd daemon(&r.idx, r.bytes.data(), RingShape(GrowingRing::kReserved, 4096, &r.geometry, &r.limit),
                      0);
   constexpr uint32_t kTotal = 8u << 20;
+  // Bounded in time, not in spins: under ctest -j the other thread can be off the
+  // CPU for longer than any spin count takes.
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   std::thread writer([&] {
     std::vector<uint8_t> chunk(6000);
     uint32_t written = 0;
-    for (int spins = 0; written < kTotal && spins < 50'000'000; ++spins) {
+    while (written < kTotal && std::chrono::steady_clock::now() < give_up) {
       uint32_t n = std::min<uint32_t>({r.app.writable(), uint32_t(chunk.size()), kTotal - written});
+      if (n == 0) {
+        std::this_thread::yield();  // on a loaded machine the reader may not be running
+        continue;
+      }
       for (uint32_t i = 0; i < n; ++i) chunk[i] = pattern(written + i);
       written += r.app.write(chunk.data(), n);
     }
@@ -235,8 +243,9 @@ TEST(RingGeometry, TxRingGrowsUnderAConcurrentWriter) {
   std::vector<uint8_t> got(GrowingRing::kReserved);
   uint32_t read = 0, max_seen = 0;
   bool ok = true;
-  for (int spins = 0; read < kTotal && spins < 50'000'000 && ok; ++spins) {
-    uint32_t n = std::min(daemon.readable(), 3000u + uint32_t(spins % 5000));
+  for (uint32_t spins = 0; read < kTotal && ok && std::chrono::steady_clock::now() < give_up; ++spins) {
+    uint32_t n = std::min(daemon.readable(), 3000u + spins % 5000);
+    if (n == 0) std::this_thread::yield();
     daemon.copy_out(daemon.tail(), got.data(), n);
     for (uint32_t i = 0; i < n && ok; ++i) ok = got[i] == pattern(read + i);
     daemon.consume(n);

@@ -141,7 +141,9 @@ void Daemon::hang_up(int fd) {
     capture_client_ = -1;
   }
   if (id != kNone) {
-    detach(id, Ending::kAsKernel, "exited");  // closes fd
+    serve_last_commands(id, now_us());
+    cut_off_faulty();  // a violation among them ends it with resets, as at a turn's end
+    detach(id, Ending::kAsKernel, "exited");  // closes fd (no-op if cut off)
     return;
   }
   epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);

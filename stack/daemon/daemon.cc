@@ -1,5 +1,6 @@
 #include "daemon/daemon.hh"
 
+#include <sched.h>
 #include <sys/epoll.h>
 #include <time.h>
 #include <unistd.h>
@@ -56,6 +57,8 @@ void Daemon::run() {
     if (work != 0) {
       last_work = now;
       nap_ = kMinNap;
+    } else if (cfg_.mode == PollMode::kAdaptive && yield_to_woken()) {
+      sched_yield();
     } else if (cfg_.mode == PollMode::kAdaptive && now - last_work >= spin_budget()) {
       sleep_until_work(now);
     }
@@ -71,7 +74,7 @@ uint32_t Daemon::step(Time now) {
   sockets_.publish_events();
   port_.flush();
   cut_off_faulty();
-  ring_doorbells();
+  if (ring_doorbells() != 0) woke_app_ = true;
   if (capture_client_ >= 0) service_capture();
   if (snapshot_ != nullptr && now >= next_snapshot_) publish_snapshot(now);
   if (++turn_ % kControlEvery == 0) {
@@ -119,6 +122,19 @@ uint32_t Daemon::serve_app(uint32_t id, Time now) {
   return done;
 }
 
+// What a process posted before it went still counts, as the kernel sends what a
+// process wrote before it exited: its hang-up can reach us before its last
+// commands were served, and a fork child's kTxReady on its parent's connection,
+// lost, would leave that slot's notice raised for good (no later write sent).
+void Daemon::serve_last_commands(uint32_t id, Time now) {
+  const uint32_t most = apps_.app(id).region.queue_pairs() * abi::kQueueDepth;
+  for (uint32_t done = 0; done < most;) {
+    uint32_t n = serve_app(id, now);
+    if (n == 0 || apps_.app(id).region.violation() != Violation::kNone) break;
+    done += n;
+  }
+}
+
 void Daemon::cut_off_faulty() {
   for (size_t i = 0; i < apps_.active().size();) {
     uint32_t id = apps_.active()[i];
@@ -137,7 +153,8 @@ void Daemon::check_headers() {
   for (uint32_t id : apps_.active()) apps_.app(id).region.check_header();
 }
 
-void Daemon::ring_doorbells() {
+uint32_t Daemon::ring_doorbells() {
+  uint32_t rung = 0;
   for (uint32_t id : apps_.active()) {
     App& a = apps_.app(id);
     if (!a.dirty) continue;
@@ -147,9 +164,25 @@ void Daemon::ring_doorbells() {
     std::atomic_thread_fence(std::memory_order_seq_cst);
     if (a.region.app_waiting()) {
       uint64_t one = 1;
-      if (write(a.app_doorbell, &one, sizeof one) == ssize_t(sizeof one)) ++ctr_.doorbells_rung;
+      if (write(a.app_doorbell, &one, sizeof one) == ssize_t(sizeof one)) {
+        ++ctr_.doorbells_rung;
+        ++rung;
+      }
     }
   }
+  return rung;
+}
+
+// Sharing a core, a daemon that spins on after waking an application keeps it from
+// running when the scheduler does not preempt the spinner (a busy application has
+// run more than the daemon): once idle after a doorbell, it yields the core to what
+// it woke, then spins on (a sleep instead would cost every reply a wake-up of the
+// daemon). Measured on 2 CPUs, redis-server and shuntd on one, redis-benchmark
+// -P 16 -c 50 on the other: docs/benchmarks.md, "Spinning on two CPUs".
+bool Daemon::yield_to_woken() {
+  bool yield = woke_app_ && !cfg_.spin_while_apps_run;
+  woke_app_ = false;
+  return yield;
 }
 
 Time Daemon::spin_budget() const {

@@ -48,6 +48,9 @@ class Daemon {
   // ---- The pieces of run(), for tests ----
   static Time now_us();
   uint32_t step(Time now);           // one turn of the loop
+  // Adaptive mode, idle: whether to yield the core to an application woken since
+  // the last yield (once per wake-up; only when sharing a core).
+  bool yield_to_woken();
   void poll_control(Time timeout_us);  // control socket and doorbells, up to timeout
   std::string stats_text();
   const DaemonCounters& counters() const { return ctr_; }
@@ -62,9 +65,10 @@ class Daemon {
   // ---- The loop (daemon.cc) ----
   uint32_t serve_apps(Time now);
   uint32_t serve_app(uint32_t id, Time now);
+  void serve_last_commands(uint32_t id, Time now);
   void cut_off_faulty();
   void check_headers();
-  void ring_doorbells();
+  uint32_t ring_doorbells();  // how many were rung
   void sleep_until_work(Time now);
   // How long to poll without work before sleeping (DaemonConfig::idle_spin_us).
   Time spin_budget() const;
@@ -96,6 +100,7 @@ class Daemon {
   Time stop_deadline_ = 0;
   Time started_at_ = 0;
   Time nap_ = 0;  // current adaptive nap when the port has no wake-up descriptors
+  bool woke_app_ = false;  // a doorbell was rung since the daemon last yielded
   Time next_snapshot_ = 0;
   StatsSnapshot* snapshot_ = nullptr;
   uint32_t turn_ = 0;

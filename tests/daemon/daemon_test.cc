@@ -18,6 +18,7 @@ constexpr uint16_t kPort = 80;
 
 class DaemonTest : public ::testing::Test {
  protected:
+  explicit DaemonTest(bool shares_core = false) : rig_(4, true, shares_core) {}
   void SetUp() override { ASSERT_TRUE(rig_.started) << rig_.start_error; }
 
   // bind + listen on the NIC address: the listener's slot.
@@ -34,19 +35,38 @@ class DaemonTest : public ::testing::Test {
   }
   // The remote host connects to port; the app accepts. Returns the app's slot.
   uint32_t accept_one(TestApp& app, uint32_t listener, PlainRings& rings, ConnId* remote_conn,
-                      uint16_t remote_port = 40000, uint16_t port = kPort) {
+                      uint16_t remote_port = 40000, uint16_t port = kPort, uint64_t inode = 0) {
     Time now = Daemon::now_us();
     EXPECT_EQ(rig_.remote->connect(remote_port, kNicIp, port, abi::ProducerEnd(rings.rx()),
                                    abi::ConsumerEnd(rings.tx()), 7, now, remote_conn),
               0);
     for (int i = 0; i < 200 && app.slot(listener)->accept_ready.load() == 0; ++i) rig_.turn();
     EXPECT_EQ(app.slot(listener)->accept_ready.load(), 1u);
-    abi::Completion c = rig_.call(app, command(abi::Op::kAccept, listener));
+    abi::Command a = command(abi::Op::kAccept, listener);
+    a.arg2 = inode;  // the placeholder's, which a fork child proves it holds
+    abi::Completion c = rig_.call(app, a);
     EXPECT_EQ(c.result, 0);
     EXPECT_EQ(ntohl(c.remote_ip), kRemoteIp);
     return c.slot;
   }
   TcpState remote_state(ConnId c) const { return rig_.remote->tcb(c).state; }
+
+  // As a fork child claims a socket of its parent's by sending its fd (the
+  // placeholder): the child's slot, or kNoSlot.
+  uint32_t inherit(TestApp& child, const TestApp& parent, uint32_t parent_slot, int fd) {
+    ctl::Request req{};
+    req.type = uint32_t(ctl::Type::kInherit);
+    req.abi_version = abi::kVersion;
+    req.count = 1;
+    req.parent_region = parent.hdr->region_id;
+    req.parent_slots[0] = parent_slot;
+    EXPECT_EQ(scm::send(child.ctl, &req, sizeof req, &fd, 1), ssize_t(sizeof req));
+    rig_.daemon->poll_control(1000);
+    ctl::InheritReply reply{};
+    int nfds = 0;
+    EXPECT_EQ(scm::recv(child.ctl, &reply, sizeof reply, nullptr, 0, &nfds), ssize_t(sizeof reply));
+    return reply.slots[0];
+  }
 
   // An application serving one connection from the remote host.
   struct Served {
@@ -74,8 +94,38 @@ class DaemonTest : public ::testing::Test {
     return s.app->rx(s.slot).readable() == before + text.size();
   }
 
+  // Whether shuntd, idle right after the remote host's bytes reached a waiting
+  // application, would yield its core to it.
+  bool yields_after_waking() {
+    auto srv = serve_one();
+    if (!srv->app) return false;
+    srv->app->hdr->app_waiters.store(1);  // a thread blocked on the app doorbell
+    EXPECT_FALSE(rig_.daemon->yield_to_woken()) << "nobody woken yet";
+    uint64_t rung = rig_.stat("daemon.doorbells");
+    EXPECT_TRUE(remote_sends(*srv, "hello"));
+    EXPECT_GT(rig_.stat("daemon.doorbells"), rung);
+    bool yields = rig_.daemon->yield_to_woken();
+    EXPECT_FALSE(rig_.daemon->yield_to_woken()) << "once per wake-up";
+    return yields;
+  }
+
   DaemonRig rig_;
 };
+
+// As on two CPUs: shuntd shares a core with the applications.
+class SharedCore : public DaemonTest {
+ protected:
+  SharedCore() : DaemonTest(true) {}
+};
+
+// Sharing a core, a daemon spinning on after it woke an application may keep the
+// application from running: it yields the core once. With a core to spare it spins.
+TEST_F(SharedCore, AfterWakingAnApplicationTheDaemonYieldsItsCore) {
+  EXPECT_TRUE(yields_after_waking());
+}
+TEST_F(DaemonTest, WithACoreToSpareTheDaemonSpinsOnAfterWakingAnApplication) {
+  EXPECT_FALSE(yields_after_waking());
+}
 
 TEST_F(DaemonTest, AttachHandsOverASealedRegionLaidOut) {
   auto app = rig_.attach();
@@ -265,6 +315,52 @@ TEST_F(DaemonTest, DeadApplicationsConnectionsEndAsTheKernelEndsThem) {
   EXPECT_EQ(rig_.stat("daemon.zombie_slots"), 0u);
 }
 
+// A process that writes and exits at once has its bytes sent, as the kernel sends
+// what a process wrote before it exited, even when its hang-up reaches shuntd
+// before its last commands were served. A fork child writing on its parent's
+// connection (`printf … >&3` in a shell) is where that matters: the parent
+// still holds the socket, and a lost kTxReady would leave the slot's notice
+// raised for good, so no later write would ever be sent either.
+TEST_F(DaemonTest, WhatAForkChildWroteBeforeItExitedIsSent) {
+  auto parent = rig_.attach();
+  ASSERT_TRUE(parent);
+  uint32_t l = listen_on(*parent);
+  int placeholder = socket(AF_INET, SOCK_STREAM, 0);
+  struct stat st;
+  ASSERT_EQ(fstat(placeholder, &st), 0);
+  PlainRings rings;
+  ConnId remote;
+  uint32_t pslot = accept_one(*parent, l, rings, &remote, 40000, kPort, st.st_ino);
+  auto child = rig_.attach();
+  ASSERT_TRUE(child);
+  uint32_t cslot = inherit(*child, *parent, pslot, placeholder);
+  ASSERT_NE(cslot, abi::kNoSlot);
+  auto write_and_notify = [&](TestApp& writer, uint32_t slot, const std::string& text) {
+    // The bytes go into the ring owner's (the parent's) ring, as after fork.
+    ASSERT_EQ(parent->tx(pslot).write(text.data(), uint32_t(text.size())), text.size());
+    if (parent->slot(pslot)->tx_notice.exchange(1) == 0) {
+      ASSERT_TRUE(writer.push(command(abi::Op::kTxReady, slot)));
+    }
+  };
+  auto remote_gets = [&](size_t n) {  // up to a second: Nagle waits for the ACK
+    std::string got;
+    for (int i = 0; i < 2000 && got.size() < n; ++i) {
+      rig_.turn();
+      got += rings.read();
+      if (got.size() < n) usleep(500);
+    }
+    return got;
+  };
+  write_and_notify(*child, cslot, "GET / HTTP/1.0\r\n\r\n");
+  child->close_ctl();               // gone before the daemon's next turn
+  rig_.daemon->poll_control(1000);  // the hang-up is seen first
+  EXPECT_EQ(remote_gets(18), "GET / HTTP/1.0\r\n\r\n");
+  write_and_notify(*parent, pslot, "more");
+  EXPECT_EQ(remote_gets(4), "more") << "the parent's own writes go on";
+  EXPECT_EQ(remote_state(remote), TcpState::kEstablished) << "the parent still holds it";
+  close(placeholder);
+}
+
 TEST_F(DaemonTest, InheritNeedsThePlaceholdersInode) {
   auto parent = rig_.attach();
   auto child = rig_.attach();
@@ -278,20 +374,7 @@ TEST_F(DaemonTest, InheritNeedsThePlaceholdersInode) {
   b.arg2 = st.st_ino;
   abi::Completion bc = rig_.call(*parent, b);
   ASSERT_EQ(bc.result, 0);
-  auto claim = [&](int fd) {
-    ctl::Request req{};
-    req.type = uint32_t(ctl::Type::kInherit);
-    req.abi_version = abi::kVersion;
-    req.count = 1;
-    req.parent_region = parent->hdr->region_id;
-    req.parent_slots[0] = bc.slot;
-    EXPECT_EQ(scm::send(child->ctl, &req, sizeof req, &fd, 1), ssize_t(sizeof req));
-    rig_.daemon->poll_control(1000);
-    ctl::InheritReply reply{};
-    int nfds = 0;
-    EXPECT_EQ(scm::recv(child->ctl, &reply, sizeof reply, nullptr, 0, &nfds), ssize_t(sizeof reply));
-    return reply.slots[0];
-  };
+  auto claim = [&](int fd) { return inherit(*child, *parent, bc.slot, fd); };
   int other = socket(AF_INET, SOCK_STREAM, 0);
   EXPECT_EQ(claim(other), abi::kNoSlot) << "a socket it does not hold";
   uint32_t mine = claim(placeholder);

@@ -162,7 +162,8 @@ inline abi::Command command(abi::Op op, uint32_t slot = abi::kNoSlot, uint64_t c
 class DaemonRig {
  public:
   // small: regions of 16 slots and 16 KiB rings; else shuntd's own defaults.
-  explicit DaemonRig(uint32_t max_apps = 4, bool small = true) {
+  // shares_core: as on two CPUs (shuntd spins only while an application waits).
+  explicit DaemonRig(uint32_t max_apps = 4, bool small = true, bool shares_core = false) {
     if (g_log_level > 0) g_log_level = 0;  // attach/detach lines would drown the test's output
     char dir[] = "/tmp/shunt-daemon-test.XXXXXX";
     rundir = mkdtemp(dir);
@@ -176,6 +177,7 @@ class DaemonRig {
       cfg.queue_pairs = 2;
     }
     cfg.mode = PollMode::kBusy;
+    cfg.spin_while_apps_run = !shares_core;
     EngineConfig ec;
     ec.mac = port.mac();
     ec.ip = kNicIp;
