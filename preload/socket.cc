@@ -378,7 +378,9 @@ namespace {
 // SO_LINGER {1, t > 0}, as Linux's: closing the last descriptor of a connection
 // blocks until the peer acknowledged every byte written (the tx ring is empty:
 // shuntd frees bytes as they are acknowledged), the connection ends, or t passes;
-// a signal ends the wait early. The FIN goes after, with kClose.
+// a signal ends the wait early. The FIN goes after, with kClose. shuntd rings for
+// freed room only while a ring is filling up (as Linux's SOCK_NOSPACE), not when
+// it empties, so this rare wait looks again every millisecond.
 void linger_on_close(Socket& s) {
   if (s.linger_ns <= 0 || s.datagram || s.mode.load(std::memory_order_acquire) != Mode::kShunted ||
       !s.tx.valid() || s.region == nullptr || s.refs.load(std::memory_order_acquire) != 1)
@@ -387,7 +389,11 @@ void linger_on_close(Socket& s) {
     SlotSnapshot v = view(s);
     return s.tx.readable() == 0 || (v.flags & abi::kFlagReset) || v.state == uint32_t(SlotState::kClosed);
   };
-  if (!sent_or_over()) rt().wait(*s.region, sent_or_over, Deadline::after_ns(s.linger_ns));
+  const Deadline d = Deadline::after_ns(s.linger_ns);
+  while (!sent_or_over() && !d.passed()) {
+    Deadline slice{std::min(d.at, Deadline::now() + 1000000)};
+    if (rt().wait(*s.region, sent_or_over, slice) != Wake::kTimeout) return;
+  }
 }
 
 }  // namespace
@@ -920,14 +926,21 @@ int sock_getsockopt(Socket& s, int fd, int level, int name, void* val, socklen_t
       }
       case SO_ACCEPTCONN:
         return put_int(val, len, s.listening.load() ? 1 : 0);
-      // What the rings may hold now, doubled as Linux reports its buffers (half of
-      // them is bookkeeping there); a socket without rings asks its placeholder.
+      // What the rings may hold, doubled as Linux reports its buffers (half of
+      // them is bookkeeping there): the size the application set (shuntd applies
+      // it after the call returns; Linux's answer is at once), else what they hold
+      // now, autotuned. A socket without rings asks its placeholder.
       case SO_RCVBUF:
-        if (s.rx.valid()) return put_int(val, len, int(std::min<uint64_t>(2ull * s.rx.capacity(), INT_MAX)));
-        break;
-      case SO_SNDBUF:
-        if (s.tx.valid()) return put_int(val, len, int(std::min<uint64_t>(2ull * s.tx.capacity(), INT_MAX)));
-        break;
+      case SO_SNDBUF: {
+        const bool rcv = name == SO_RCVBUF;
+        const abi::ByteRing& ring = rcv ? s.rx : s.tx;
+        if (!ring.valid()) break;
+        const uint32_t o = uint32_t(rcv ? abi::SockOption::kRcvBuf : abi::SockOption::kSndBuf);
+        uint64_t bytes = (s.option_set & (1u << o)) != 0
+                             ? std::clamp<uint64_t>(uint64_t(s.option_value[o]), 1, ring.reserved())
+                             : ring.capacity();
+        return put_int(val, len, int(std::min<uint64_t>(2 * bytes, INT_MAX)));
+      }
       default:
         break;
     }

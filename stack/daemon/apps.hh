@@ -63,6 +63,27 @@ class AppRegistry {
   const App& app(uint32_t id) const { return apps_[id]; }
   // The attached applications, in attach order: what the loop polls.
   const std::vector<uint32_t>& active() const { return active_; }
+  // Completions or slot changes for `id` since its last doorbell. An application
+  // that is gone can still be marked while its region is in use: a fork child
+  // reading a connection's rings in its exited parent's region waits on the
+  // parent's doorbell.
+  void mark_dirty(uint32_t id) {
+    if (!apps_[id].dirty) {
+      apps_[id].dirty = true;
+      dirty_.push_back(id);
+    }
+  }
+  // The marked ones, each once (an id reused since it was marked may appear
+  // with its flag clear: skip it), then the list empties.
+  template <typename F>
+  void take_dirty(F&& f) {
+    for (uint32_t id : dirty_) {
+      if (!apps_[id].dirty) continue;
+      apps_[id].dirty = false;
+      f(id);
+    }
+    dirty_.clear();
+  }
   uint32_t regions_in_use() const;
 
   // A new application: a region (sealed memfd) and two doorbells. Returns its id,
@@ -93,6 +114,7 @@ class AppRegistry {
   uint32_t initial_ring_;
   std::vector<App> apps_;
   std::vector<uint32_t> active_;
+  std::vector<uint32_t> dirty_;
 };
 
 }  // namespace shunt

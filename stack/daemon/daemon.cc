@@ -111,7 +111,7 @@ uint32_t Daemon::serve_app(uint32_t id, Time now) {
       if (cmds[i].op == uint16_t(abi::Op::kTcpInfo) && c.result == 0) region.write_reply(q, info);
       if (reply) {
         if (!region.complete(q, c)) break;  // a violation: cut off at the end of the turn
-        app.dirty = true;
+        apps_.mark_dirty(id);
       }
     }
     done += n;
@@ -155,10 +155,9 @@ void Daemon::check_headers() {
 
 uint32_t Daemon::ring_doorbells() {
   uint32_t rung = 0;
-  for (uint32_t id : apps_.active()) {
+  apps_.take_dirty([&](uint32_t id) {
     App& a = apps_.app(id);
-    if (!a.dirty) continue;
-    a.dirty = false;
+    if (!a.in_use) return;
     // Pairs with the application's seq_cst app_waiters increment before it
     // re-checks its condition (docs/abi.md "Queue pairs").
     std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -169,7 +168,7 @@ uint32_t Daemon::ring_doorbells() {
         ++rung;
       }
     }
-  }
+  });
   return rung;
 }
 

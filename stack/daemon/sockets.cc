@@ -405,10 +405,10 @@ void SocketTable::kill_socket(uint32_t s, Time now) {
     default: break;
   }
   // Holders in other processes read the ring owner's slot: tell them there.
-  if (rings.app != kNone && apps_.app(rings.app).active) {
+  if (rings.app != kNone && apps_.app(rings.app).in_use) {
     apps_.app(rings.app).region.publish_conn(
         rings.slot, abi::SlotState::kClosed, abi::kFlagReset | abi::kFlagPeerFin, ECONNRESET);
-    touch(rings.app);
+    touch_holders(sock);
   }
   release_port(s);
   sock.kind = Kind::kDead;
@@ -446,7 +446,9 @@ void SocketTable::publish_events() {
       if (sock.holders.empty()) free_socket(s);
       return;
     }
-    if (h.app == kNone || apps_.app(h.app).slots[h.slot].zombie) return;
+    // A closed ring owner's slot still tells the other holders (a fork child
+    // serving a connection its parent closed or left by exiting).
+    if (h.app == kNone || (apps_.app(h.app).slots[h.slot].zombie && sock.holders.empty())) return;
     if (ev & kEvWindowLow) {
       AppRegion& region = apps_.app(h.app).region;
       region.want_rx_drain(h.slot, true);
@@ -464,7 +466,7 @@ void SocketTable::publish_events() {
 void SocketTable::publish_conn(uint32_t s) {
   Socket& sock = sockets_[s];
   const Holder h = sock.rings;
-  if (h.app == kNone || !apps_.app(h.app).active) return;
+  if (h.app == kNone || !apps_.app(h.app).in_use) return;  // in use: see publish_events
   const Tcb& t = engine_.tcb(sock.conn);
   abi::SlotState st = abi::SlotState::kConnected;
   if (t.state == TcpState::kSynSent || t.state == TcpState::kSynReceived)
@@ -476,7 +478,7 @@ void SocketTable::publish_conn(uint32_t s) {
   if (t.error != 0) flags |= abi::kFlagReset;
   if (t.fin_queued) flags |= abi::kFlagWriteShut;
   apps_.app(h.app).region.publish_conn(h.slot, st, flags, t.error);
-  touch(h.app);
+  touch_holders(sock);
 }
 
 void SocketTable::publish_listener(uint32_t s) {

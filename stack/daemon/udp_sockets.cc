@@ -69,7 +69,7 @@ int SocketTable::do_udp_connect(uint32_t app, const abi::Command& cmd, abi::Comp
   }
   engine_.udp().connect(sock.udp, dst, dst == 0 ? 0 : ntohs(cmd.port));
   const Holder h = sock.rings;
-  if (h.app != kNone && apps_.app(h.app).active) {
+  if (h.app != kNone && apps_.app(h.app).in_use) {
     apps_.app(h.app).region.set_state(h.slot, state);
     touch(h.app);
   }
@@ -131,7 +131,7 @@ void SocketTable::udp_tx_ready(uint32_t s, Time now) {
   }
   if (done > 0) {
     region.bump(h.slot);  // room for writers that wait
-    touch(h.app);
+    touch_holders(sock);
   }
 }
 
@@ -140,11 +140,11 @@ void SocketTable::publish_udp_events() {
     uint32_t s = uint32_t(user - 1);
     if (s >= sockets_.size() || sockets_[s].kind != Kind::kUdp) return;
     const Holder h = sockets_[s].rings;
-    if (h.app == kNone || !apps_.app(h.app).active) return;
+    if (h.app == kNone || !apps_.app(h.app).in_use) return;  // a fork child may read it
     AppRegion& region = apps_.app(h.app).region;
     if (ev & kUdpEvError) region.post_error(h.slot, err);
     else region.bump(h.slot);
-    touch(h.app);
+    touch_holders(sockets_[s]);
   });
 }
 

@@ -84,6 +84,34 @@ class DaemonTest : public ::testing::Test {
     s->slot = accept_one(*s->app, s->listener, s->rings, &s->remote);
     return s;
   }
+  // A parent serving one connection from the remote host and a fork child that
+  // inherited it (the ring owner stays the parent). child is null on failure.
+  struct Forked {
+    std::unique_ptr<TestApp> parent, child;
+    uint32_t pslot = 0, cslot = 0;
+    PlainRings rings;
+    ConnId remote = kInvalidId;
+    int placeholder = -1;
+    ~Forked() {
+      if (placeholder >= 0) close(placeholder);
+    }
+  };
+  std::unique_ptr<Forked> fork_one() {
+    auto f = std::make_unique<Forked>();
+    f->parent = rig_.attach();
+    if (!f->parent) return f;
+    uint32_t l = listen_on(*f->parent);
+    f->placeholder = socket(AF_INET, SOCK_STREAM, 0);
+    struct stat st;
+    if (fstat(f->placeholder, &st) != 0) return f;
+    f->pslot = accept_one(*f->parent, l, f->rings, &f->remote, 40000, kPort, st.st_ino);
+    auto child = rig_.attach();
+    if (!child) return f;
+    f->cslot = inherit(*child, *f->parent, f->pslot, f->placeholder);
+    if (f->cslot != abi::kNoSlot) f->child = std::move(child);
+    return f;
+  }
+
   // The remote host sends text; true once the application's rx ring holds it all.
   bool remote_sends(Served& s, const std::string& text) {
     uint32_t before = s.app->rx(s.slot).readable();
@@ -322,19 +350,13 @@ TEST_F(DaemonTest, DeadApplicationsConnectionsEndAsTheKernelEndsThem) {
 // still holds the socket, and a lost kTxReady would leave the slot's notice
 // raised for good, so no later write would ever be sent either.
 TEST_F(DaemonTest, WhatAForkChildWroteBeforeItExitedIsSent) {
-  auto parent = rig_.attach();
-  ASSERT_TRUE(parent);
-  uint32_t l = listen_on(*parent);
-  int placeholder = socket(AF_INET, SOCK_STREAM, 0);
-  struct stat st;
-  ASSERT_EQ(fstat(placeholder, &st), 0);
-  PlainRings rings;
-  ConnId remote;
-  uint32_t pslot = accept_one(*parent, l, rings, &remote, 40000, kPort, st.st_ino);
-  auto child = rig_.attach();
-  ASSERT_TRUE(child);
-  uint32_t cslot = inherit(*child, *parent, pslot, placeholder);
-  ASSERT_NE(cslot, abi::kNoSlot);
+  auto f = fork_one();
+  ASSERT_TRUE(f->child);
+  TestApp* parent = f->parent.get();
+  TestApp* child = f->child.get();
+  const uint32_t pslot = f->pslot, cslot = f->cslot;
+  PlainRings& rings = f->rings;
+  const ConnId remote = f->remote;
   auto write_and_notify = [&](TestApp& writer, uint32_t slot, const std::string& text) {
     // The bytes go into the ring owner's (the parent's) ring, as after fork.
     ASSERT_EQ(parent->tx(pslot).write(text.data(), uint32_t(text.size())), text.size());
@@ -358,8 +380,58 @@ TEST_F(DaemonTest, WhatAForkChildWroteBeforeItExitedIsSent) {
   write_and_notify(*parent, pslot, "more");
   EXPECT_EQ(remote_gets(4), "more") << "the parent's own writes go on";
   EXPECT_EQ(remote_state(remote), TcpState::kEstablished) << "the parent still holds it";
-  close(placeholder);
 }
+
+// A fork child serving a connection its parent closed (accept, fork, close: the
+// classic forking server) or left by exiting reads the rings in the parent's
+// region: what the peer does still reaches the ring owner's slot, and the child
+// is woken where it sleeps: on the parent's doorbell in a blocking call on those
+// rings, on its own in poll, select or epoll.
+enum class ParentGoes { kCloses, kExits };
+enum class ChildWaits { kInACall, kInPoll };
+class ForkChildAlone : public DaemonTest,
+                       public ::testing::WithParamInterface<std::tuple<ParentGoes, ChildWaits>> {};
+
+TEST_P(ForkChildAlone, StillHearsThePeer) {
+  const auto [goes, waits] = GetParam();
+  auto f = fork_one();
+  ASSERT_TRUE(f->child);
+  TestApp* parent = f->parent.get();
+  TestApp* child = f->child.get();
+  const uint32_t pslot = f->pslot;
+  PlainRings& rings = f->rings;
+  const ConnId remote = f->remote;
+  if (goes == ParentGoes::kExits) {
+    parent->close_ctl();
+    rig_.daemon->poll_control(1000);
+    ASSERT_EQ(rig_.stat("apps.active"), 1u);
+  } else {
+    ASSERT_TRUE(parent->push(command(abi::Op::kClose, pslot)));  // posted, no completion
+  }
+  rig_.turns(5);
+  TestApp& sleeps_on = waits == ChildWaits::kInACall ? *parent : *child;
+  sleeps_on.hdr->app_waiters.store(1);
+  uint64_t count = 0;
+  while (read(sleeps_on.app_bell, &count, sizeof count) > 0) {
+  }  // earlier rings
+  rings.tx().write("bye", 3);
+  rig_.remote->tx_ready(remote);
+  rig_.remote->close(remote, false, Daemon::now_us());
+  for (int i = 0; i < 50 && (parent->slot(pslot)->flags.load() & abi::kFlagPeerFin) == 0; ++i)
+    rig_.turn();
+  EXPECT_EQ(parent->rx(pslot).readable(), 3u);
+  EXPECT_NE(parent->slot(pslot)->flags.load() & abi::kFlagPeerFin, 0u) << "the FIN is published";
+  EXPECT_EQ(read(sleeps_on.app_bell, &count, sizeof count), ssize_t(sizeof count))
+      << "the doorbell the child sleeps on rang";
+}
+INSTANTIATE_TEST_SUITE_P(
+    ParentClosesOrExits, ForkChildAlone,
+    ::testing::Combine(::testing::Values(ParentGoes::kCloses, ParentGoes::kExits),
+                       ::testing::Values(ChildWaits::kInACall, ChildWaits::kInPoll)),
+    [](const auto& info) {
+      return std::string(std::get<0>(info.param) == ParentGoes::kExits ? "ParentExits" : "ParentCloses") +
+             (std::get<1>(info.param) == ChildWaits::kInPoll ? "ChildPolls" : "ChildReads");
+    });
 
 TEST_F(DaemonTest, InheritNeedsThePlaceholdersInode) {
   auto parent = rig_.attach();
