@@ -55,7 +55,10 @@ void Daemon::run() {
       if (stop_done(now)) break;
     }
     if (work != 0) {
-      last_work = now;
+      // From the end of the turn: a turn's transmit kick can itself take longer
+      // than the spin budget (on a veth the peer's receive runs inside it), and
+      // counting from its start slept at once after every answer sent.
+      last_work = now_us();
       nap_ = kMinNap;
     } else if (cfg_.mode == PollMode::kAdaptive && yield_to_woken()) {
       sched_yield();
