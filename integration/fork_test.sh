@@ -7,10 +7,9 @@
 #
 # Asserts:
 # - socat TCP-LISTEN,fork under shunt (the classic forking server: accept, fork,
-#   the parent closes its copy and accepts again) echoes 1 MiB on each of several
-#   connections from kernel-side socat clients, byte for byte (sha256), the child
-#   blocking for data and for room many times after its parent closed the socket;
-#   afterwards shuntd holds only the listener.
+#   the parent closes its copy and accepts again) echoes 1 MiB on each of three
+#   connections from kernel-side socat clients, byte for byte (sha256): through a
+#   64 KiB pipe, the child cannot take it all before its parent closed the socket.
 # - a shell that opens /dev/tcp and exits at once, leaving a background subshell
 #   with the socket: the subshell (and the cat it runs) fetch 1 MiB from a kernel
 #   nginx through the exited shell's rings, byte for byte.
@@ -57,7 +56,8 @@ done
 kill "$server_pid" 2>/dev/null
 wait "$server_pid" 2>/dev/null
 server_pid=
-grep -q "forked off child process" "$IT_TMP/socat.log" && it_pass "socat forked a child per connection"
+it_check "socat forked a child per connection (3)" \
+  test "$(grep -c "forked off child process" "$IT_TMP/socat.log")" = 3
 
 # ---- the socket's first holder exits, a background subshell goes on with it ----
 nginx_site "$ksite" "$kip" 8000

@@ -29,6 +29,7 @@ std::string read_comm(pid_t pid) {
 AppRegistry::AppRegistry(uint32_t max_apps, const abi::Layout& layout, uint32_t initial_ring)
     : layout_(layout), initial_ring_(initial_ring), apps_(max_apps) {
   active_.reserve(max_apps);
+  dirty_.reserve(2 * size_t(max_apps));  // each id once, plus a reused id's stale entry: no growth in the loop
 }
 
 uint32_t AppRegistry::regions_in_use() const {
