@@ -14,6 +14,7 @@ packages=(
   redis-server redis-tools           # redis-server, redis-benchmark, redis-cli (integration)
   sockperf iperf3 python3-matplotlib # bench/run.sh: latency, bulk, the report's plots
   tshark python3                     # reading shunt capture files; telemetry client
+  python3-scapy                      # integration.attack: crafted packets
   procps coreutils util-linux        # ps, timeout, sha256sum, flock
 )
 

@@ -137,7 +137,8 @@ struct Tcb {
     tcp::SeqNum una, nxt, wl1, wl2;
     tcp::SeqNum max;  // highest sequence number sent + 1; snd.nxt goes back on RTO
     uint32_t wnd = 0;
-    uint16_t mss = 536;  // peer's MSS (RFC 9293 3.7.1 default)
+    uint32_t max_wnd = 0;  // largest window the peer offered before wnd (MAX.SND.WND)
+    uint16_t mss = 536;    // peer's MSS (RFC 9293 3.7.1 default)
   } snd;
   struct {
     tcp::SeqNum nxt;

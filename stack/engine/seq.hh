@@ -12,6 +12,7 @@ class SeqNum {
   constexpr uint32_t raw() const { return v_; }
 
   constexpr SeqNum operator+(uint32_t n) const { return SeqNum(v_ + n); }
+  constexpr SeqNum operator-(uint32_t n) const { return SeqNum(v_ - n); }
   constexpr SeqNum& operator+=(uint32_t n) { v_ += n; return *this; }
   // Distance from `o` to this, as a signed quantity (valid within 2^31).
   constexpr int32_t operator-(SeqNum o) const { return int32_t(v_ - o.v_); }

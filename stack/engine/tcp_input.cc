@@ -65,7 +65,13 @@ Drop Engine::listen_input(Listener& l, ListenerId lid, const TcpSegment& seg, Ti
   // Linux drops SYNs while the accept queue is full: the client retries later.
   if (l.queued >= l.backlog) return Drop::kTcpBacklogFull;
   uint32_t syn_queue = l.pending - l.queued;
-  bool no_room = syn_queue >= l.backlog || staging_free_.empty() ||
+  // With cookies, half-open children may hold only half of the staging rings: the
+  // rest is kept for handshakes that complete, so that under a SYN flood a
+  // cookie's ACK still finds a ring (else real clients wait for the flood's
+  // SYN-ACKs to time out).
+  bool rings_low = cfg_.syn_cookies ? staging_free_.size() <= cfg_.staging_buffers / 2
+                                    : staging_free_.empty();
+  bool no_room = syn_queue >= l.backlog || rings_low ||
                  (free_head_ == kInvalidId && tw_head_ == kInvalidId);
   if (no_room) {
     if (!cfg_.syn_cookies) return syn_queue >= l.backlog ? Drop::kTcpBacklogFull : Drop::kTcpNoMemory;
@@ -480,6 +486,12 @@ Drop Engine::process_ack(ConnId c, const TcpSegment& seg, Time now) {
     ack_now(c);
     return Drop::kTcpBadAck;
   }
+  // RFC 5961 5.2: an ACK older than any window we could have sent in is a blind
+  // guess; its data must not be taken.
+  if (ack < t.snd.una - std::max(t.snd.max_wnd, t.snd.wnd)) {
+    challenge_ack(c, now);
+    return Drop::kTcpBadAck;
+  }
   bool new_sack = t.sack_ok && seg.sack_count != 0 && take_sack(t, seg, now);
   uint32_t wnd = uint32_t(seg.window) << t.snd_wscale;
   bool advanced = t.snd.una < ack;
@@ -495,6 +507,7 @@ Drop Engine::process_ack(ConnId c, const TcpSegment& seg, Time now) {
   // Window update: only from a newer segment.
   if (t.snd.wl1 < seq || (t.snd.wl1 == seq && t.snd.wl2 <= ack)) {
     if (wnd > t.snd.wnd) queue_output(c);
+    t.snd.max_wnd = std::max(t.snd.max_wnd, t.snd.wnd);
     t.snd.wnd = wnd;
     t.snd.wl1 = seq;
     t.snd.wl2 = ack;

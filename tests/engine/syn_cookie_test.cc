@@ -262,5 +262,30 @@ TEST_F(SynCookie, NoCookieWhileTheSynQueueHasRoom) {
   EXPECT_NE(child(), kInvalidId) << "a normal SYN-RECEIVED child";
 }
 
+// A spoofed SYN flood on a listener whose backlog exceeds the staging rings (8;
+// the fixture's two half-open children hold two): half-open children stop at
+// half of the rings and cookies answer the rest, so a real client's handshake
+// completes and is accepted during the flood.
+TEST_F(SynCookie, RealClientsAreAcceptedWhileAFloodFillsTheSynQueue) {
+  constexpr uint16_t kPort = kLocalPort + 1;
+  ListenerId lid = kInvalidId;
+  ASSERT_EQ(eng().listen(kPort, 64, kListenUser, &lid), 0);
+  for (uint16_t port = 3000; port < 3040; ++port)
+    ASSERT_EQ(recv(Seg{.src_port = port, .dst_port = kPort, .seq = 7, .flags = kSyn, .mss = 1460}),
+              Drop::kNone);
+  sent();
+  EXPECT_EQ(eng().live_connections(), 4u) << "half of the 8 staging rings";
+  EXPECT_EQ(eng().counters().tcp_syn_cookies_sent, 38u);
+  ASSERT_EQ(recv(Seg{.dst_port = kPort, .seq = kRemoteIsn, .flags = kSyn, .mss = 1460}),
+            Drop::kNone);
+  Seg sa = sent_one();
+  ASSERT_EQ(sa.flags, kSyn | kAck);
+  EXPECT_EQ(recv(Seg{.dst_port = kPort, .seq = kRemoteIsn + 1, .ack = sa.seq + 1, .flags = kAck,
+                     .window = 1000}),
+            Drop::kNone);
+  EXPECT_EQ(eng().counters().tcp_syn_cookies_accepted, 1u);
+  EXPECT_NE(eng().accept(lid), kInvalidId) << "the real client's connection";
+}
+
 }  // namespace
 }  // namespace shunt::test

@@ -275,6 +275,24 @@ TEST_F(Established, SynGetsChallengeAck) {
   EXPECT_EQ(tcb().state, TcpState::kEstablished);
 }
 
+// RFC 5961 5.2: a blind injector who guessed the sequence number but not the
+// acknowledgement; the data must not be taken.
+TEST_F(Established, DataWithAnAckOlderThanAnyWindowGetsChallengeAck) {
+  EXPECT_EQ(recv(Seg{.seq = rcv(0), .ack = snd(0) - (1u << 30), .flags = kAck | kPsh,
+                     .payload = "evil"}),
+            Drop::kTcpBadAck);
+  Seg ack = sent_one();
+  EXPECT_EQ(ack.flags, kAck);
+  EXPECT_EQ(ack.ack, rcv(0));
+  EXPECT_EQ(app_->read(), "");
+  EXPECT_EQ(eng().counters().tcp_challenge_acks, 1u);
+  // Old by less than the window the peer offered (65535): only old, data taken.
+  EXPECT_EQ(recv(Seg{.seq = rcv(0), .ack = snd(0) - 60000, .flags = kAck | kPsh,
+                     .payload = "fine"}),
+            Drop::kNone);
+  EXPECT_EQ(app_->read(), "fine");
+}
+
 // ---- Sending ----
 
 TEST_F(Established, DataOutIsCutIntoMssSegments) {

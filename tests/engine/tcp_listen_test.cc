@@ -235,15 +235,20 @@ TEST_F(ListenNoCookiesTest, OutOfStagingBuffers) {
   expect_silent();
 }
 
+// With cookies, half-open children take at most half of the 8 staging rings; the
+// rest waits for handshakes that complete (SynCookie.RealClientsAreAccepted...).
 TEST_F(ListenTest, OutOfStagingBuffersAnswersWithACookie) {
   ListenerId l2;
   ASSERT_EQ(eng().listen(81, 100, 1, &l2), 0);
-  for (uint16_t p = 0; p < 8; ++p)
+  for (uint16_t p = 0; p < 4; ++p)
     recv(Seg{.src_port = uint16_t(2000 + p), .dst_port = 81, .seq = 1, .flags = kSyn});
   sent();
+  EXPECT_EQ(eng().live_connections(), 4u);
+  EXPECT_EQ(eng().counters().tcp_syn_cookies_sent, 0u);
   EXPECT_EQ(recv(Seg{.src_port = 3000, .dst_port = 81, .seq = 1, .flags = kSyn}), Drop::kNone);
   EXPECT_EQ(sent_one().flags, kSyn | kAck);
   EXPECT_EQ(eng().counters().tcp_syn_cookies_sent, 1u);
+  EXPECT_EQ(eng().live_connections(), 4u);
 }
 
 TEST_F(ListenTest, RetransmittedSynGetsSameSynAck) {
