@@ -13,7 +13,7 @@
 #     address: 4 MiB each way byte-exact, the server's peer address is the client's
 #     local one, close gives EOF; a port nobody listens on refuses (ECONNREFUSED);
 #  3. shunt stat: the traffic looped (ip.looped_frames), none dropped at the loop,
-#     no retransmission, and the NIC sent next to nothing for it.
+#     no retransmission for a loss (fast or SACK), and the NIC sent next to nothing.
 set -uo pipefail
 # shellcheck source=integration/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -110,7 +110,12 @@ looped=$(delta ip.looped_frames)
 tx=$(delta port.tx_packets)
 it_check "shunt stat: ip.looped_frames +$looped (>= 12000: 16 MiB and 4 MiB twice)" test "$looped" -ge 12000
 it_check "shunt stat: drop.loopback_full +$(delta drop.loopback_full)" test "$(delta drop.loopback_full)" = 0
-it_check "shunt stat: tcp.retransmits +$(delta tcp.retransmits)" test "$(delta tcp.retransmits)" = 0
+# Nothing is lost in the loop, so nothing is retransmitted for a loss (fast or SACK
+# retransmits). A timer may still fire (a tail loss probe, an RTO) when shuntd is
+# descheduled for longer than a probe's timeout, as on a busy two-core machine.
+for_loss=$(($(delta tcp.fast_retransmits) + $(delta tcp.sack_retransmits)))
+it_check "shunt stat: no retransmission for a loss ($for_loss; timer-driven: $(delta tcp.tail_loss_probes) probes, $(delta tcp.rto_expired) RTOs)" \
+  test "$for_loss" = 0
 it_check "shunt stat: the NIC sent $tx packets meanwhile (< 100)" test "$tx" -lt 100
 
 ((it_failures == 0)) || show_logs

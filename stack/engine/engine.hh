@@ -258,6 +258,8 @@ struct Tcb {
   bool fin_queued = false; // application shut down writing
   bool fin_sent = false;   // our FIN went out at least once
   bool peer_fin = false;
+  bool peer_fin_ahead = false;  // the peer's FIN came before a hole: taken at peer_fin_seq
+  tcp::SeqNum peer_fin_seq;
   bool ack_pending = false;
   bool user_attached = false;  // an application holds it (accepted or connected)
   bool user_closed = false;    // the application closed it: it is an orphan
@@ -536,6 +538,7 @@ class Engine {
   Drop queue_out_of_order(ConnId c, tcp::SeqNum seq, std::span<const uint8_t> payload);
   void schedule_ack(ConnId c, uint32_t bytes, Time now);
   void process_fin(ConnId c, const wire::TcpSegment& seg, Time now);
+  void take_fin(ConnId c, Time now);
   Drop tcp_icmp_error(uint8_t type, uint8_t code, uint16_t next_mtu,
                       std::span<const uint8_t> quoted, Time now);
   // ---- TCP output (tcp_output.cc) ----

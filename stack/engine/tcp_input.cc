@@ -386,6 +386,9 @@ Drop Engine::segment_arrives(ConnId c, const TcpSegment& seg, Time now) {
   // Seventh and eighth: text and FIN.
   Drop d = seg.payload.empty() ? Drop::kNone : process_text(c, seg, now);
   if ((seg.flags & kFin) && t.state != TcpState::kClosed) process_fin(c, seg, now);
+  if (t.peer_fin_ahead && t.rcv.nxt == t.peer_fin_seq && t.state != TcpState::kClosed &&
+      may_receive_data(t.state))
+    take_fin(c, now);
   return d;
 }
 
@@ -404,8 +407,8 @@ void Engine::update_ts_recent(Tcb& t, const TcpSegment& seg, Time now) {
 bool Engine::fast_path(ConnId c, const TcpSegment& seg, Time now) {
   Tcb& t = conns_[c];
   if (t.state != TcpState::kEstablished || (seg.flags & ~kPsh) != kAck) return false;
-  if (SeqNum(seg.seq) != t.rcv.nxt || t.ooo.n != 0 || t.in_recovery || t.sacked.n != 0 ||
-      seg.sack_count != 0 || t.user_closed)
+  if (SeqNum(seg.seq) != t.rcv.nxt || t.ooo.n != 0 || t.peer_fin_ahead || t.in_recovery ||
+      t.sacked.n != 0 || seg.sack_count != 0 || t.user_closed)
     return false;
   if (t.ts_ok && (!seg.has_ts || int32_t(seg.tsval - t.ts_recent) < 0)) return false;
   if ((uint32_t(seg.window) << t.snd_wscale) != t.snd.wnd) return false;
@@ -692,9 +695,23 @@ void Engine::schedule_ack(ConnId c, uint32_t bytes, Time now) {
 // Eighth check: FIN.
 void Engine::process_fin(ConnId c, const TcpSegment& seg, Time now) {
   Tcb& t = conns_[c];
-  // Only a FIN that follows every byte we took closes the stream.
+  // Only a FIN that follows every byte we took closes the stream. One that came
+  // ahead of a hole (reordering) is kept until the hole fills, as Linux keeps it
+  // in its out-of-order queue: dropping it costs the peer a retransmission timeout.
   SeqNum fin_seq = SeqNum(seg.seq) + uint32_t(seg.payload.size());
-  if (fin_seq != t.rcv.nxt) return;
+  if (fin_seq != t.rcv.nxt) {
+    if (fin_seq > t.rcv.nxt) {
+      t.peer_fin_ahead = true;
+      t.peer_fin_seq = fin_seq;
+    }
+    return;
+  }
+  take_fin(c, now);
+}
+
+void Engine::take_fin(ConnId c, Time now) {
+  Tcb& t = conns_[c];
+  t.peer_fin_ahead = false;
   t.rcv.nxt += 1;
   t.peer_fin = true;
   if (t.user_closed) ++ctr_.tcp_orphan_fins;

@@ -1,4 +1,4 @@
-// The pieces both simulators share (sim_test.cc, sim_snapshot_test.cc): an
+// The pieces both simulators share (sim_test.cc, sim_bounds_test.cc): an
 // engine with its frame sink, and an application that streams bytes out and
 // collects what arrives.
 #pragma once
@@ -10,6 +10,20 @@
 #include "harness.hh"
 
 namespace shunt::test {
+
+// One step of virtual time: a frame's one-way trip.
+inline constexpr Time kSimStep = kMillisecond;
+inline constexpr uint16_t kSimServerPort = 5001;
+inline constexpr uint16_t kSimClientPort = 40000;
+inline constexpr uint64_t kSimServerUser = 1, kSimClientUser = 2, kSimListenerUser = 3;
+
+// The simulators' seeded random numbers (SplitMix64).
+inline uint64_t splitmix64(uint64_t& s) {
+  uint64_t z = (s += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
 
 inline EngineConfig sim_config(uint32_t ip, const wire::MacAddr& mac, uint16_t mtu = 1500) {
   return EngineConfig{.mac = mac, .ip = ip, .mtu = mtu, .max_connections = 16,

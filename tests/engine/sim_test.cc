@@ -16,18 +16,6 @@
 namespace shunt::test {
 namespace {
 
-constexpr Time kStep = kMillisecond;
-constexpr uint16_t kServerPort = 5001;
-constexpr uint16_t kClientPort = 40000;
-constexpr uint64_t kServerUser = 1, kClientUser = 2, kListenerUser = 3;
-
-uint64_t splitmix64(uint64_t& s) {
-  uint64_t z = (s += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
 std::string describe(const Engine& e, ConnId c) {
   const Tcb& t = e.tcb(c);
   std::ostringstream os;
@@ -78,11 +66,11 @@ class Sim {
     deliver(server, to_server_);
     deliver(client, to_client_);
     auto on_event = [&](uint64_t user, uint32_t ev) {
-      if (user == kListenerUser && (ev & kEvAcceptable)) {
+      if (user == kSimListenerUser && (ev & kEvAcceptable)) {
         ConnId c = server.eng.accept(listener_);
         if (c == kInvalidId) return;
         server_app.c = c;
-        server.eng.attach(c, server_app.rings->erx(), server_app.rings->etx(), kServerUser);
+        server.eng.attach(c, server_app.rings->erx(), server_app.rings->etx(), kSimServerUser);
       }
     };
     server.eng.drain_events(on_event);
@@ -95,16 +83,16 @@ class Sim {
     }
     transmit(server, to_client_, held_client_);
     transmit(client, to_server_, held_server_);
-    now += kStep;
+    now += kSimStep;
     ++stats.steps;
   }
 
   void listen_and_connect() {
     server_app.eng = &server.eng;
     client_app.eng = &client.eng;
-    ASSERT_EQ(server.eng.listen(kServerPort, 4, kListenerUser, &listener_), 0);
-    ASSERT_EQ(client.eng.connect(kClientPort, kLocalIp, kServerPort, client_app.rings->erx(),
-                                 client_app.rings->etx(), kClientUser, now, &client_app.c),
+    ASSERT_EQ(server.eng.listen(kSimServerPort, 4, kSimListenerUser, &listener_), 0);
+    ASSERT_EQ(client.eng.connect(kSimClientPort, kLocalIp, kSimServerPort, client_app.rings->erx(),
+                                 client_app.rings->etx(), kSimClientUser, now, &client_app.c),
               0);
   }
 
@@ -179,7 +167,7 @@ TEST_P(Transfer, CompletesByteExactWithinBound) {
     sim.fill(sim.server_app, sc.bytes, seed * 100 + 1);
     sim.fill(sim.client_app, sc.bytes, seed * 100 + 2);
     ASSERT_NO_FATAL_FAILURE(sim.listen_and_connect());
-    bool done = sim.run(sc.max_time / kStep);
+    bool done = sim.run(sc.max_time / kSimStep);
     const auto& cs = sim.client.eng.counters();
     const auto& ss = sim.server.eng.counters();
     std::printf("[ sim      ] %-9s seed %llu: %s in %.3f s virtual, %llu steps, %llu frames "

@@ -234,6 +234,30 @@ TEST_F(Established, WindowLowEventWhenWindowHalves) {
   EXPECT_EQ(events()[kUser] & kEvWindowLow, 0u) << "reported once until rx_drained";
 }
 
+// A FIN that overtakes the data before it (reordering) is kept until the hole
+// fills; dropping it would leave the peer waiting for its retransmission timeout.
+TEST_F(Established, FinAheadOfAHoleClosesTheStreamWhenTheHoleFills) {
+  EXPECT_EQ(recv(Seg{.seq = rcv(100), .ack = snd(0), .flags = kAck | kFin,
+                     .payload = pattern(50)}),
+            Drop::kNone);
+  EXPECT_EQ(sent_one().ack, rcv(0)) << "a duplicate ACK for the hole";
+  EXPECT_EQ(tcb().state, TcpState::kEstablished);
+  EXPECT_EQ(peer_data(0, pattern(100)), Drop::kNone);
+  Seg ack = sent_one();
+  EXPECT_EQ(ack.ack, rcv(151)) << "the 150 bytes and the FIN";
+  EXPECT_EQ(tcb().state, TcpState::kCloseWait);
+  EXPECT_EQ(app_->read().size(), 150u);
+}
+
+TEST_F(Established, BareFinAheadOfAHoleIsTakenWhenTheHoleFills) {
+  EXPECT_EQ(recv(Seg{.seq = rcv(10), .ack = snd(0), .flags = kAck | kFin}), Drop::kNone);
+  sent();
+  EXPECT_EQ(peer_data(0, pattern(10)), Drop::kNone);
+  EXPECT_EQ(sent_one().ack, rcv(11));
+  EXPECT_EQ(tcb().state, TcpState::kCloseWait);
+  EXPECT_EQ(app_->read().size(), 10u);
+}
+
 // ---- RST and SYN (RFC 5961) ----
 
 TEST_F(Established, RstAtExactSequenceResets) {

@@ -207,23 +207,27 @@ TEST_F(ActiveOptions, SynAckWithTimestampsButNoWindowScale) {
   EXPECT_FALSE(tcb().sack_ok);
 }
 
-// A peer MSS of 1 byte (RFC 9293 sets no floor; Linux enforces tcp_min_snd_mss = 48,
-// CVE-2019-11479). Without options every segment carries one byte.
-TEST_F(ActiveOptions, TinyPeerMssWithoutOptionsSendsOneByteSegments) {
+// A peer MSS of 1 byte: RFC 9293 sets no floor; Linux enforces tcp_min_snd_mss =
+// 48 (CVE-2019-11479: tiny segments as a resource attack), and so does the engine.
+// 100 bytes then go out as 48 + 48 + 4 without options, and with timestamps (12
+// bytes of options inside the 48) as 36 + 36 + 28.
+TEST_F(ActiveOptions, TinyPeerMssWithoutOptionsSendsSegmentsOfTheFloor) {
   ASSERT_EQ(synack(Seg{.mss = 1}), Drop::kNone);
   sent();
+  EXPECT_EQ(tcb().snd.mss, 48);
   ASSERT_EQ(eng().set_option(c_, TcpOption::kNoDelay, 1), 0);
-  ASSERT_EQ(app_.write("abcdef"), 6u);
+  ASSERT_EQ(app_.write(pattern(100)), 100u);
   eng().tx_ready(c_);
   eng().flush(now_);
   auto segs = sent();
-  ASSERT_FALSE(segs.empty());
-  for (const Seg& s : segs) EXPECT_LE(s.payload.size(), tcb().snd.mss) << s;
+  ASSERT_EQ(segs.size(), 3u) << trace(segs);
+  EXPECT_EQ(segs[0].payload.size(), 48u);
+  EXPECT_EQ(segs[1].payload.size(), 48u);
+  EXPECT_EQ(segs[2].payload.size(), 4u);
+  EXPECT_EQ(segs[0].payload + segs[1].payload + segs[2].payload, pattern(100));
 }
 
-// With timestamps the options (12 bytes) are larger than an MSS of 1: the payload
-// budget must not wrap around (tcp_output.cc seg_payload: mss - options).
-TEST_F(ActiveOptions, TinyPeerMssWithTimestampsNeverExceedsTheMss) {
+TEST_F(ActiveOptions, TinyPeerMssWithTimestampsKeepsTheOptionsInsideTheFloor) {
   ASSERT_EQ(synack(Seg{.mss = 1, .ts = true, .tsval = kPeerTsval}), Drop::kNone);
   sent();
   ASSERT_EQ(eng().set_option(c_, TcpOption::kNoDelay, 1), 0);
@@ -231,11 +235,12 @@ TEST_F(ActiveOptions, TinyPeerMssWithTimestampsNeverExceedsTheMss) {
   eng().tx_ready(c_);
   eng().flush(now_);
   auto segs = sent();
-  ASSERT_FALSE(segs.empty()) << "data must still make progress";
-  for (const Seg& s : segs) {
-    EXPECT_GE(s.payload.size(), 1u) << s;
-    EXPECT_LE(s.payload.size(), tcb().snd.mss) << "segment larger than the effective MSS: " << s;
-  }
+  ASSERT_EQ(segs.size(), 3u) << trace(segs);
+  for (const Seg& s : segs) EXPECT_TRUE(s.ts) << s;
+  EXPECT_EQ(segs[0].payload.size(), 36u);
+  EXPECT_EQ(segs[1].payload.size(), 36u);
+  EXPECT_EQ(segs[2].payload.size(), 28u);
+  EXPECT_EQ(segs[0].payload + segs[1].payload + segs[2].payload, pattern(100));
 }
 
 // ---- Established with every option ----
