@@ -3,15 +3,19 @@
 # UndefinedBehaviorSanitizer, and runs each for a bounded time.
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]     SECONDS per target, default 30
+#   scripts/fuzz.sh --merge [TARGET...]       fold what runs found into fuzz/corpus
 #
 # Targets: fuzz_wire (the packet parsers on arbitrary bytes), fuzz_engine (the
 # protocol engine fed frame sequences, time steps and socket calls) and
 # fuzz_daemon (shuntd fed hostile application commands and region contents). Each starts
 # from a seed corpus written by make_corpus (valid SYN, SYN-ACK, data, SACK, FIN,
-# RST, ARP, ICMP echo; whole conversations for the engine) plus what earlier runs
-# found (kept in BUILD_DIR/corpus-work/TARGET). Exit status 0 when no target
-# crashed; on a crash the input is saved under BUILD_DIR/artifacts/ and the command
-# that replays it is printed.
+# RST, ARP, ICMP echo; whole conversations for the engine), plus the corpus kept in
+# the repository (fuzz/corpus/{wire,engine,daemon}: inputs earlier long runs found,
+# minimized), plus what runs on this machine found (BUILD_DIR/corpus-work/TARGET,
+# where new inputs go). --merge minimizes corpus-work into fuzz/corpus (libFuzzer
+# -merge=1) for a commit. Exit status 0 when no target crashed; on a crash the
+# input is saved under BUILD_DIR/artifacts/ and the command that replays it is
+# printed.
 #
 # Environment: BUILD_DIR (default build-fuzz), JOBS (build parallelism, default 2),
 # SHUNT_FUZZ_DRAIN=1 (fuzz_engine also requires every connection to go away once
@@ -20,8 +24,15 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 root=$(pwd)
-secs=${1:-30}
-shift || true
+merge=0
+if [[ ${1:-} == --merge ]]; then
+  merge=1
+  shift
+  secs=1
+else
+  secs=${1:-30}
+  shift || true
+fi
 targets=("$@")
 ((${#targets[@]})) || targets=(fuzz_wire fuzz_engine fuzz_daemon)
 build=${BUILD_DIR:-build-fuzz}
@@ -68,14 +79,25 @@ for t in "${targets[@]}"; do
       ;;
   esac
   work=$build/corpus-work/$t
-  mkdir -p "$work"
+  kept=$root/fuzz/corpus/$corpus
+  mkdir -p "$work" "$kept"
   log=$build/$t.log
-  echo "fuzz.sh: $t for $secs s (seeds: $(find "$seeds/$corpus" -type f | wc -l), corpus so far: $(find "$work" -type f | wc -l))"
+  if ((merge)); then
+    before=$(find "$kept" -type f | wc -l)
+    if ! "$build/bin/$t" -merge=1 -timeout=10 -rss_limit_mb=2048 -max_len=4096 "$kept" "$work" >"$log" 2>&1; then
+      echo "fuzz.sh: merging $t failed (log: $log)" >&2
+      failed=1
+      continue
+    fi
+    echo "fuzz.sh: $t: fuzz/corpus/$corpus has $(find "$kept" -type f | wc -l) inputs (was $before)"
+    continue
+  fi
+  echo "fuzz.sh: $t for $secs s (seeds: $(find "$seeds/$corpus" -type f | wc -l), kept: $(find "$kept" -type f | wc -l), found here: $(find "$work" -type f | wc -l))"
   # The outer timeout only guards against a hang in libFuzzer itself.
   # shellcheck disable=SC2086  # FUZZ_ARGS is a word list
   timeout --kill-after=10 $((secs + 120)) "$build/bin/$t" -max_total_time="$secs" -timeout=10 \
     -rss_limit_mb=2048 -max_len=4096 -print_final_stats=1 -artifact_prefix="$build/artifacts/$t-" \
-    ${FUZZ_ARGS:-} "$work" "$seeds/$corpus" >"$log" 2>&1
+    ${FUZZ_ARGS:-} "$work" "$kept" "$seeds/$corpus" >"$log" 2>&1
   rc=$?
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log")
