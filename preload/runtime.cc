@@ -328,6 +328,11 @@ bool signal_restarts(const Deadline& d) {
   if (pthread_sigmask(SIG_BLOCK, nullptr, &blocked) != 0) return false;
   for (int sig = 1; sig < NSIG; ++sig) {
     if (sig == SIGKILL || sig == SIGSTOP || sigismember(&blocked, sig) == 1) continue;
+    // Faults come from the thread's own instructions, never while it sleeps in a
+    // call: a crash handler's flags (ASan's, a crash reporter's) say nothing here.
+    if (sig == SIGSEGV || sig == SIGBUS || sig == SIGFPE || sig == SIGILL || sig == SIGTRAP ||
+        sig == SIGSYS)
+      continue;
     struct sigaction sa;
     if (sigaction(sig, nullptr, &sa) != 0) continue;  // glibc's own real-time signals
     if ((sa.sa_flags & SA_SIGINFO) == 0 && (sa.sa_handler == SIG_DFL || sa.sa_handler == SIG_IGN))

@@ -85,7 +85,8 @@ enum class Wake { kReady, kTimeout, kInterrupted, kDaemonGone, kExtraFd };
 // After a wait ended kInterrupted: whether the blocking socket call restarts, as
 // the kernel restarts it under SA_RESTART (signal(7)): every signal this thread
 // does not block and catches with a handler has SA_RESTART (none caught: a stop
-// and SIGCONT, which restart too). Which signal ran is not known, so handlers with
+// and SIGCONT, which restart too), fault signals aside (they come from the thread's
+// own instructions, not while it sleeps). Which signal ran is not known, so handlers with
 // and without SA_RESTART at once give EINTR. Callers ask only when nothing was
 // transferred; a call with a deadline d (SO_RCVTIMEO/SO_SNDTIMEO) always gets EINTR.
 bool signal_restarts(const Deadline& d);
