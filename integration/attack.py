@@ -382,9 +382,14 @@ def set_byte(i, v):
 def ip_total_length(n):
     def edit(b):
         b[2:4] = struct.pack("!H", n)
-        b[10:12] = b"\0\0"
-        b[10:12] = struct.pack("!H", ipsum(b[:20]))
+        set_ip_checksum(b)
     return edit
+
+
+def set_ip_checksum(b):
+    """Recomputes the checksum of the 20-byte IPv4 header at the start of b."""
+    b[10:12] = b"\0\0"
+    b[10:12] = struct.pack("!H", ipsum(b[:20]))
 
 
 def ipsum(b):
@@ -508,8 +513,7 @@ def frag_never_completed(t):
         for ident in range(2, 4002):
             b = bytearray(base)
             b[4:6] = struct.pack("!H", ident)
-            b[10:12] = b"\0\0"
-            b[10:12] = struct.pack("!H", ipsum(b[:20]))
+            set_ip_checksum(b)
             w.s.send(bytes(Ether(src=t.my_mac, dst=t.mac)) + bytes(b))
     finally:
         w.close()

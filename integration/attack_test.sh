@@ -73,7 +73,6 @@ if ! netns_wait_tcp "$NETNS_KERNEL" "$ip" "$port" 30 ||
   exit 1
 fi
 shuntd_pid=$(pgrep -f "^$IT_SHUNTD" | head -n1)
-rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 rss_before=$(rss_kib "$shuntd_pid")
 before=$(stat_flat)
 

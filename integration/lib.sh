@@ -81,6 +81,8 @@ it_stop_shuntd() {
 # answers); counter NAME STAT: one counter's value in such an output.
 stat_flat() { timeout 10 "$IT_SHUNT" stat --flat 2>/dev/null; }
 counter() { awk -v k="$1" '$1 == k { print $2; exit }' <<<"$2"; }
+# rss_kib PID: the resident memory of process PID in KiB (0 if it is gone).
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 # it_show_logs LINES [FILE...]: the last LINES of each FILE and of shuntd's log, on
 # stderr (for a failing test).

@@ -66,8 +66,6 @@ it_check "redis answers PING" redis_ping
 it_check "memcached answers version" test "$(mc_version)" = VERSION
 
 shuntd_pid=$(pgrep -f "^$IT_SHUNTD" | head -n1)
-rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$shuntd_pid/status" 2>/dev/null || echo 0; }
-val() { awk -v k="$1" '$1 == k { print $2; exit }' <<<"$2"; }
 sleep 1
 base=$(stat_flat)
 
@@ -110,7 +108,7 @@ round() {
   local ka cl
   ka=$(sed -n 's/^ *\([0-9]*\) requests in .*/\1/p' "$IT_TMP/r-wrk")
   cl=$(sed -n 's/^ *\([0-9]*\) requests in .*/\1/p' "$IT_TMP/r-wrk-close")
-  it_log "round $r: wrk ${ka:-0} keep-alive + ${cl:-0} one-per-connection requests, 2 x 5000 redis ops on new connections, $slaps memcslap runs of 8 connections; shuntd VmRSS $(rss_kib) KiB; $bad failures" >&2
+  it_log "round $r: wrk ${ka:-0} keep-alive + ${cl:-0} one-per-connection requests, 2 x 5000 redis ops on new connections, $slaps memcslap runs of 8 connections; shuntd VmRSS $(rss_kib "$shuntd_pid") KiB; $bad failures" >&2
   echo "$bad"
 }
 
@@ -120,9 +118,9 @@ while ((SECONDS - start < secs)); do
   rounds=$((rounds + 1))
   f=$(round "$rounds" | tail -n 1)
   failures=$((failures + f))
-  ((rounds == 1)) && rss_first=$(rss_kib)
+  ((rounds == 1)) && rss_first=$(rss_kib "$shuntd_pid")
 done
-rss_last=$(rss_kib)
+rss_last=$(rss_kib "$shuntd_pid")
 it_check "$rounds rounds in $((SECONDS - start)) s, no client failed ($failures)" test "$failures" = 0
 it_check "shuntd's memory flat: VmRSS $rss_first KiB after round 1, $rss_last KiB at the end" \
   test $((rss_last - rss_first)) -lt 8192
@@ -131,14 +129,14 @@ it_check "shuntd's memory flat: VmRSS $rss_first KiB after round 1, $rss_last Ki
 # briefly in TIME-WAIT and orphans: up to 70 s).
 for ((i = 0; i < 70; i++)); do
   now=$(stat_flat)
-  [[ $(val daemon.sockets "$now") == "$(val daemon.sockets "$base")" &&
-    $(val daemon.slots "$now") == "$(val daemon.slots "$base")" ]] && break
+  [[ $(counter daemon.sockets "$now") == "$(counter daemon.sockets "$base")" &&
+    $(counter daemon.slots "$now") == "$(counter daemon.slots "$base")" ]] && break
   sleep 1
 done
-it_check "daemon.sockets back to $(val daemon.sockets "$base") ($(val daemon.sockets "$now"))" \
-  test "$(val daemon.sockets "$now")" = "$(val daemon.sockets "$base")"
-it_check "daemon.slots back to $(val daemon.slots "$base") ($(val daemon.slots "$now"))" \
-  test "$(val daemon.slots "$now")" = "$(val daemon.slots "$base")"
+it_check "daemon.sockets back to $(counter daemon.sockets "$base") ($(counter daemon.sockets "$now"))" \
+  test "$(counter daemon.sockets "$now")" = "$(counter daemon.sockets "$base")"
+it_check "daemon.slots back to $(counter daemon.slots "$base") ($(counter daemon.slots "$now"))" \
+  test "$(counter daemon.slots "$now")" = "$(counter daemon.slots "$base")"
 it_check "redis still answers" redis_ping
 it_check "memcached still answers" test "$(mc_version)" = VERSION
 it_check "nginx still answers" "${in_kernel[@]}" curl -sf -o /dev/null "http://$ip/1k.bin"
