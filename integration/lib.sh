@@ -109,6 +109,24 @@ it_netns_up() {
   shunt_run=("${in_shunt[@]}" "$IT_SHUNT" run --nic "$NETNS_SHUNT_IF" --ip "$ip/$NETNS_PREFIX" --)
 }
 
+# uptime_s: seconds since boot (/proc/uptime). A step of the wall clock (NTP, a
+# virtual machine resynchronising its clock) does not move it.
+uptime_s() { cut -d' ' -f1 /proc/uptime; }
+
+# wrk_clock_stepped OUTPUT ELAPSED: wrk's own run time, which it reads from the
+# wall clock, exceeds ELAPSED (seconds on uptime_s around the run) by more than a
+# second: the wall clock stepped during the run. wrk ages requests on that clock
+# too, so it then counts every request in flight as a timeout.
+wrk_clock_stepped() {
+  local took
+  took=$(sed -n 's/^ *[0-9][0-9]* requests in \([0-9.]*[a-z]*\),.*/\1/p' <<<"$1")
+  awk -v t="$took" -v e="$2" 'BEGIN {
+    s = t + 0
+    if (t ~ /ms$/) s /= 1000; else if (t ~ /us$/) s /= 1e6
+    else if (t ~ /m$/) s *= 60; else if (t ~ /h$/) s *= 3600
+    exit !(t != "" && s > e + 1) }'
+}
+
 # it_check_wrk OUTPUT RC MIN: wrk exited 0, made at least MIN requests, and saw no
 # socket error and no non-2xx answer. Sets WRK_REQUESTS.
 it_check_wrk() {
