@@ -127,6 +127,22 @@ wrk_clock_stepped() {
     exit !(t != "" && s > e + 1) }'
 }
 
+# it_wrk CMD...: runs a wrk command line, its output in WRK_OUT and its exit
+# status in WRK_RC; once more when the wall clock stepped during the run, which
+# makes wrk's timeout count meaningless (wrk_clock_stepped).
+# shellcheck disable=SC2034  # WRK_* are for the tests that source this file
+it_wrk() {
+  local try t0
+  for try in 1 2; do
+    t0=$(uptime_s)
+    WRK_OUT=$("$@" 2>&1)
+    WRK_RC=$?
+    wrk_clock_stepped "$WRK_OUT" "$(awk -v a="$t0" -v b="$(uptime_s)" 'BEGIN { print b - a }')" || return 0
+    echo "$WRK_OUT"
+    it_log "the wall clock stepped during wrk's run (try $try of 2)"
+  done
+}
+
 # it_check_wrk OUTPUT RC MIN: wrk exited 0, made at least MIN requests, and saw no
 # socket error and no non-2xx answer. Sets WRK_REQUESTS.
 it_check_wrk() {

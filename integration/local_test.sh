@@ -53,8 +53,8 @@ for f in 1k.bin 16m.bin; do
   got=$("${shunt_run[@]}" curl -sS --fail --max-time 30 "http://$ip/$f" 2>"$IT_TMP/curl.log" | sha256sum | cut -d' ' -f1)
   it_check "curl under shunt: $f from nginx under shunt, sha256 matches" test "$got" = "$want"
 done
-out=$("${shunt_run[@]}" timeout 30 wrk -t1 -c8 -d2s "http://$ip/1k.bin" 2>&1)
-rc=$?
+it_wrk "${shunt_run[@]}" timeout 30 wrk -t1 -c8 -d2s "http://$ip/1k.bin"
+out=$WRK_OUT rc=$WRK_RC
 echo "$out"
 it_check_wrk "$out" "$rc" 100
 

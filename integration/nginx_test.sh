@@ -64,8 +64,8 @@ for f in 1k.bin 1m.bin; do
   it_check "curl $f sha256 matches" test "$got" = "$want"
 done
 
-out=$("${client[@]}" timeout 60 wrk -t1 -c16 -d5s --timeout 5s "http://$addr/1k.bin" 2>&1)
-wrk_rc=$?
+it_wrk "${client[@]}" timeout 60 wrk -t1 -c16 -d5s --timeout 5s "http://$addr/1k.bin"
+out=$WRK_OUT wrk_rc=$WRK_RC
 echo "$out"
 it_check_wrk "$out" "$wrk_rc" 100
 requests=$WRK_REQUESTS
