@@ -11,6 +11,14 @@ using namespace wire;
 namespace {
 constexpr Time kArpTimeout = 60 * kSecond;
 constexpr Time kArpRetry = 200 * kMillisecond;
+// A stale entry (older than kArpTimeout) goes on being used while it is polled
+// (RFC 1122 2.3.2.1, "unicast poll"; Linux's STALE and PROBE states): an ARP
+// request to the cached MAC at most every kArpPollEvery, given up after kArpPolls
+// unanswered. Busy peers do not refresh us themselves (Linux confirms a neighbour
+// from TCP's progress and sends no ARP), and re-resolving from scratch every
+// kArpTimeout parked four frames and dropped the rest of a busy link's output.
+constexpr Time kArpPollEvery = 1 * kSecond;
+constexpr uint8_t kArpPolls = 3;
 constexpr uint8_t kIcmpEchoReply = 0;
 constexpr uint8_t kIcmpEchoRequest = 8;
 }  // namespace
@@ -121,6 +129,7 @@ Engine::ArpEntry* Engine::arp_learn(uint32_t ip, const MacAddr& mac, Time now) {
   e->mac = mac;
   e->resolved = true;
   e->expires = now + kArpTimeout;
+  e->polls = 0;
   // Release frames that waited for this address.
   size_t base = size_t(e - arp_.data()) * kArpPendingFrames;
   for (uint8_t i = 0; i < e->pending; ++i) {
@@ -206,7 +215,16 @@ uint8_t* Engine::begin_ip_frame(uint32_t dst, Time now) {
   }
   pending_frame_ = nullptr;
   ArpEntry* e = arp_lookup(hop);
-  if (e && e->resolved && e->expires > now) {
+  if (e && e->resolved && e->expires <= now && now - e->requested >= kArpPollEvery) {
+    if (e->polls < kArpPolls) {
+      ++e->polls;
+      e->requested = now;
+      send_arp(1, e->mac, hop, MacAddr{});
+    } else {
+      e->resolved = false;  // no answer to the polls: ask everyone, park meanwhile
+    }
+  }
+  if (e && e->resolved) {
     auto out = sink_.tx_buffer();
     if (out.size() < size_t{cfg_.mtu} + kEthHeader) {
       ++ctr_.drops[static_cast<size_t>(Drop::kTxNoBuffer)];
@@ -219,8 +237,6 @@ uint8_t* Engine::begin_ip_frame(uint32_t dst, Time now) {
   if (!e) {
     e = arp_learn(hop, MacAddr{}, now);
     e->resolved = false;
-  } else if (e->resolved) {
-    e->resolved = false;  // expired: refresh
   }
   if (e->requested == 0 || now - e->requested >= kArpRetry) {
     e->requested = now;

@@ -462,8 +462,9 @@ class Engine {
     wire::MacAddr mac{};
     bool resolved = false;
     Time expires = 0;
-    Time requested = 0;
+    Time requested = 0;  // the last request sent for it (a broadcast, or a poll)
     uint8_t pending = 0;
+    uint8_t polls = 0;   // unanswered polls of a stale entry
   };
   static constexpr uint32_t kArpEntries = 64;
   static constexpr uint32_t kArpPendingFrames = 4;

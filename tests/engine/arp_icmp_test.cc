@@ -8,6 +8,7 @@ namespace {
 
 class LinkTest : public EngineTest {
  protected:
+  wire::EthHeader eth_;
   uint64_t drops(Drop d) const { return eng_->counters().drops[static_cast<size_t>(d)]; }
   // An ICMP echo request from the peer; returns the input's verdict.
   Drop ping(uint16_t seqno, std::string_view data = "abcdefgh") {
@@ -180,14 +181,83 @@ TEST_F(LinkTest, ParkedFramesAreBounded) {
   }
 }
 
-TEST_F(LinkTest, ExpiredEntryIsRefreshed) {
+// An ARP frame's Ethernet destination and ARP fields, or nullopt.
+struct ArpSeen {
+  wire::MacAddr dst;
+  wire::Arp arp;
+};
+std::optional<ArpSeen> arp_of(const std::vector<uint8_t>& f) {
+  wire::EthHeader eth;
+  auto a = parse_arp_frame(f, &eth);
+  if (!a) return std::nullopt;
+  return ArpSeen{eth.dst, *a};
+}
+
+// RFC 1122 2.3.2.1: a stale entry is polled by unicast while it goes on being used
+// (a busy peer never refreshes it for us: Linux confirms neighbours from TCP).
+TEST_F(LinkTest, StaleEntryIsUsedWhileItIsPolled) {
   seed_arp();
-  now_ += 61 * kSecond;  // the entry lives 60 s
+  now_ += 61 * kSecond;  // the entry is fresh for 60 s
   ASSERT_EQ(ping(1), Drop::kNone);
+  ASSERT_EQ(sink_.frames.size(), 2u) << "a poll, and the echo reply at once";
+  auto poll = arp_of(sink_.frames[0]);
+  ASSERT_TRUE(poll);
+  EXPECT_EQ(poll->dst, kRemoteMac) << "unicast to the cached address";
+  EXPECT_EQ(poll->arp.op, 1);
+  EXPECT_EQ(poll->arp.target_ip, kRemoteIp);
+  wire::EthHeader eth;
+  ASSERT_TRUE(wire::parse_eth(sink_.frames[1], &eth));
+  EXPECT_EQ(eth.type, wire::kEtherIpv4);
+  EXPECT_EQ(eth.dst, kRemoteMac);
+  sink_.frames.clear();
+
+  now_ += 500 * kMillisecond;
+  ASSERT_EQ(ping(2), Drop::kNone);
+  ASSERT_EQ(sink_.frames.size(), 1u) << "no second poll within a second";
+  EXPECT_FALSE(arp_of(sink_.frames[0]));
+  EXPECT_EQ(drops(Drop::kArpPending), 0u);
+  EXPECT_EQ(eng().counters().arp_requests_sent, 1u);
+}
+
+TEST_F(LinkTest, AnsweredPollFreshensTheEntry) {
+  seed_arp();
+  now_ += 61 * kSecond;
+  ASSERT_EQ(ping(1), Drop::kNone);
+  EXPECT_EQ(eng().counters().arp_requests_sent, 1u);
+  EXPECT_EQ(input(arp_frame(2, kRemoteMac, kRemoteIp, kLocalMac, kLocalIp, kLocalMac)), Drop::kNone);
+  sink_.frames.clear();
+  now_ += 59 * kSecond;
+  ASSERT_EQ(ping(2), Drop::kNone);
   ASSERT_EQ(sink_.frames.size(), 1u);
-  auto a = parse_arp_frame(sink_.frames[0]);
-  ASSERT_TRUE(a);
-  EXPECT_EQ(a->target_ip, kRemoteIp);
+  EXPECT_FALSE(arp_of(sink_.frames[0])) << "fresh again for 60 s from the reply";
+  EXPECT_EQ(eng().counters().arp_requests_sent, 1u);
+}
+
+TEST_F(LinkTest, UnansweredPollsEndInAskingEveryone) {
+  seed_arp();
+  now_ += 61 * kSecond;
+  for (uint16_t i = 0; i < 3; ++i) {  // three polls a second apart, each reply sent
+    sink_.frames.clear();
+    ASSERT_EQ(ping(i), Drop::kNone);
+    ASSERT_EQ(sink_.frames.size(), 2u) << "poll " << i;
+    auto poll = arp_of(sink_.frames[0]);
+    ASSERT_TRUE(poll);
+    EXPECT_EQ(poll->dst, kRemoteMac);
+    now_ += 1 * kSecond;
+  }
+  sink_.frames.clear();
+  ASSERT_EQ(ping(3), Drop::kNone);
+  ASSERT_EQ(sink_.frames.size(), 1u) << "the reply waits for an answer now";
+  auto req = arp_of(sink_.frames[0]);
+  ASSERT_TRUE(req);
+  EXPECT_EQ(req->dst, wire::kBroadcastMac);
+  EXPECT_EQ(req->arp.target_ip, kRemoteIp);
+  sink_.frames.clear();
+  input(arp_frame(2, kOtherMac, kRemoteIp, kLocalMac, kLocalIp, kLocalMac));
+  ASSERT_EQ(sink_.frames.size(), 1u) << "the parked reply leaves, to the new address";
+  ASSERT_TRUE(wire::parse_eth(sink_.frames[0], &eth_));
+  EXPECT_EQ(eth_.dst, kOtherMac);
+  EXPECT_EQ(eng().counters().arp_requests_sent, 4u);
 }
 
 // ---- IPv4 ----
