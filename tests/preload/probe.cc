@@ -29,6 +29,10 @@
 #include <thread>
 #include <vector>
 
+#include "probe_wait.hh"
+
+using probe::wait_asleep;
+
 #define CHECK(cond)                                                                  \
   do {                                                                               \
     if (!(cond)) {                                                                   \
@@ -117,26 +121,6 @@ void alarm_in_ms(int ms) {
   itimerval it{};
   it.it_value.tv_usec = ms * 1000;
   setitimer(ITIMER_REAL, &it, nullptr);
-}
-
-// The kernel state letter of thread tid ('S': asleep in a system call).
-char thread_state(pid_t tid) {
-  char path[64];
-  snprintf(path, sizeof path, "/proc/self/task/%d/stat", int(tid));
-  FILE* f = fopen(path, "r");
-  if (f == nullptr) return '?';
-  char buf[512] = {};
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  fclose(f);
-  const char* close_paren = strrchr(buf, ')');
-  return n > 0 && close_paren != nullptr && close_paren[1] == ' ' ? close_paren[2] : '?';
-}
-
-// Waits (bounded: 5 s) until thread `tid` is asleep in a call, past its spin.
-void wait_asleep(pid_t tid) {
-  for (int i = 0; i < 5000 && thread_state(tid) != 'S'; ++i) usleep(1000);
-  usleep(20000);  // past the spin phase into the sleep, and still asleep
-  for (int i = 0; i < 5000 && thread_state(tid) != 'S'; ++i) usleep(1000);
 }
 
 // From another thread: waits until thread `tid` sleeps, signals it with SIGALRM,

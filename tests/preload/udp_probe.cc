@@ -23,6 +23,8 @@
 #include <thread>
 #include <vector>
 
+#include "probe_wait.hh"
+
 #define CHECK(cond)                                                                      \
   do {                                                                                   \
     if (!(cond)) {                                                                       \
@@ -330,8 +332,9 @@ void udp_epoll() {
   // poll: a timeout, then a datagram from another thread wakes it.
   pollfd p{srv, POLLIN, 0};
   CHECK(poll(&p, 1, 30) == 0);
+  const pid_t me = gettid();
   std::thread t([&] {
-    usleep(50000);
+    probe::wait_asleep(me);
     send_to(cli, "late", srv_addr);
   });
   CHECK(poll(&p, 1, 5000) == 1 && (p.revents & POLLIN));
@@ -353,7 +356,7 @@ void udp_epoll() {
   CHECK(!FD_ISSET(srv, &rd) && !FD_ISSET(pp[0], &rd) && FD_ISSET(srv, &wr));
   CHECK(stv.tv_sec == 0 && stv.tv_usec <= 20000);
   std::thread t3([&] {
-    usleep(30000);
+    probe::wait_asleep(me);
     send_to(cli, "sel", srv_addr);
   });
   FD_ZERO(&rd);
@@ -376,7 +379,7 @@ void udp_epoll() {
   int blk = bound(kNic, 7021);
   sockaddr_in blk_addr = addr_of(kNic, 7021);
   std::thread t2([&] {
-    usleep(50000);
+    probe::wait_asleep(me);
     send_to(cli, "wake", blk_addr);
   });
   CHECK(recv_from(blk) == "wake");
