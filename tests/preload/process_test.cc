@@ -13,10 +13,12 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <atomic>
 #include <thread>
 #include <vector>
 
 #include "fake_shuntd.hh"
+#include "probe_wait.hh"
 #include "shunt/abi.h"
 
 extern char** environ;
@@ -77,6 +79,7 @@ class ProbeTest : public ::testing::Test {
     ProbeRun r;
     if (posix_spawn(&pid, probe.c_str(), &fa, nullptr, argv, envp.data()) != 0) return r;
     posix_spawn_file_actions_destroy(&fa);
+    probe_pid = pid;
     int status = 0;
     for (int waited = 0; waited < 60000; waited += 10) {  // a hung probe fails, never hangs
       if (waitpid(pid, &status, WNOHANG) == pid) {
@@ -89,6 +92,7 @@ class ProbeTest : public ::testing::Test {
       kill(pid, SIGKILL);
       waitpid(pid, &status, 0);
     }
+    probe_pid = -1;
     r.out = slurp(out);
     r.err = slurp(err);
     return r;
@@ -102,6 +106,7 @@ class ProbeTest : public ::testing::Test {
   }
   std::string dir;
   std::unique_ptr<FakeShuntd> fake;
+  std::atomic<pid_t> probe_pid{-1};  // the probe run() waits for
 };
 
 // ---- no daemon ----
@@ -209,9 +214,10 @@ TEST_F(ProbeTest, UdpKernelRoutesStayInTheKernel) {
 TEST_F(ProbeTest, DaemonGoneResetsShuntedSocketsAndNewOnesUseTheKernel) {
   start_fake();
   std::thread killer([&] {
-    // Once the probe has accepted (it then blocks in read), the daemon dies.
-    for (int i = 0; i < 1000 && fake->commands(int(abi::Op::kAccept)) == 0; ++i) usleep(10000);
-    usleep(200000);
+    // Once the probe has accepted and sleeps in its read, the daemon dies.
+    for (int i = 0; i < 1000 && slurp(dir + "/out").find("ready") == std::string::npos; ++i)
+      usleep(10000);
+    if (pid_t p = probe_pid.load(); p > 0) probe::wait_asleep(p, p);
     fake->stop();
   });
   ProbeRun r = run("daemon_gone");
