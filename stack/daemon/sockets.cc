@@ -167,8 +167,9 @@ int SocketTable::do_listen(uint32_t app, uint32_t slot, int backlog) {
   Socket& sock = sockets_[s];
   if (sock.kind == Kind::kListener) return 0;
   if (sock.kind != Kind::kBound) return -EINVAL;
-  // Linux caps the backlog at somaxconn (4096) and takes <= 0 as a small queue.
-  uint32_t bl = backlog <= 0 ? 1 : uint32_t(std::min(backlog, 4096));
+  // As Linux: the backlog capped at somaxconn (4096), a negative one (unsigned
+  // there) is somaxconn, and 0 still queues one connection (accept_queue_full).
+  uint32_t bl = backlog < 0 ? 4096 : uint32_t(std::min(backlog, 4096));
   ListenerId l;
   int rc = engine_.listen(sock.port, bl, uint64_t(s) + 1, &l);
   if (rc != 0) return rc;

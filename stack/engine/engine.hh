@@ -456,6 +456,8 @@ class Engine {
     ConnId head = kInvalidId, tail = kInvalidId;
     uint64_t user = 0;
   };
+  // Linux's sk_acceptq_is_full: a backlog of N holds N + 1 (listen(fd, 0) one).
+  static bool accept_queue_full(const Listener& l) { return l.queued > l.backlog; }
 
   struct ArpEntry {
     uint32_t ip = 0;

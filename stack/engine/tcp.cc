@@ -493,7 +493,7 @@ int Engine::listen(uint16_t port, uint32_t backlog, uint64_t user, ListenerId* o
     l = Listener{};
     l.active = true;
     l.port = port;
-    l.backlog = std::max<uint32_t>(backlog, 1);
+    l.backlog = backlog;
     l.user = user;
     listener_by_port_[port] = uint16_t(i + 1);
     *out = i;

@@ -63,7 +63,7 @@ Drop Engine::listen_input(Listener& l, ListenerId lid, const TcpSegment& seg, Ti
   }
   if (!(seg.flags & kSyn)) return Drop::kTcpListenNotSyn;
   // Linux drops SYNs while the accept queue is full: the client retries later.
-  if (l.queued >= l.backlog) return Drop::kTcpBacklogFull;
+  if (accept_queue_full(l)) return Drop::kTcpBacklogFull;
   uint32_t syn_queue = l.pending - l.queued;
   // With cookies, half-open children may hold only half of the staging rings: the
   // rest is kept for handshakes that complete, so that under a SYN flood a
@@ -206,7 +206,7 @@ Drop Engine::cookie_ack_input(Listener& l, ListenerId lid, const TcpSegment& seg
   uint32_t full = (current & 31) == counter ? current : current - 1;
   if ((full & 31) != counter || (cookie_hash(seg, irs, full) & 0xffffff00u) != (cookie & 0xffffff00u))
     return Drop::kTcpBadCookie;
-  if (l.queued >= l.backlog) return Drop::kTcpBacklogFull;
+  if (accept_queue_full(l)) return Drop::kTcpBacklogFull;
   if (staging_free_.empty()) return Drop::kTcpNoMemory;
   ConnId c = new_passive_child(l, lid, seg, now);
   if (c == kInvalidId) return Drop::kTcpNoMemory;

@@ -190,7 +190,8 @@ TEST_F(ListenTest, RstToClosedPortIsNotAnswered) {
 }
 
 // The SYN queue is full: the SYN gets a stateless cookie SYN-ACK (RFC 4987);
-// the accept queue is full: SYNs are dropped, as Linux does.
+// the accept queue is full: SYNs are dropped, as Linux does. Linux counts a
+// backlog of N as full past N waiting connections (sk_acceptq_is_full): N + 1.
 TEST_F(ListenTest, BacklogFull) {
   ListenerId l2;
   ASSERT_EQ(eng().listen(81, 1, kListenUser + 1, &l2), 0);
@@ -201,15 +202,39 @@ TEST_F(ListenTest, BacklogFull) {
   EXPECT_EQ(sent_one().flags, kSyn | kAck) << "a cookie";
   EXPECT_EQ(eng().live_connections(), live) << "and no state";
   EXPECT_EQ(eng().counters().tcp_syn_cookies_sent, 1u);
-  // Completing the first fills the accept queue: now SYNs are dropped.
+  // One established and waiting: a backlog of 1 takes one more.
   recv(Seg{.src_port = 1000, .dst_port = 81, .seq = 2, .ack = synack.seq + 1, .flags = kAck});
-  EXPECT_EQ(recv(Seg{.src_port = 1002, .dst_port = 81, .seq = 1, .flags = kSyn}),
+  EXPECT_EQ(recv(Seg{.src_port = 1002, .dst_port = 81, .seq = 1, .flags = kSyn}), Drop::kNone);
+  Seg synack2 = sent_one();
+  EXPECT_EQ(synack2.flags, kSyn | kAck);
+  recv(Seg{.src_port = 1002, .dst_port = 81, .seq = 2, .ack = synack2.seq + 1, .flags = kAck});
+  EXPECT_EQ(eng().accept_queue_len(l2), 2u);
+  // Two waiting: full, SYNs are dropped.
+  EXPECT_EQ(recv(Seg{.src_port = 1003, .dst_port = 81, .seq = 1, .flags = kSyn}),
             Drop::kTcpBacklogFull)
-      << "an established, unaccepted connection still counts";
+      << "established, unaccepted connections still count";
   expect_silent();
   ASSERT_NE(eng().accept(l2), kInvalidId);
-  EXPECT_EQ(recv(Seg{.src_port = 1002, .dst_port = 81, .seq = 1, .flags = kSyn}), Drop::kNone);
+  EXPECT_EQ(recv(Seg{.src_port = 1003, .dst_port = 81, .seq = 1, .flags = kSyn}), Drop::kNone);
   EXPECT_EQ(sent_one().flags, kSyn | kAck);
+}
+
+// listen(fd, 0) on Linux still takes a connection: every SYN is answered with a
+// cookie (the SYN queue holds none) and the first completed one waits for accept.
+TEST_F(ListenTest, BacklogZeroHoldsOneConnection) {
+  ListenerId l0;
+  ASSERT_EQ(eng().listen(82, 0, kListenUser + 2, &l0), 0);
+  EXPECT_EQ(recv(Seg{.src_port = 1100, .dst_port = 82, .seq = 1, .flags = kSyn}), Drop::kNone);
+  Seg cookie = sent_one();
+  EXPECT_EQ(cookie.flags, kSyn | kAck);
+  EXPECT_EQ(eng().counters().tcp_syn_cookies_sent, 1u);
+  EXPECT_EQ(recv(Seg{.src_port = 1100, .dst_port = 82, .seq = 2, .ack = cookie.seq + 1, .flags = kAck}),
+            Drop::kNone);
+  EXPECT_EQ(eng().accept_queue_len(l0), 1u);
+  EXPECT_EQ(recv(Seg{.src_port = 1101, .dst_port = 82, .seq = 1, .flags = kSyn}),
+            Drop::kTcpBacklogFull);
+  expect_silent();
+  EXPECT_NE(eng().accept(l0), kInvalidId);
 }
 
 class ListenNoCookiesTest : public ListenTest {
