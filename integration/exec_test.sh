@@ -121,7 +121,7 @@ upgrade_under_load() {
   kill -QUIT "$old_master"
   wait "$wrk_pid"
   wrk_rc=$?
-  wrk_secs=$(awk -v a="$t0" -v b="$(uptime_s)" 'BEGIN { print b - a }')
+  wrk_secs=$(uptime_since "$t0")
   wrk_out=$(<"$IT_TMP/wrk.out")
   for ((i = 0; i < 50; i++)); do kill -0 "$old_master" 2>/dev/null || break; sleep 0.1; done
 }

@@ -112,6 +112,8 @@ it_netns_up() {
 # uptime_s: seconds since boot (/proc/uptime). A step of the wall clock (NTP, a
 # virtual machine resynchronising its clock) does not move it.
 uptime_s() { cut -d' ' -f1 /proc/uptime; }
+# uptime_since T0: seconds on uptime_s from T0 to now, two decimals.
+uptime_since() { awk -v a="$1" -v b="$(uptime_s)" 'BEGIN { printf "%.2f", b - a }'; }
 
 # wrk_clock_stepped OUTPUT ELAPSED: wrk's own run time, which it reads from the
 # wall clock, exceeds ELAPSED (seconds on uptime_s around the run) by more than a
@@ -137,7 +139,7 @@ it_wrk() {
     t0=$(uptime_s)
     WRK_OUT=$("$@" 2>&1)
     WRK_RC=$?
-    wrk_clock_stepped "$WRK_OUT" "$(awk -v a="$t0" -v b="$(uptime_s)" 'BEGIN { print b - a }')" || return 0
+    wrk_clock_stepped "$WRK_OUT" "$(uptime_since "$t0")" || return 0
     echo "$WRK_OUT"
     it_log "the wall clock stepped during wrk's run (try $try of 2)"
   done
