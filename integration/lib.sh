@@ -8,12 +8,14 @@ source "$it_root/scripts/lib-netns.sh"
 source "$it_root/scripts/lib-nginx.sh"
 
 it_failures=0
+it_failed_checks=()  # repeated in the last line, where a truncated log still shows them
 it_name=$(basename "$0" .sh)
 
 it_log() { echo "[$it_name] $*"; }
 it_fail() {
   echo "[$it_name] FAIL: $*" >&2
   it_failures=$((it_failures + 1))
+  it_failed_checks+=("$*")
 }
 it_pass() { echo "[$it_name] ok: $*"; }
 # it_check DESCRIPTION COMMAND...: runs COMMAND, records pass or fail.
@@ -55,7 +57,13 @@ it_exit() {
   done
   rm -rf "$IT_TMP"
   if ((rc == 0 && it_failures > 0)); then rc=1; fi
-  if ((rc == 0)); then echo "[$it_name] PASS"; else echo "[$it_name] FAILED ($it_failures checks, exit $rc)" >&2; fi
+  if ((rc == 0)); then
+    echo "[$it_name] PASS"
+  else
+    echo "[$it_name] FAILED ($it_failures checks, exit $rc)" >&2
+    local what
+    for what in "${it_failed_checks[@]}"; do echo "[$it_name] failed: $what" >&2; done
+  fi
   exit "$rc"
 }
 
