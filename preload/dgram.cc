@@ -422,7 +422,7 @@ ssize_t dgram_sendmsg(Socket& s, int fd, const msghdr* msg, int flags) {
     }
     if (nb) return -EAGAIN;
     auto ready = [&] { return s.tx.writable() >= need || error_pending(s) || sock_gone(s); };
-    Wake w = rt().wait(*s.region, ready, d);
+    Wake w = rt().wait(*s.region, ready, d, -1, s.slot);
     if (w == Wake::kInterrupted && !signal_restarts(d)) return -EINTR;
     if (w == Wake::kTimeout) return -EAGAIN;
     if (sock_gone(s)) return -ENETDOWN;
@@ -475,7 +475,7 @@ ssize_t dgram_recvmsg(Socket& s, int fd, msghdr* msg, int flags) {
       return shunt_readable(s) || error_pending(s) || s.shut_rd.load(std::memory_order_acquire) ||
              sock_gone(s);
     };
-    Wake w = rt().wait(*s.region, ready, d, dual ? fd : -1);
+    Wake w = rt().wait(*s.region, ready, d, dual ? fd : -1, s.slot);
     if (w == Wake::kInterrupted && !signal_restarts(d)) return -EINTR;
     if (w == Wake::kTimeout) return -EAGAIN;
   }

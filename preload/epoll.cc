@@ -46,8 +46,10 @@ struct EpollObj : FdObject {
   std::mutex mu;
   std::vector<Interest> list;
   int epfd = -1;
-  int inner = -1;  // private epoll: the user's epfd + the app doorbell
+  int inner = -1;  // private epoll: the user's epfd + the app doorbell + cell bells
   uint64_t inner_epoch = 0;
+  uint64_t inner_cells = 0;  // the wake cells whose bells `inner` watches
+  std::atomic<uint32_t> sleepers{0};  // threads asleep in epoll_wait on it
   size_t rotor = 0;
   uint64_t round = 0;
   std::atomic<uint32_t> shunt_count{0};  // entries that are not pending
@@ -58,6 +60,21 @@ Pool<EpollObj>& g_pool = g_pool_storage.value;
 std::mutex g_reg_mu;  // order: Socket::mu → g_reg_mu → EpollObj::mu
 constinit NoDestroy<std::vector<EpollObj*>> g_reg_storage;
 std::vector<EpollObj*>& g_reg = g_reg_storage.value;
+
+// A member added or re-armed while threads sleep in epoll_wait on the set: they
+// watch only the slots that were members when they fell asleep, so they are woken
+// to look again, as the kernel wakes them when ADD or MOD finds the fd ready. The
+// app doorbell wakes every sleeping thread of the process: rare (most event loops
+// change their own set, awake).
+void wake_sleepers(EpollObj& ep) {
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with the sleeper's increment
+  if (ep.sleepers.load(std::memory_order_relaxed) == 0) return;
+  Region* r = Runtime::get().region();
+  if (r == nullptr || r->app_bell < 0) return;
+  uint64_t one = 1;
+  ssize_t w = libc().write(r->app_bell, &one, sizeof one);
+  (void)w;
+}
 
 void drop_entry(EpollObj& ep, size_t i) {
   Interest& e = ep.list[i];
@@ -234,27 +251,56 @@ int collect(EpollObj& ep, int epfd, epoll_event* out, int max) {
   return total;
 }
 
-int ep_inner(EpollObj& ep, Region& r) {
+// The set's private waiter, watching the calling thread's bell (`cell`, from
+// Runtime::wake_cell) too.
+int ep_inner(EpollObj& ep, Region& r, uint64_t cell) {
   std::lock_guard<std::mutex> g(ep.mu);
   uint64_t epoch = Runtime::get().epoch();
-  if (ep.inner >= 0 && ep.inner_epoch == epoch) return ep.inner;
+  epoll_event ev{};
+  if (ep.inner >= 0 && ep.inner_epoch == epoch) {
+    if (cell != 0 && (ep.inner_cells & cell) == 0) {
+      ev.events = EPOLLIN | EPOLLET;
+      ev.data.u32 = kInnerBell;
+      if (libc().epoll_ctl(ep.inner, EPOLL_CTL_ADD, Runtime::get().cell_bell(r), &ev) == 0)
+        ep.inner_cells |= cell;
+    }
+    return ep.inner;
+  }
   if (ep.inner >= 0) libc().close(ep.inner);
   ep.inner = libc().epoll_create1(EPOLL_CLOEXEC);
   if (ep.inner < 0) return -1;
   ep.inner_epoch = epoch;
-  epoll_event ev{};
+  ep.inner_cells = 0;
   ev.events = EPOLLIN;
   ev.data.u32 = kInnerUser;
   libc().epoll_ctl(ep.inner, EPOLL_CTL_ADD, ep.epfd, &ev);
   ev.events = EPOLLIN | EPOLLET;
   ev.data.u32 = kInnerBell;
   libc().epoll_ctl(ep.inner, EPOLL_CTL_ADD, r.app_bell, &ev);
+  if (cell != 0 && libc().epoll_ctl(ep.inner, EPOLL_CTL_ADD, Runtime::get().cell_bell(r), &ev) == 0)
+    ep.inner_cells = cell;
   if (r.ctl_fd >= 0) {
     ev.events = EPOLLRDHUP | EPOLLET;
     ev.data.u32 = kInnerCtl;
     libc().epoll_ctl(ep.inner, EPOLL_CTL_ADD, r.ctl_fd, &ev);
   }
   return ep.inner;
+}
+
+// Names every shunted member's slot as one the calling thread's cell waits for
+// (docs/abi.md "Wake cells"). False when a member cannot be watched so (a nested
+// epoll, a socket on another region's rings): the thread then sleeps counted in
+// app_waiters, woken by every doorbell.
+bool watch_set(EpollObj& ep, Region& r, uint64_t cell) {
+  std::lock_guard<std::mutex> g(ep.mu);
+  for (const Interest& e : ep.list) {
+    if (e.pending) continue;
+    if (e.nested != nullptr) return false;
+    if (!e.sock->shunted()) continue;
+    if (e.sock->region != &r) return false;
+    Runtime::watch_slot(r, e.sock->slot, cell);
+  }
+  return true;
 }
 
 // Lock order: an epoll before the epolls nested in it (the kernel refuses loops).
@@ -342,6 +388,7 @@ int ep_ctl(Socket& s, int epfd, int op, int fd, epoll_event* ev) {
       s.epoll_refs.fetch_add(1, std::memory_order_acq_rel);
       ep->shunt_count.fetch_add(1, std::memory_order_relaxed);
       ep->list.push_back(e);
+      wake_sleepers(*ep);
       return 0;
     }
     case EPOLL_CTL_MOD: {
@@ -355,6 +402,7 @@ int ep_ctl(Socket& s, int epfd, int op, int fd, epoll_event* ev) {
         epoll_event kev = kernel_half_event(e);
         if (c.epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &kev) < 0) return -errno;
       }
+      wake_sleepers(*ep);
       return 0;
     }
     default: {
@@ -404,6 +452,7 @@ int ep_ctl_nested(int epfd, int op, int fd, epoll_event* ev) {
   e.events = ev->events;
   e.data = ev->data;
   arm(e);
+  wake_sleepers(*ep);
   return 0;
 }
 
@@ -440,17 +489,26 @@ int ep_wait_until(int epfd, epoll_event* evs, int max, const Deadline& d, bool z
       }
       continue;
     }
-    int inner = ep_inner(*ep, *r);
-    if (inner < 0) return passthrough();
-    r->hdr->app_waiters.fetch_add(1, std::memory_order_seq_cst);
+    // Announced to epoll_ctl first (wake_sleepers), then to the daemon.
+    ep->sleepers.fetch_add(1, std::memory_order_seq_cst);
+    uint64_t cell = rt.wake_cell(*r);
+    if (cell != 0 && !watch_set(*ep, *r, cell)) cell = 0;
+    int inner = ep_inner(*ep, *r, cell);
+    if (inner < 0) {
+      ep->sleepers.fetch_sub(1, std::memory_order_relaxed);
+      return passthrough();
+    }
+    Runtime::announce_sleep(*r, cell);
     if (any_ready(*ep)) {
-      r->hdr->app_waiters.fetch_sub(1, std::memory_order_seq_cst);
+      Runtime::end_sleep(*r, cell);
+      ep->sleepers.fetch_sub(1, std::memory_order_relaxed);
       continue;
     }
     epoll_event woke[4];
     int k = c.epoll_pwait(inner, woke, 4, d.remaining_ms(), sigmask);
     int err = errno;
-    r->hdr->app_waiters.fetch_sub(1, std::memory_order_seq_cst);
+    Runtime::end_sleep(*r, cell);
+    ep->sleepers.fetch_sub(1, std::memory_order_relaxed);
     if (k < 0) {
       if (err == EINTR) return -EINTR;
       return -err;
@@ -548,11 +606,16 @@ int poll_mixed(pollfd* fds, nfds_t n, const Deadline& d, const sigset_t* sigmask
       }
       continue;
     }
+    uint64_t cell = rt.wake_cell(*r);
+    for (nfds_t i = 0; i < n && cell != 0; ++i) {
+      if (eps[i] || (socks[i] && socks[i]->region != r)) cell = 0;  // see watch_set
+      else if (socks[i]) Runtime::watch_slot(*r, socks[i]->slot, cell);
+    }
     int wfd = rt.waiter_fd(*r);
     tmp[n] = pollfd{wfd, POLLIN, 0};
-    r->hdr->app_waiters.fetch_add(1, std::memory_order_seq_cst);
+    Runtime::announce_sleep(*r, cell);
     if (shunt_ready()) {
-      r->hdr->app_waiters.fetch_sub(1, std::memory_order_seq_cst);
+      Runtime::end_sleep(*r, cell);
       continue;
     }
     timespec ts{};
@@ -565,7 +628,7 @@ int poll_mixed(pollfd* fds, nfds_t n, const Deadline& d, const sigset_t* sigmask
     }
     int k = c.ppoll(tmp.data(), n + 1, tsp, sigmask);
     int err = errno;
-    r->hdr->app_waiters.fetch_sub(1, std::memory_order_seq_cst);
+    Runtime::end_sleep(*r, cell);
     if (tmp[n].revents != 0) rt.drain_waiter(*r);
     if (k < 0) return -err;
   }
@@ -658,6 +721,7 @@ void epolls_on_decision(Socket& s, int) {
       e.pending = false;
       arm(e);
       ep->shunt_count.fetch_add(1, std::memory_order_relaxed);
+      wake_sleepers(*ep);
       ++i;
     }
   }

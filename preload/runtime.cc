@@ -6,6 +6,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -36,10 +37,16 @@ constexpr uint32_t kTagCtl = 1;
 struct ThreadState {
   uint64_t qp_epoch = 0;
   abi::QueuePair* qp = nullptr;
+  uint32_t qp_index = 0;
   bool qp_shared = false;  // the last pair (shared beyond queue_pair_count): under g_shared_qp_mu
   int waiter_ep = -1;
   const Region* waiter_region = nullptr;
   uint64_t waiter_epoch = 0;
+  // The wake cell: the queue pair's index while below abi::kWakeCells and not the
+  // shared pair, with its bell; -1 for none. Set up once per attach epoch.
+  uint64_t cell_epoch = 0;
+  int cell = -1;
+  int cell_bell = -1;
 };
 __attribute__((tls_model("initial-exec"))) thread_local ThreadState t_state;
 
@@ -52,8 +59,24 @@ pthread_once_t g_thread_key_once = PTHREAD_ONCE_INIT;
 void close_thread_waiter(void*) {
   if (t_state.waiter_ep >= 0) libc().close(t_state.waiter_ep);
   t_state.waiter_ep = -1;
+  // The daemon keeps its copy of the bell; the cell is never claimed again.
+  if (t_state.cell_bell >= 0) libc().close(t_state.cell_bell);
+  t_state.cell_bell = -1;
 }
 void make_thread_key() { pthread_key_create(&g_thread_key, close_thread_waiter); }
+
+// The calling thread's queue pair in r for this attach epoch, claimed on first use.
+void claim_queue_pair(ThreadState& t, Region& r, uint64_t epoch) {
+  if (t.qp != nullptr && t.qp_epoch == epoch) return;
+  uint32_t i = r.hdr->queue_pairs_claimed.fetch_add(1, std::memory_order_acq_rel);
+  uint32_t count = r.queue_pair_count();
+  // The last pair is shared by whoever claimed it and every thread beyond the
+  // count, so all of them take the lock.
+  t.qp_shared = i >= count - 1;
+  t.qp_index = i >= count ? count - 1 : i;
+  t.qp = r.queue_pair(t.qp_index);
+  t.qp_epoch = epoch;
+}
 
 // Holds the calling thread's queue pair for one command (and the shared-pair lock
 // for threads beyond the region's count).
@@ -61,15 +84,7 @@ class QpLease {
  public:
   QpLease(Region& r, uint64_t epoch) {
     ThreadState& t = t_state;
-    if (t.qp == nullptr || t.qp_epoch != epoch) {
-      uint32_t i = r.hdr->queue_pairs_claimed.fetch_add(1, std::memory_order_acq_rel);
-      uint32_t count = r.queue_pair_count();
-      // The last pair is shared by whoever claimed it and every thread beyond the
-      // count, so all of them take the lock.
-      t.qp_shared = i >= count - 1;
-      t.qp = r.queue_pair(i >= count ? count - 1 : i);
-      t.qp_epoch = epoch;
-    }
+    claim_queue_pair(t, r, epoch);
     qp_ = t.qp;
     if (t.qp_shared) {
       mu_ = &g_shared_qp_mu;
@@ -350,6 +365,7 @@ void Runtime::resume_after_exec(Region* r, uint64_t cookie) {
   // The old image's threads are gone, and their queue pairs with them: claims
   // start again (a completion still due to one of them carries an older cookie).
   r->hdr->queue_pairs_claimed.store(0, std::memory_order_release);
+  r->hdr->cells_sleeping.store(0, std::memory_order_release);
   r->epoch = epoch_.load(std::memory_order_relaxed);
   spin_ns_ = config().spin_us * 1000;
   ctl_fd_ = r->ctl_fd;
@@ -434,8 +450,52 @@ int Runtime::call(abi::Command cmd, abi::Completion* out, abi::TcpInfo* reply) {
   }
 }
 
+uint64_t Runtime::wake_cell(Region& r) {
+  ThreadState& t = t_state;
+  if (&r != region()) return 0;  // a fork child on its parent's rings: app_waiters there
+  if (t.cell_epoch != epoch()) setup_cell(r);
+  return t.cell < 0 ? 0 : uint64_t{1} << t.cell;
+}
+
+int Runtime::cell_bell(Region& r) { return wake_cell(r) != 0 ? t_state.cell_bell : -1; }
+
+// The thread's bell: an eventfd of its own, registered for its queue pair's cell
+// with one message (no answer: until the daemon has it, it rings the app doorbell
+// for this cell, which the thread watches too).
+void Runtime::setup_cell(Region& r) {
+  ThreadState& t = t_state;
+  const uint64_t e = epoch();
+  if (t.cell_bell >= 0) libc().close(t.cell_bell);  // an older attachment's (a fork child: its parent's)
+  t.cell_bell = -1;
+  t.cell = -1;
+  t.cell_epoch = e;
+  if (r.ctl_fd < 0) return;
+  claim_queue_pair(t, r, e);
+  if (t.qp_shared || t.qp_index >= abi::kWakeCells) return;
+  int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (fd < 0) return;
+  ctl::Request req{};
+  req.type = uint32_t(ctl::Type::kWakeCell);
+  req.abi_version = abi::kVersion;
+  req.pid = getpid();
+  req.count = t.qp_index;
+  if (send_with_fds(r.ctl_fd, &req, sizeof req, &fd, 1) != ssize_t(sizeof req)) {
+    libc().close(fd);
+    return;
+  }
+  t.cell_bell = fd;
+  t.cell = int(t.qp_index);
+  pthread_once(&g_thread_key_once, make_thread_key);
+  pthread_setspecific(g_thread_key, reinterpret_cast<void*>(1));
+  if (t.waiter_ep >= 0) {  // made without the bell: made again when next needed
+    libc().close(t.waiter_ep);
+    t.waiter_ep = -1;
+  }
+}
+
 int Runtime::thread_waiter(Region& r) {
   ThreadState& t = t_state;
+  const int bell = cell_bell(r);
   if (t.waiter_ep >= 0 && t.waiter_region == &r && t.waiter_epoch == r.epoch) return t.waiter_ep;
   if (t.waiter_ep >= 0) libc().close(t.waiter_ep);
   t.waiter_ep = -1;
@@ -445,6 +505,7 @@ int Runtime::thread_waiter(Region& r) {
   ev.events = EPOLLIN | EPOLLET;  // never drained: each ring is a new edge
   ev.data.u32 = kTagBell;
   libc().epoll_ctl(ep, EPOLL_CTL_ADD, r.app_bell, &ev);
+  if (bell >= 0) libc().epoll_ctl(ep, EPOLL_CTL_ADD, bell, &ev);
   if (r.ctl_fd >= 0) {
     ev.events = EPOLLRDHUP | EPOLLET;
     ev.data.u32 = kTagCtl;

@@ -120,21 +120,51 @@ class Runtime {
   // A command without completion (kClose, kTxReady, kRxDrained).
   void post(abi::Command cmd);
 
-  // Sleeps on r's app doorbell (and optionally on a kernel fd, POLLIN) until woken,
-  // the deadline, or a signal. The caller has announced itself in app_waiters and
-  // re-checked its condition. sigmask, when given, is installed for the sleep.
+  // Sleeps on r's app doorbell and the thread's cell bell (and optionally on a
+  // kernel fd, POLLIN) until woken, the deadline, or a signal. The caller has
+  // announced itself (announce_sleep) and re-checked its condition. sigmask, when
+  // given, is installed for the sleep.
   Wake sleep(Region& r, const Deadline& d, int extra_fd = -1, const sigset_t* sigmask = nullptr);
 
   // The calling thread's doorbell waiter for r (an epoll fd that becomes readable
   // when the doorbell rings), for callers that sleep in poll themselves; and the
   // matching drain, which consumes its edges (and notices a daemon hang-up).
   int waiter_fd(Region& r) { return thread_waiter(r); }
+  // The calling thread's cell bell (an eventfd) in r, or -1: what an epoll's
+  // private waiter watches besides the app doorbell.
+  int cell_bell(Region& r);
   void drain_waiter(Region& r);
 
+  // The calling thread's wake cell in r as a bit (docs/abi.md "Wake cells"), its
+  // bell registered with the daemon and watched by waiter_fd(r); 0 when it has
+  // none (r is not the current attachment, the thread shares the last queue
+  // pair, no eventfd): then it sleeps counted in app_waiters.
+  uint64_t wake_cell(Region& r);
+  // The sleeper's half of the Dekker handshake, and its end: `cell` from wake_cell.
+  static void announce_sleep(Region& r, uint64_t cell) {
+    if (cell != 0)
+      r.hdr->cells_sleeping.fetch_or(cell, std::memory_order_seq_cst);
+    else
+      r.hdr->app_waiters.fetch_add(1, std::memory_order_seq_cst);
+  }
+  static void end_sleep(Region& r, uint64_t cell) {
+    if (cell != 0)
+      r.hdr->cells_sleeping.fetch_and(~cell, std::memory_order_seq_cst);
+    else
+      r.hdr->app_waiters.fetch_sub(1, std::memory_order_seq_cst);
+  }
+  // Names slot i of r as one that `cell` waits for (before announce_sleep).
+  static void watch_slot(Region& r, uint32_t i, uint64_t cell) {
+    if (cell == 0 || i >= r.slot_count()) return;
+    std::atomic<uint64_t>& w = r.slot(i)->wake_cells;
+    if ((w.load(std::memory_order_relaxed) & cell) == 0) w.fetch_or(cell, std::memory_order_seq_cst);
+  }
+
   // Waits until ready() is true: spins for the budget, then sleeps with the waiter
-  // protocol (docs/abi.md "Queue pairs"). kExtraFd: extra_fd became readable.
+  // protocol (docs/abi.md "Wake cells"), woken by changes of `slot` (kNoSlot: by
+  // completions on the thread's queue pair). kExtraFd: extra_fd became readable.
   template <typename F>
-  Wake wait(Region& r, F&& ready, const Deadline& d, int extra_fd = -1) {
+  Wake wait(Region& r, F&& ready, const Deadline& d, int extra_fd = -1, uint32_t slot = abi::kNoSlot) {
     if (ready()) return Wake::kReady;
     int64_t spin_until = Deadline::now() + spin_ns_;
     if (!d.never() && d.at < spin_until) spin_until = d.at;
@@ -144,10 +174,12 @@ class Runtime {
     }
     for (;;) {
       if (r.gone.load(std::memory_order_acquire)) return Wake::kDaemonGone;
-      r.hdr->app_waiters.fetch_add(1, std::memory_order_seq_cst);
+      const uint64_t cell = wake_cell(r);
+      watch_slot(r, slot, cell);
+      announce_sleep(r, cell);
       bool ok = ready();
       Wake w = ok ? Wake::kReady : sleep(r, d, extra_fd);
-      r.hdr->app_waiters.fetch_sub(1, std::memory_order_seq_cst);
+      end_sleep(r, cell);
       if (ok || ready()) return Wake::kReady;
       if (w == Wake::kInterrupted || w == Wake::kDaemonGone || w == Wake::kExtraFd) return w;
       if (d.passed()) return Wake::kTimeout;
@@ -189,6 +221,7 @@ class Runtime {
   void fork_child_done();
   bool connect_and_map(Region* out, int* ctl_fd, char* why, size_t why_len);
   int thread_waiter(Region& r);
+  void setup_cell(Region& r);
 
   std::atomic<int> state_{kUnknown};
   std::atomic<Region*> region_{nullptr};

@@ -119,6 +119,7 @@ bool adopt_slot(Socket& s, const abi::Completion& c) {
   s.local = make_sin(c.local_ip, c.local_port);
   s.peer = make_sin(c.remote_ip, c.remote_port);
   s.error_seq_seen.store(s.s->error_seq.load(std::memory_order_acquire), std::memory_order_release);
+  s.s->wake_cells.store(0, std::memory_order_relaxed);  // the slot's last user's threads
   return true;
 }
 
@@ -204,7 +205,7 @@ int finish_connect(Socket& s) {
   const Deadline d = Deadline::after_ns(s.sndtimeo_ns);
   Wake w;
   do {
-    w = rt().wait(*s.region, settled, d);
+    w = rt().wait(*s.region, settled, d, -1, s.slot);
   } while (w == Wake::kInterrupted && signal_restarts(d));
   if (w == Wake::kInterrupted) return -EINTR;
   if (w == Wake::kTimeout) return -EINPROGRESS;  // Linux with SO_SNDTIMEO
@@ -392,7 +393,7 @@ void linger_on_close(Socket& s) {
   const Deadline d = Deadline::after_ns(s.linger_ns);
   while (!sent_or_over() && !d.passed()) {
     Deadline slice{std::min(d.at, Deadline::now() + 1000000)};
-    if (rt().wait(*s.region, sent_or_over, slice) != Wake::kTimeout) return;
+    if (rt().wait(*s.region, sent_or_over, slice, -1, s.slot) != Wake::kTimeout) return;
   }
 }
 
@@ -603,7 +604,7 @@ int sock_accept(Socket& s, int fd, sockaddr* addr, socklen_t* len, int flags) {
     if (s.nonblock.load(std::memory_order_acquire)) return -EAGAIN;
     if (gone(s) && !dual) return -ECONNABORTED;
     auto ready = [&] { return s.s->accept_ready.load(std::memory_order_acquire) > 0; };
-    Wake w = rt().wait(*s.region, ready, d, dual ? fd : -1);
+    Wake w = rt().wait(*s.region, ready, d, dual ? fd : -1, s.slot);
     if (w == Wake::kInterrupted && !signal_restarts(d)) return -EINTR;
     if (w == Wake::kTimeout) return -EAGAIN;
   }
@@ -1021,7 +1022,7 @@ bool wait_or_return(Socket& s, bool nonblock, const Deadline& d, size_t done, Re
   if (nonblock) {
     err = EAGAIN;
   } else {
-    Wake w = rt().wait(*s.region, ready, d);
+    Wake w = rt().wait(*s.region, ready, d, -1, s.slot);
     if (w == Wake::kInterrupted) {
       if (done == 0 && signal_restarts(d)) return false;  // SA_RESTART
       err = EINTR;

@@ -1,5 +1,7 @@
-// shunt shared-memory ABI, version 3 (version 2 plus byte rings whose capacity
-// grows while they hold bytes: SocketSlot::rx_geometry/tx_geometry).
+// shunt shared-memory ABI, version 5 (version 3: byte rings whose capacity grows
+// while they hold bytes, SocketSlot::rx_geometry/tx_geometry; version 4: kTcpInfo;
+// version 5: wake cells, one bell per application thread, so that the daemon wakes
+// the threads that wait for what changed and not every sleeping thread).
 //
 // One region per application process: a memfd created by shuntd at attach time,
 // mapped by the daemon and by the application (at different addresses, so every
@@ -21,9 +23,9 @@
 // Ordering. Producers write payload, then publish the index with a release store;
 // consumers read the index with an acquire load, then the payload. Sleep/wake uses
 // the Dekker pattern with seq_cst on both sides: a sleeper announces itself
-// (waiters++), re-checks, then blocks on an eventfd; a waker publishes, then reads
-// the sleeper count and rings the eventfd only if someone sleeps. So the data path
-// makes no syscall while both sides are busy.
+// (its bit in cells_sleeping, or waiters++), re-checks, then blocks on an eventfd;
+// a waker publishes, then reads the sleepers and rings an eventfd only if someone
+// sleeps. So the data path makes no syscall while both sides are busy.
 #pragma once
 
 #include <atomic>
@@ -34,7 +36,7 @@
 namespace shunt::abi {
 
 inline constexpr uint32_t kMagic = 0x544e4853;  // "SHNT" little-endian
-inline constexpr uint32_t kVersion = 4;
+inline constexpr uint32_t kVersion = 5;
 inline constexpr size_t kCacheLine = 64;
 inline constexpr uint32_t kNoSlot = 0xffffffffu;
 
@@ -125,6 +127,12 @@ static_assert(sizeof(Completion) == 64);
 
 inline constexpr uint32_t kQueueDepth = 256;  // power of two
 
+// Wake cells (version 5): the thread that holds queue pair c, for c below
+// kWakeCells and below the last pair (shared by the threads beyond the count), has
+// a bell of its own, an eventfd it registers over the control socket (kWakeCell).
+inline constexpr uint32_t kWakeCells = 64;
+inline constexpr uint64_t kAllCells = ~uint64_t{0};
+
 // kTcpInfo's answer: Linux's struct tcp_info (linux/tcp.h) as of 5.4, byte for
 // byte, so the application copies it out as getsockopt(TCP_INFO) would. Times in
 // microseconds unless named _ms; windows and MSS in bytes; cwnd and ssthresh in
@@ -210,7 +218,11 @@ struct alignas(kCacheLine) SocketSlot {
   // writers, each writing once per notice.
   std::atomic<uint32_t> tx_notice;    // 1 while a kTxReady is queued and unhandled
   std::atomic<uint32_t> rx_notice;    // 1 while a kRxDrained is queued and unhandled
-  uint8_t pad1[kCacheLine - 8];
+  // Version 5, written by the application: the wake cells of the threads that
+  // have slept waiting for this slot (bit c: cell c), cleared when the slot is
+  // taken. A hint: the daemon rings those cells' bells when the slot changes.
+  std::atomic<uint64_t> wake_cells;
+  uint8_t pad1[kCacheLine - 16];
   RingIndices rx;  // daemon produces bytes, app consumes
   RingIndices tx;  // app produces bytes, daemon consumes
 };
@@ -218,6 +230,7 @@ static_assert(sizeof(SocketSlot) == 6 * kCacheLine);
 static_assert(offsetof(SocketSlot, error_seq) == 24);
 static_assert(offsetof(SocketSlot, rx_geometry) == 32);
 static_assert(offsetof(SocketSlot, tx_notice) == kCacheLine);
+static_assert(offsetof(SocketSlot, wake_cells) == kCacheLine + 8);
 static_assert(offsetof(SocketSlot, rx) == 2 * kCacheLine);
 
 // ---- Datagram records (UDP slots, version 2) ----
@@ -271,11 +284,15 @@ struct alignas(kCacheLine) RegionHeader {
   // Written by the application.
   alignas(kCacheLine) std::atomic<uint32_t> app_waiters;  // threads blocked on the app doorbell
   std::atomic<uint32_t> queue_pairs_claimed;               // threads that took a queue pair
+  // Version 5: bit c set while the thread of wake cell c sleeps on its cell bell
+  // (docs/abi.md, Wake cells). Such a thread is not counted in app_waiters.
+  std::atomic<uint64_t> cells_sleeping;
 };
 static_assert(sizeof(RegionHeader) == 4 * kCacheLine);
 static_assert(offsetof(RegionHeader, rings_offset) == 64);
 static_assert(offsetof(RegionHeader, daemon_sleeping) == 2 * kCacheLine);
 static_assert(offsetof(RegionHeader, app_waiters) == 3 * kCacheLine);
+static_assert(offsetof(RegionHeader, cells_sleeping) == 3 * kCacheLine + 8);
 
 // Layout helpers: the single place that says where things are.
 struct Layout {

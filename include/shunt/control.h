@@ -27,6 +27,8 @@ enum class Type : uint32_t {
   kSockets = 5,  // -> SocketList messages until one with `last` set
   kCapture = 6,  // fd of a writable file; count = packets (0: until hang-up)
                  // -> CaptureReply when started, another when done
+  kWakeCell = 7, // an attached application: fd of an eventfd, the bell of wake
+                 // cell `count` (abi::kWakeCells); no reply
 };
 
 struct Request {

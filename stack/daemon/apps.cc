@@ -1,11 +1,13 @@
 #include "daemon/apps.hh"
 
+#include <fcntl.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 
 #include "daemon/log.hh"
 
@@ -54,6 +56,8 @@ uint32_t AppRegistry::attach(int ctl_fd, const Credentials& cred, uint32_t nic_i
     *error = -ENOMEM;
     return kNone;
   }
+  app.cell_bells = kNoBells;
+  app.wake = 0;
   app.app_doorbell = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   app.daemon_doorbell = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (app.app_doorbell < 0 || app.daemon_doorbell < 0) {
@@ -74,6 +78,23 @@ uint32_t AppRegistry::attach(int ctl_fd, const Credentials& cred, uint32_t nic_i
   app.active = app.in_use = true;
   active_.push_back(id);
   return id;
+}
+
+bool AppRegistry::set_cell_bell(uint32_t id, uint32_t cell, int fd) {
+  App& app = apps_[id];
+  // The daemon writes to it from its loop: only an eventfd, never one that blocks
+  // (a pipe that fills up, a socket) or one that is somewhere else (a file).
+  char path[64], target[64] = {};
+  std::snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+  ssize_t n = readlink(path, target, sizeof target - 1);
+  if (!app.active || cell >= abi::kWakeCells || cell >= layout_.queue_pair_count || n <= 0 ||
+      std::strcmp(target, "anon_inode:[eventfd]") != 0)
+    return false;
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0) return false;
+  if (app.cell_bells[cell] >= 0) close(app.cell_bells[cell]);  // a new thread holds the cell
+  app.cell_bells[cell] = fd;
+  return true;
 }
 
 void AppRegistry::deactivate(uint32_t id) {
@@ -125,6 +146,11 @@ void AppRegistry::release(uint32_t id) {
     if (*fd >= 0) {
       close(*fd);
       *fd = -1;
+    }
+  for (int& fd : app.cell_bells)
+    if (fd >= 0) {
+      close(fd);
+      fd = -1;
     }
   app.in_use = app.active = false;
   app.slots.clear();

@@ -11,6 +11,7 @@
 
 #include <sys/types.h>
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -22,6 +23,11 @@
 namespace shunt {
 
 inline constexpr uint32_t kNone = ~0u;
+inline constexpr std::array<int, abi::kWakeCells> kNoBells = [] {
+  std::array<int, abi::kWakeCells> a{};
+  a.fill(-1);
+  return a;
+}();
 
 struct Credentials {
   pid_t pid = 0;
@@ -40,8 +46,12 @@ struct App {
   bool in_use = false;  // region mapped (alive, or zombies remain)
   bool dirty = false;   // completions or slot changes since the last doorbell
   int ctl_fd = -1;
-  int app_doorbell = -1;     // daemon -> app eventfd
+  int app_doorbell = -1;     // daemon -> app eventfd: threads without a wake cell
   int daemon_doorbell = -1;  // app -> daemon eventfd
+  // Each thread's own bell (ctl::kWakeCell), -1 until it registers one; and the
+  // cells to wake at the next doorbell round (docs/abi.md, Wake cells).
+  std::array<int, abi::kWakeCells> cell_bells = kNoBells;
+  uint64_t wake = 0;
   Credentials cred;
   std::string comm;          // /proc/PID/comm at attach
   uint64_t attached_at = 0;  // µs, the daemon's clock
@@ -67,7 +77,9 @@ class AppRegistry {
   // that is gone can still be marked while its region is in use: a fork child
   // reading a connection's rings in its exited parent's region waits on the
   // parent's doorbell.
-  void mark_dirty(uint32_t id) {
+  // `cells`: the wake cells that may wait for the change (abi::kAllCells: any).
+  void mark_dirty(uint32_t id, uint64_t cells) {
+    apps_[id].wake |= cells;
     if (!apps_[id].dirty) {
       apps_[id].dirty = true;
       dirty_.push_back(id);
@@ -85,6 +97,9 @@ class AppRegistry {
     dirty_.clear();
   }
   uint32_t regions_in_use() const;
+  // Takes `fd` (an eventfd the application sent) as the bell of its wake cell
+  // `cell`. False, leaving fd to the caller, when the cell or the fd is not one.
+  bool set_cell_bell(uint32_t id, uint32_t cell, int fd);
 
   // A new application: a region (sealed memfd) and two doorbells. Returns its id,
   // or kNone with *error (-EUSERS when every region is in use).

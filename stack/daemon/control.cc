@@ -185,6 +185,11 @@ void Daemon::control_message(int fd) {
     case ctl::Type::kSockets:
       send_sockets(fd);
       break;
+    case ctl::Type::kWakeCell:
+      // Taken: the fd stays open as the bell. Refused: closed below, the thread
+      // hears the app doorbell instead (it watches both).
+      if (app != kNone && nfds == 1 && apps_.set_cell_bell(app, req.count, fds[0])) nfds = 0;
+      break;
     case ctl::Type::kCapture:
       start_capture(fd, req, fds, nfds);
       break;

@@ -14,6 +14,7 @@ namespace shunt {
   X(commands, "daemon.commands")                                                  \
   X(bad_commands, "daemon.bad_commands")  /* unknown op or slot: answered */      \
   X(doorbells_rung, "daemon.doorbells")                                           \
+  X(cell_bells_rung, "daemon.cell_bells")                                         \
   X(sleeps, "daemon.sleeps")                                                      \
   X(accepts, "tcp.connections_accepted")                                          \
   X(connects, "tcp.connections_requested")                                        \

@@ -114,7 +114,7 @@ uint32_t Daemon::serve_app(uint32_t id, Time now) {
       if (cmds[i].op == uint16_t(abi::Op::kTcpInfo) && c.result == 0) region.write_reply(q, info);
       if (reply) {
         if (!region.complete(q, c)) break;  // a violation: cut off at the end of the turn
-        apps_.mark_dirty(id);
+        apps_.mark_dirty(id, q < abi::kWakeCells ? uint64_t{1} << q : 0);
       }
     }
     done += n;
@@ -160,16 +160,28 @@ uint32_t Daemon::ring_doorbells() {
   uint32_t rung = 0;
   apps_.take_dirty([&](uint32_t id) {
     App& a = apps_.app(id);
+    const uint64_t cells = a.wake;
+    a.wake = 0;
     if (!a.in_use) return;
-    // Pairs with the application's seq_cst app_waiters increment before it
-    // re-checks its condition (docs/abi.md "Queue pairs").
+    // Pairs with the application's seq_cst announcement (its cell's bit, or
+    // app_waiters) before it re-checks its condition (docs/abi.md "Wake cells").
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (a.region.app_waiting()) {
-      uint64_t one = 1;
-      if (write(a.app_doorbell, &one, sizeof one) == ssize_t(sizeof one)) {
-        ++ctr_.doorbells_rung;
+    const uint64_t one = 1;
+    bool broadcast = a.region.app_waiting();
+    // The threads that sleep and may wait for what changed, each on its own bell;
+    // at most kWakeCells writes, whatever the application wrote in its region.
+    for (uint64_t due = cells & a.region.cells_sleeping(); due != 0; due &= due - 1) {
+      int bell = a.cell_bells[size_t(__builtin_ctzll(due))];
+      if (bell < 0) {
+        broadcast = true;  // its bell is not registered yet: it hears the doorbell too
+      } else if (write(bell, &one, sizeof one) == ssize_t(sizeof one)) {
+        ++ctr_.cell_bells_rung;
         ++rung;
       }
+    }
+    if (broadcast && write(a.app_doorbell, &one, sizeof one) == ssize_t(sizeof one)) {
+      ++ctr_.doorbells_rung;
+      ++rung;
     }
   });
   return rung;

@@ -151,6 +151,15 @@ bool AppRegion::app_waiting() const {
   return abi::header(base_)->app_waiters.load(std::memory_order_seq_cst) != 0;
 }
 
+uint64_t AppRegion::cells_sleeping() const {
+  return abi::header(base_)->cells_sleeping.load(std::memory_order_seq_cst);
+}
+
+uint64_t AppRegion::wake_cells(uint32_t slot) const {
+  if (!mapped() || slot >= layout_.slot_count) return 0;
+  return slot_ptr(slot)->wake_cells.load(std::memory_order_relaxed);
+}
+
 // ---- Slots ----
 
 void AppRegion::reset_slot(uint32_t i, abi::SlotState state) {

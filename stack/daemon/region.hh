@@ -94,6 +94,10 @@ class AppRegion {
   // ---- Sleep and wake (docs/abi.md "Queue pairs") ----
   void set_daemon_sleeping(bool sleeping);
   bool app_waiting() const;
+  // Version 5 (docs/abi.md "Wake cells"): the cells whose threads sleep, and the
+  // cells that wait for `slot`. Hints from the application, any value harmless.
+  uint64_t cells_sleeping() const;
+  uint64_t wake_cells(uint32_t slot) const;
 
   // ---- Slots ----
   // The caller names only slots it handed out (slot < layout().slot_count).

@@ -176,7 +176,7 @@ int SocketTable::do_listen(uint32_t app, uint32_t slot, int backlog) {
   sock.kind = Kind::kListener;
   sock.listener = l;
   apps_.app(app).region.set_state(slot, abi::SlotState::kListening);
-  touch(app);
+  touch(app, slot);
   return 0;
 }
 
@@ -488,7 +488,7 @@ void SocketTable::publish_listener(uint32_t s) {
   for (const Holder& h : sock.holders) {
     if (!apps_.app(h.app).active) continue;
     apps_.app(h.app).region.set_accept_ready(h.slot, n);
-    touch(h.app);
+    touch(h.app, h.slot);
   }
 }
 

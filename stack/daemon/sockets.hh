@@ -116,13 +116,14 @@ class SocketTable {
   bool reachable(uint32_t dst) const;  // the NIC routes dst (its subnet or a gateway)
   void publish_conn(uint32_t socket);
   void publish_listener(uint32_t socket);
-  void touch(uint32_t app) { apps_.mark_dirty(app); }
+  // A change in `slot` of `app`: the threads that wait for it are woken.
+  void touch(uint32_t app, uint32_t slot) { apps_.mark_dirty(app, apps_.app(app).region.wake_cells(slot)); }
   // A change in the ring owner's slot: every holder may be waiting for it, the
   // owner's doorbell (a blocking call on those rings) or its own (poll, select
   // and epoll sleep on the calling process's doorbell).
   void touch_holders(const Socket& sock) {
-    if (sock.rings.app != kNone) touch(sock.rings.app);
-    for (const Holder& h : sock.holders) touch(h.app);
+    if (sock.rings.app != kNone) touch(sock.rings.app, sock.rings.slot);
+    for (const Holder& h : sock.holders) touch(h.app, h.slot);
   }
   uint32_t socket_of(uint32_t app, uint32_t slot) const { return apps_.app(app).slots[slot].socket; }
 

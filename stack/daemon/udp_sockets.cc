@@ -71,11 +71,11 @@ int SocketTable::do_udp_connect(uint32_t app, const abi::Command& cmd, abi::Comp
   const Holder h = sock.rings;
   if (h.app != kNone && apps_.app(h.app).in_use) {
     apps_.app(h.app).region.set_state(h.slot, state);
-    touch(h.app);
+    touch(h.app, h.slot);
   }
   if (!(h == Holder{app, slot})) {  // a fork child's slot names the socket too
     apps_.app(app).region.set_state(slot, state);
-    touch(app);
+    touch(app, slot);
   }
   out->slot = slot;
   out->local_ip = htonl(nic_.ip);

@@ -10,6 +10,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <array>
 #include <cstring>
 #include <deque>
 #include <map>
@@ -54,10 +55,22 @@ struct App {
   int ctl = -1;
   TestRegion region;
   int app_bell = -1, daemon_bell = -1;
+  std::array<int, abi::kWakeCells> cell_bells = [] {  // kWakeCell: each thread's bell
+    std::array<int, abi::kWakeCells> a{};
+    a.fill(-1);
+    return a;
+  }();
   uint32_t id = 0;
   bool alive = true;
   bool dirty = false;  // something changed: ring the doorbell if anyone waits
   std::vector<Sock> socks;
+  void close_cell_bells() {
+    for (int& fd : cell_bells)
+      if (fd >= 0) {
+        close(fd);
+        fd = -1;
+      }
+  }
 };
 
 int send_fds(int sock, const void* buf, size_t len, const int* fds, int n) {
@@ -511,8 +524,20 @@ struct FakeShuntd::Impl {
       if (!a->alive || !a->dirty) continue;
       a->dirty = false;
       std::atomic_thread_fence(std::memory_order_seq_cst);
-      if (a->region.hdr->app_waiters.load() > 0) {
-        uint64_t one = 1;
+      // Not which threads wait for what changed, as shuntd knows: every sleeping
+      // cell, which wakes too many but never too few.
+      uint64_t one = 1;
+      bool broadcast = a->region.hdr->app_waiters.load() > 0;
+      for (uint64_t due = a->region.hdr->cells_sleeping.load(); due != 0; due &= due - 1) {
+        int bell = a->cell_bells[__builtin_ctzll(due)];
+        if (bell < 0) {
+          broadcast = true;
+        } else {
+          ssize_t w = write(bell, &one, sizeof one);
+          (void)w;
+        }
+      }
+      if (broadcast) {
         ssize_t w = write(a->app_bell, &one, sizeof one);
         (void)w;
       }
@@ -540,6 +565,7 @@ struct FakeShuntd::Impl {
     close(a.ctl);
     close(a.app_bell);
     close(a.daemon_bell);
+    a.close_cell_bells();
     a.alive = false;  // the region stays mapped while its connections drain
   }
 };
@@ -575,6 +601,7 @@ void FakeShuntd::stop() {
       close(a->ctl);
       close(a->app_bell);
       close(a->daemon_bell);
+      a->close_cell_bells();
     }
     a->region.destroy();
   }
@@ -637,6 +664,12 @@ void FakeShuntd::run() {
         continue;
       }
       std::vector<int> fds(fd_buf, fd_buf + nfd);
+      if (n == ssize_t(sizeof req) && req.type == uint32_t(ctl::Type::kWakeCell) && nfd == 1 &&
+          req.count < abi::kWakeCells) {
+        if (a.cell_bells[req.count] >= 0) close(a.cell_bells[req.count]);
+        a.cell_bells[req.count] = fds[0];
+        continue;
+      }
       if (n != ssize_t(sizeof req) || req.type != uint32_t(ctl::Type::kInherit)) {
         for (int fd : fds) close(fd);
         continue;
