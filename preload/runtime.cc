@@ -474,11 +474,16 @@ void Runtime::setup_cell(Region& r) {
   if (t.qp_shared || t.qp_index >= abi::kWakeCells) return;
   int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (fd < 0) return;
+  // Unique along the exec chain (cookies carry over): a bell the old image
+  // registered for this cell never passes for this thread's.
+  const uint64_t token = g_cookie.fetch_add(1, std::memory_order_relaxed);
+  t.qp->bell_token.store(token, std::memory_order_release);
   ctl::Request req{};
   req.type = uint32_t(ctl::Type::kWakeCell);
   req.abi_version = abi::kVersion;
   req.pid = getpid();
   req.count = t.qp_index;
+  req.token = token;
   if (send_with_fds(r.ctl_fd, &req, sizeof req, &fd, 1) != ssize_t(sizeof req)) {
     libc().close(fd);
     return;

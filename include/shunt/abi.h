@@ -172,6 +172,11 @@ struct QueuePair {
   Command sq[kQueueDepth];
   Completion cq[kQueueDepth];
   alignas(kCacheLine) TcpInfo reply;
+  // Version 5, written by the application: the token its thread's kWakeCell
+  // carried (0: none). The daemon rings the bell it holds for this cell only
+  // while the token matches; else the app doorbell (a new thread took the cell,
+  // after exec, and its bell is not there yet).
+  alignas(kCacheLine) std::atomic<uint64_t> bell_token;
 };
 static_assert(sizeof(QueuePair) % kCacheLine == 0);
 

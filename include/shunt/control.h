@@ -28,7 +28,7 @@ enum class Type : uint32_t {
   kCapture = 6,  // fd of a writable file; count = packets (0: until hang-up)
                  // -> CaptureReply when started, another when done
   kWakeCell = 7, // an attached application: fd of an eventfd, the bell of wake
-                 // cell `count` (abi::kWakeCells); no reply
+                 // cell `count` (abi::kWakeCells), and its `token`; no reply
 };
 
 struct Request {
@@ -38,6 +38,7 @@ struct Request {
   uint32_t count;                           // kInherit: entries used; kCapture: packets
   uint32_t parent_region;                   // kInherit: region the slots belong to
   uint32_t parent_slots[kMaxInherit];       // kInherit: one per fd sent, same order
+  uint64_t token;                           // kWakeCell: the queue pair's bell_token
 };
 
 struct AttachReply {

@@ -66,6 +66,8 @@ uint32_t AppRegistry::attach(int ctl_fd, const Credentials& cred, uint32_t nic_i
     return kNone;
   }
   app.slots.assign(layout_.slot_count, SlotInfo{});
+  app.touched.clear();
+  app.touched.reserve(layout_.slot_count);
   app.free_slots.clear();
   for (uint32_t s = layout_.slot_count; s-- > 0;) app.free_slots.push_back(s);
   app.used_slots = app.zombies = 0;
@@ -80,7 +82,7 @@ uint32_t AppRegistry::attach(int ctl_fd, const Credentials& cred, uint32_t nic_i
   return id;
 }
 
-bool AppRegistry::set_cell_bell(uint32_t id, uint32_t cell, int fd) {
+bool AppRegistry::set_cell_bell(uint32_t id, uint32_t cell, int fd, uint64_t token) {
   App& app = apps_[id];
   // The daemon writes to it from its loop: only an eventfd, never one that blocks
   // (a pipe that fills up, a socket) or one that is somewhere else (a file).
@@ -94,6 +96,7 @@ bool AppRegistry::set_cell_bell(uint32_t id, uint32_t cell, int fd) {
   if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0) return false;
   if (app.cell_bells[cell] >= 0) close(app.cell_bells[cell]);  // a new thread holds the cell
   app.cell_bells[cell] = fd;
+  app.cell_tokens[cell] = token;
   return true;
 }
 
@@ -110,7 +113,7 @@ uint32_t AppRegistry::alloc_slot(uint32_t id, uint32_t socket) {
   if (!app.active || app.free_slots.empty()) return kNone;
   uint32_t slot = app.free_slots.back();
   app.free_slots.pop_back();
-  app.slots[slot] = SlotInfo{socket, true, false};
+  app.slots[slot] = SlotInfo{socket, true, false, app.slots[slot].touched};  // still listed if so
   ++app.used_slots;
   return slot;
 }
@@ -121,7 +124,7 @@ void AppRegistry::free_slot(uint32_t id, uint32_t slot) {
   SlotInfo& si = app.slots[slot];
   if (!si.used) return;
   if (si.zombie) --app.zombies;
-  si = SlotInfo{};
+  si = SlotInfo{.touched = si.touched};  // still listed in app.touched if so
   --app.used_slots;
   if (app.active) {
     app.region.release_rings(slot);
@@ -154,6 +157,7 @@ void AppRegistry::release(uint32_t id) {
     }
   app.in_use = app.active = false;
   app.slots.clear();
+  app.touched.clear();
   app.free_slots.clear();
   app.used_slots = app.zombies = 0;
 }

@@ -39,6 +39,7 @@ struct SlotInfo {
   uint32_t socket = kNone;  // SocketTable index
   bool used = false;
   bool zombie = false;      // closed by the application; the engine still drains it
+  bool touched = false;     // in App::touched
 };
 
 struct App {
@@ -51,7 +52,11 @@ struct App {
   // Each thread's own bell (ctl::kWakeCell), -1 until it registers one; and the
   // cells to wake at the next doorbell round (docs/abi.md, Wake cells).
   std::array<int, abi::kWakeCells> cell_bells = kNoBells;
+  std::array<uint64_t, abi::kWakeCells> cell_tokens{};  // what each bell came with
   uint64_t wake = 0;
+  // Slots changed since the last doorbell round, each once (SlotInfo::touched):
+  // their wake_cells are read after the round's fence, never before.
+  std::vector<uint32_t> touched;
   Credentials cred;
   std::string comm;          // /proc/PID/comm at attach
   uint64_t attached_at = 0;  // µs, the daemon's clock
@@ -77,13 +82,24 @@ class AppRegistry {
   // that is gone can still be marked while its region is in use: a fork child
   // reading a connection's rings in its exited parent's region waits on the
   // parent's doorbell.
-  // `cells`: the wake cells that may wait for the change (abi::kAllCells: any).
+  // `cells`: the wake cells that wait for the change (a completion on pair q: q's).
   void mark_dirty(uint32_t id, uint64_t cells) {
     apps_[id].wake |= cells;
     if (!apps_[id].dirty) {
       apps_[id].dirty = true;
       dirty_.push_back(id);
     }
+  }
+  // A change in `slot` of `id`: the cells that watch it are woken.
+  void mark_slot_dirty(uint32_t id, uint32_t slot) {
+    App& a = apps_[id];
+    if (slot < a.slots.size() && !a.slots[slot].touched) {
+      a.slots[slot].touched = true;
+      a.touched.push_back(slot);  // reserved for every slot at attach: no growth here
+    } else if (slot >= a.slots.size()) {
+      a.wake = abi::kAllCells;
+    }
+    mark_dirty(id, 0);
   }
   // The marked ones, each once (an id reused since it was marked may appear
   // with its flag clear: skip it), then the list empties.
@@ -98,8 +114,9 @@ class AppRegistry {
   }
   uint32_t regions_in_use() const;
   // Takes `fd` (an eventfd the application sent) as the bell of its wake cell
-  // `cell`. False, leaving fd to the caller, when the cell or the fd is not one.
-  bool set_cell_bell(uint32_t id, uint32_t cell, int fd);
+  // `cell`, good while the cell's queue pair holds `token`. False, leaving fd to
+  // the caller, when the cell or the fd is not one.
+  bool set_cell_bell(uint32_t id, uint32_t cell, int fd, uint64_t token);
 
   // A new application: a region (sealed memfd) and two doorbells. Returns its id,
   // or kNone with *error (-EUSERS when every region is in use).

@@ -188,7 +188,9 @@ void Daemon::control_message(int fd) {
     case ctl::Type::kWakeCell:
       // Taken: the fd stays open as the bell. Refused: closed below, the thread
       // hears the app doorbell instead (it watches both).
-      if (app != kNone && nfds == 1 && apps_.set_cell_bell(app, req.count, fds[0])) nfds = 0;
+      if (app != kNone && nfds == 1 && size_t(n) == sizeof req &&
+          apps_.set_cell_bell(app, req.count, fds[0], req.token))
+        nfds = 0;
       break;
     case ctl::Type::kCapture:
       start_capture(fd, req, fds, nfds);

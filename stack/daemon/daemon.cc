@@ -158,22 +158,31 @@ void Daemon::check_headers() {
 
 uint32_t Daemon::ring_doorbells() {
   uint32_t rung = 0;
+  // Pairs with the applications' seq_cst stores before they re-check their
+  // condition and sleep: the slot they watch (wake_cells), then their cell's bit
+  // or app_waiters (docs/abi.md "Wake cells"). What was published before this
+  // fence, they see, or they are seen asleep here.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
   apps_.take_dirty([&](uint32_t id) {
     App& a = apps_.app(id);
-    const uint64_t cells = a.wake;
+    uint64_t cells = a.wake;
     a.wake = 0;
+    for (uint32_t s : a.touched) {
+      if (s >= a.slots.size()) continue;  // released this turn
+      a.slots[s].touched = false;
+      cells |= a.region.wake_cells(s);
+    }
+    a.touched.clear();
     if (!a.in_use) return;
-    // Pairs with the application's seq_cst announcement (its cell's bit, or
-    // app_waiters) before it re-checks its condition (docs/abi.md "Wake cells").
-    std::atomic_thread_fence(std::memory_order_seq_cst);
     const uint64_t one = 1;
     bool broadcast = a.region.app_waiting();
     // The threads that sleep and may wait for what changed, each on its own bell;
     // at most kWakeCells writes, whatever the application wrote in its region.
     for (uint64_t due = cells & a.region.cells_sleeping(); due != 0; due &= due - 1) {
-      int bell = a.cell_bells[size_t(__builtin_ctzll(due))];
-      if (bell < 0) {
-        broadcast = true;  // its bell is not registered yet: it hears the doorbell too
+      const uint32_t c = uint32_t(__builtin_ctzll(due));
+      int bell = a.cell_bells[c];
+      if (bell < 0 || a.region.bell_token(c) != a.cell_tokens[c]) {
+        broadcast = true;  // its bell is not here yet: it hears the doorbell too
       } else if (write(bell, &one, sizeof one) == ssize_t(sizeof one)) {
         ++ctr_.cell_bells_rung;
         ++rung;

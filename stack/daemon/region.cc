@@ -155,6 +155,11 @@ uint64_t AppRegion::cells_sleeping() const {
   return abi::header(base_)->cells_sleeping.load(std::memory_order_seq_cst);
 }
 
+uint64_t AppRegion::bell_token(uint32_t cell) const {
+  if (!mapped() || cell >= layout_.queue_pair_count) return 0;
+  return queue_ptr(cell)->bell_token.load(std::memory_order_relaxed);
+}
+
 uint64_t AppRegion::wake_cells(uint32_t slot) const {
   if (!mapped() || slot >= layout_.slot_count) return 0;
   return slot_ptr(slot)->wake_cells.load(std::memory_order_relaxed);

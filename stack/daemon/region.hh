@@ -98,6 +98,7 @@ class AppRegion {
   // cells that wait for `slot`. Hints from the application, any value harmless.
   uint64_t cells_sleeping() const;
   uint64_t wake_cells(uint32_t slot) const;
+  uint64_t bell_token(uint32_t cell) const;  // 0 for a pair the region does not have
 
   // ---- Slots ----
   // The caller names only slots it handed out (slot < layout().slot_count).

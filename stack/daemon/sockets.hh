@@ -117,7 +117,7 @@ class SocketTable {
   void publish_conn(uint32_t socket);
   void publish_listener(uint32_t socket);
   // A change in `slot` of `app`: the threads that wait for it are woken.
-  void touch(uint32_t app, uint32_t slot) { apps_.mark_dirty(app, apps_.app(app).region.wake_cells(slot)); }
+  void touch(uint32_t app, uint32_t slot) { apps_.mark_slot_dirty(app, slot); }
   // A change in the ring owner's slot: every holder may be waiting for it, the
   // owner's doorbell (a blocking call on those rings) or its own (poll, select
   // and epoll sleep on the calling process's doorbell).

@@ -60,6 +60,7 @@ struct App {
     a.fill(-1);
     return a;
   }();
+  std::array<uint64_t, abi::kWakeCells> cell_tokens{};
   uint32_t id = 0;
   bool alive = true;
   bool dirty = false;  // something changed: ring the doorbell if anyone waits
@@ -529,8 +530,10 @@ struct FakeShuntd::Impl {
       uint64_t one = 1;
       bool broadcast = a->region.hdr->app_waiters.load() > 0;
       for (uint64_t due = a->region.hdr->cells_sleeping.load(); due != 0; due &= due - 1) {
-        int bell = a->cell_bells[__builtin_ctzll(due)];
-        if (bell < 0) {
+        const uint32_t c = uint32_t(__builtin_ctzll(due));
+        int bell = a->cell_bells[c];
+        if (bell < 0 || c >= a->region.layout.queue_pair_count ||
+            abi::queue_pair(a->region.base, a->region.layout, c)->bell_token.load() != a->cell_tokens[c]) {
           broadcast = true;
         } else {
           ssize_t w = write(bell, &one, sizeof one);
@@ -668,6 +671,7 @@ void FakeShuntd::run() {
           req.count < abi::kWakeCells) {
         if (a.cell_bells[req.count] >= 0) close(a.cell_bells[req.count]);
         a.cell_bells[req.count] = fds[0];
+        a.cell_tokens[req.count] = req.token;
         continue;
       }
       if (n != ssize_t(sizeof req) || req.type != uint32_t(ctl::Type::kInherit)) {

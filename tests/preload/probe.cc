@@ -947,6 +947,85 @@ void threads() {
   close(l);
 }
 
+// Voluntary context switches of thread tid so far (each a sleep it woke from).
+long voluntary_switches(pid_t tid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/self/task/%d/status", int(tid));
+  FILE* f = fopen(path, "r");
+  CHECK(f != nullptr);
+  char line[256];
+  long n = -1;
+  while (fgets(line, sizeof line, f) != nullptr)
+    if (sscanf(line, "voluntary_ctxt_switches: %ld", &n) == 1) break;
+  fclose(f);
+  CHECK(n >= 0);
+  return n;
+}
+
+// Traffic on one connection wakes the thread that waits for it and no other, as
+// on Linux: four threads sleep on idle connections of their own (two in read, two
+// in an epoll of their own) while two others make 2000 round trips on a fifth.
+// shuntd rings only the bells of the threads that wait for a slot that changed
+// (docs/abi.md, Wake cells); one doorbell for every sleeping thread would wake
+// each idle thread about once a round trip. Real daemon only: the fake one wakes
+// every sleeping thread.
+void wake_targets() {
+  constexpr int kIdle = 4, kRounds = 2000;
+  int l = listener(kNic, 7011);
+  int cs[kIdle + 1], ss[kIdle + 1];
+  for (int i = 0; i <= kIdle; ++i) {
+    cs[i] = connect_to(kNic, 7011);
+    ss[i] = accept(l, nullptr, nullptr);
+    CHECK(ss[i] >= 0);
+  }
+  std::atomic<pid_t> tids[kIdle];
+  std::vector<std::thread> idle;
+  for (int t = 0; t < kIdle; ++t) {
+    tids[t].store(0);
+    idle.emplace_back([&, t] {
+      tids[t].store(pid_t(gettid()));
+      char b;
+      if (t >= 2) {
+        int ep = epoll_create1(0);
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, ss[t], &ev) == 0);
+        CHECK(epoll_wait(ep, &ev, 1, 60000) == 1);
+        close(ep);
+      }
+      CHECK(read(ss[t], &b, 1) == 0);  // the peer's close ends it
+    });
+  }
+  long before[kIdle];
+  for (int t = 0; t < kIdle; ++t) {
+    for (int i = 0; i < 5000 && tids[t].load() == 0; ++i) usleep(1000);
+    wait_asleep(tids[t].load());
+    before[t] = voluntary_switches(tids[t].load());
+  }
+  std::thread echo([&] {
+    char b;
+    for (int i = 0; i < kRounds; ++i) {
+      CHECK(read(ss[kIdle], &b, 1) == 1);
+      CHECK(write(ss[kIdle], &b, 1) == 1);
+    }
+  });
+  for (int i = 0; i < kRounds; ++i) {
+    char b = char(i);
+    CHECK(write(cs[kIdle], &b, 1) == 1);
+    CHECK(read(cs[kIdle], &b, 1) == 1 && b == char(i));
+  }
+  echo.join();
+  for (int t = 0; t < kIdle; ++t) {
+    long woke = voluntary_switches(tids[t].load()) - before[t];
+    if (woke >= kRounds / 20) fprintf(stderr, "probe: idle thread %d woke %ld times\n", t, woke);
+    CHECK(woke < kRounds / 20);
+  }
+  for (int i = 0; i <= kIdle; ++i) close(cs[i]);
+  for (auto& t : idle) t.join();
+  for (int i = 0; i <= kIdle; ++i) close(ss[i]);
+  close(l);
+}
+
 // Sockets that never touch the NIC: loopback, other addresses, IPv6, UDP.
 void kernel_routes() {
   int l = listener("127.0.0.1", 0);
@@ -1026,7 +1105,7 @@ int main(int argc, char** argv) {
                          {"kernel_routes", kernel_routes}, {"failopen", failopen},
                          {"daemon_gone", daemon_gone}, {"other_entries", other_entries},
                          {"linger", linger_close},     {"restart", restart},
-                         {"nested_epoll", nested_epoll}};
+                         {"nested_epoll", nested_epoll}, {"wake_targets", wake_targets}};
   for (const auto& s : scenarios) {
     if (what == s.name) {
       s.fn();
