@@ -3,20 +3,31 @@
 # Stock nginx (master + 1 worker) under shunt on a veth end; clients in the kernel
 # host's namespace.
 #
-#   integration/nginx_test.sh BUILD_DIR [--kernel]
+#   integration/nginx_test.sh BUILD_DIR [--kernel] [--workers N]
 #
 # Asserts: a 1 KiB and a 1 MiB file come back over curl with matching sha256; a 5 s
 # wrk run (16 connections) ends with no socket errors and no non-2xx answers; shunt
 # stat shows the traffic (port rx/tx packets at least the request count, accepted
 # connections at least wrk's and curl's). --kernel runs the same on the kernel stack
-# (a check of the test itself and a baseline; no shunt involved).
+# (a check of the test itself and a baseline; no shunt involved). --workers N: N
+# worker processes sharing the listener (nginx adds it to each worker's epoll with
+# EPOLLEXCLUSIVE), and a second wrk run with a new connection per request, so the
+# workers take turns accepting.
 set -uo pipefail
 # shellcheck source=integration/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 it_setup "${1:-}"
-mode=shunt
-[[ ${2:-} == --kernel ]] && mode=kernel
+shift
+mode=shunt nworkers=1
+while (($# > 0)); do
+  case $1 in
+    --kernel) mode=kernel ;;
+    --workers) nworkers=${2:?--workers N}; shift ;;
+    *) echo "usage: $0 BUILD_DIR [--kernel] [--workers N]" >&2; exit 2 ;;
+  esac
+  shift
+done
 net=${SHUNT_TEST_NET:-7}
 name=shunt-it-nginx-$$
 site=$IT_TMP/site
@@ -37,6 +48,7 @@ netns_up "$name" "$net"
 addr=$NETNS_SHUNT_IP
 client=(ip netns exec "$NETNS_KERNEL")
 nginx_site "$site" "$addr" 80
+sed -i "s/^worker_processes 1;/worker_processes $nworkers;/" "$site/nginx.conf"
 head -c 1024 /dev/urandom >"$site/www/1k.bin"
 head -c $((1024 * 1024)) /dev/urandom >"$site/www/1m.bin"
 chmod 644 "$site/www/"*.bin
@@ -54,9 +66,9 @@ fi
 nginx_pid=$!
 it_nginx_up "http://$addr/" "$NETNS_KERNEL" "$nginx_pid"
 
-# The worker count is what we asked for: one master, one worker.
+# The worker count is what we asked for.
 workers=$(pgrep -c -P "$(<"$site/nginx.pid")" || true)
-it_check "nginx runs master + 1 worker (workers: $workers)" test "$workers" = 1
+it_check "nginx runs master + $nworkers worker(s) (workers: $workers)" test "$workers" = "$nworkers"
 
 for f in 1k.bin 1m.bin; do
   want=$(sha256sum <"$site/www/$f" | cut -d' ' -f1)
@@ -69,6 +81,14 @@ out=$WRK_OUT wrk_rc=$WRK_RC
 echo "$out"
 it_check_wrk "$out" "$wrk_rc" 100
 requests=$WRK_REQUESTS
+if ((nworkers > 1)); then
+  it_wrk "${client[@]}" timeout 60 wrk -t1 -c16 -d3s --timeout 5s -H "Connection: close" "http://$addr/1k.bin"
+  echo "$WRK_OUT"
+  it_check_wrk "$WRK_OUT" "$WRK_RC" 100
+  requests=$((requests + WRK_REQUESTS))
+  alive=$(pgrep -c -P "$(<"$site/nginx.pid")" || true)
+  it_check "all $nworkers workers still run after the short connections ($alive)" test "$alive" = "$nworkers"
+fi
 
 # The answers still came back byte for byte after the load.
 got=$("${client[@]}" curl -sS --fail --max-time 30 "http://$addr/1m.bin" | sha256sum | cut -d' ' -f1)

@@ -298,7 +298,10 @@ bool watch_set(EpollObj& ep, Region& r, uint64_t cell) {
     if (e.nested != nullptr) return false;
     if (!e.sock->shunted()) continue;
     if (e.sock->region != &r) return false;
-    Runtime::watch_slot(r, e.sock->slot, cell);
+    // EPOLLEXCLUSIVE matters for a listener alone: shuntd wakes one of its waiters.
+    const bool exclusive = (e.events & EPOLLEXCLUSIVE) != 0 &&
+                           e.sock->s->state.load(std::memory_order_acquire) == uint32_t(abi::SlotState::kListening);
+    Runtime::watch_slot(r, e.sock->slot, cell, exclusive);
   }
   return true;
 }

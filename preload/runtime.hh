@@ -153,10 +153,11 @@ class Runtime {
     else
       r.hdr->app_waiters.fetch_sub(1, std::memory_order_seq_cst);
   }
-  // Names slot i of r as one that `cell` waits for (before announce_sleep).
-  static void watch_slot(Region& r, uint32_t i, uint64_t cell) {
+  // Names slot i of r as one that `cell` waits for (before announce_sleep);
+  // `exclusive`: through an EPOLLEXCLUSIVE entry.
+  static void watch_slot(Region& r, uint32_t i, uint64_t cell, bool exclusive = false) {
     if (cell == 0 || i >= r.slot_count()) return;
-    std::atomic<uint64_t>& w = r.slot(i)->wake_cells;
+    std::atomic<uint64_t>& w = exclusive ? r.slot(i)->wake_cells_exclusive : r.slot(i)->wake_cells;
     if ((w.load(std::memory_order_relaxed) & cell) == 0) w.fetch_or(cell, std::memory_order_seq_cst);
   }
 

@@ -120,6 +120,7 @@ bool adopt_slot(Socket& s, const abi::Completion& c) {
   s.peer = make_sin(c.remote_ip, c.remote_port);
   s.error_seq_seen.store(s.s->error_seq.load(std::memory_order_acquire), std::memory_order_release);
   s.s->wake_cells.store(0, std::memory_order_relaxed);  // the slot's last user's threads
+  s.s->wake_cells_exclusive.store(0, std::memory_order_relaxed);
   return true;
 }
 

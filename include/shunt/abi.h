@@ -227,7 +227,11 @@ struct alignas(kCacheLine) SocketSlot {
   // have slept waiting for this slot (bit c: cell c), cleared when the slot is
   // taken. A hint: the daemon rings those cells' bells when the slot changes.
   std::atomic<uint64_t> wake_cells;
-  uint8_t pad1[kCacheLine - 16];
+  // Likewise, the cells that wait for this listener through an EPOLLEXCLUSIVE
+  // entry: of those asleep, among every process holding the listener, the daemon
+  // wakes one for each connection that arrives (docs/abi.md, Wake cells).
+  std::atomic<uint64_t> wake_cells_exclusive;
+  uint8_t pad1[kCacheLine - 24];
   RingIndices rx;  // daemon produces bytes, app consumes
   RingIndices tx;  // app produces bytes, daemon consumes
 };
@@ -236,6 +240,7 @@ static_assert(offsetof(SocketSlot, error_seq) == 24);
 static_assert(offsetof(SocketSlot, rx_geometry) == 32);
 static_assert(offsetof(SocketSlot, tx_notice) == kCacheLine);
 static_assert(offsetof(SocketSlot, wake_cells) == kCacheLine + 8);
+static_assert(offsetof(SocketSlot, wake_cells_exclusive) == kCacheLine + 16);
 static_assert(offsetof(SocketSlot, rx) == 2 * kCacheLine);
 
 // ---- Datagram records (UDP slots, version 2) ----

@@ -163,6 +163,7 @@ uint32_t Daemon::ring_doorbells() {
   // or app_waiters (docs/abi.md "Wake cells"). What was published before this
   // fence, they see, or they are seen asleep here.
   std::atomic_thread_fence(std::memory_order_seq_cst);
+  sockets_.wake_exclusive();
   apps_.take_dirty([&](uint32_t id) {
     App& a = apps_.app(id);
     uint64_t cells = a.wake;

@@ -162,7 +162,17 @@ uint64_t AppRegion::bell_token(uint32_t cell) const {
 
 uint64_t AppRegion::wake_cells(uint32_t slot) const {
   if (!mapped() || slot >= layout_.slot_count) return 0;
-  return slot_ptr(slot)->wake_cells.load(std::memory_order_relaxed);
+  const abi::SocketSlot* s = slot_ptr(slot);
+  uint64_t cells = s->wake_cells.load(std::memory_order_relaxed);
+  // An exclusive entry on a socket that is not listening waits like any other.
+  if (slots_[slot].state != uint32_t(abi::SlotState::kListening))
+    cells |= s->wake_cells_exclusive.load(std::memory_order_relaxed);
+  return cells;
+}
+
+uint64_t AppRegion::wake_cells_exclusive(uint32_t slot) const {
+  if (!mapped() || slot >= layout_.slot_count) return 0;
+  return slot_ptr(slot)->wake_cells_exclusive.load(std::memory_order_relaxed);
 }
 
 // ---- Slots ----

@@ -97,7 +97,10 @@ class AppRegion {
   // Version 5 (docs/abi.md "Wake cells"): the cells whose threads sleep, and the
   // cells that wait for `slot`. Hints from the application, any value harmless.
   uint64_t cells_sleeping() const;
+  // A listener's EPOLLEXCLUSIVE waiters count here only: wake_cells() leaves them
+  // out for a listening slot (SocketTable::wake_exclusive wakes one of them).
   uint64_t wake_cells(uint32_t slot) const;
+  uint64_t wake_cells_exclusive(uint32_t slot) const;
   uint64_t bell_token(uint32_t cell) const;  // 0 for a pair the region does not have
 
   // ---- Slots ----

@@ -71,6 +71,7 @@ SocketTable::SocketTable(AppRegistry& apps, Engine& engine, const NicAddress& ni
                          DaemonCounters& ctr)
     : apps_(apps), engine_(engine), nic_(nic), ctr_(ctr), port_owner_(65536, 0) {
   sockets_.reserve(size_t(apps.capacity()) * 64);
+  exclusive_due_.reserve(256);  // grows only past 256 listeners with arrivals in one turn
 }
 
 // ---- Commands ----
@@ -485,11 +486,40 @@ void SocketTable::publish_conn(uint32_t s) {
 void SocketTable::publish_listener(uint32_t s) {
   Socket& sock = sockets_[s];
   uint32_t n = engine_.accept_queue_len(sock.listener);
+  if (n > sock.accept_published) {
+    if (sock.exclusive_due == 0) exclusive_due_.push_back(s);
+    sock.exclusive_due += n - sock.accept_published;
+  }
+  sock.accept_published = n;
   for (const Holder& h : sock.holders) {
     if (!apps_.app(h.app).active) continue;
     apps_.app(h.app).region.set_accept_ready(h.slot, n);
     touch(h.app, h.slot);
   }
+}
+
+void SocketTable::wake_exclusive() {
+  for (uint32_t s : exclusive_due_) {
+    Socket& sock = sockets_[s];
+    uint32_t due = sock.exclusive_due;
+    sock.exclusive_due = 0;
+    const size_t n = sock.holders.size();
+    if (sock.kind != Kind::kListener || n == 0) continue;
+    // One sleeping exclusive waiter a holder in a round, from the holder whose
+    // turn it is; a holder with none asleep is passed over (its waiters find the
+    // connection queued when they next look, awake).
+    for (size_t k = 0; k < n && due > 0; ++k) {
+      const size_t i = (sock.exclusive_turn + k) % n;
+      const Holder& h = sock.holders[i];
+      AppRegion& region = apps_.app(h.app).region;
+      uint64_t asleep = apps_.app(h.app).active ? region.wake_cells_exclusive(h.slot) & region.cells_sleeping() : 0;
+      if (asleep == 0) continue;
+      apps_.mark_dirty(h.app, asleep & (~asleep + 1));  // its lowest cell
+      sock.exclusive_turn = uint32_t((i + 1) % n);
+      --due;
+    }
+  }
+  exclusive_due_.clear();
 }
 
 // ---- Fork ----

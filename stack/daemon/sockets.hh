@@ -46,6 +46,11 @@ class SocketTable {
   void shutdown_all();
   // Engine events to the slots that wait for them.
   void publish_events();
+  // EPOLLEXCLUSIVE: for each connection that arrived on a listener since the
+  // last call, one thread asleep on it through an exclusive entry is marked to
+  // be woken, the processes holding it taking turns. At the doorbell round,
+  // after its fence (it reads who sleeps).
+  void wake_exclusive();
 
   // After fork: a slot in `child` for the socket behind the parent's slot, if
   // `inode` (of the placeholder the child sent) is that socket's. kNoSlot if not.
@@ -77,6 +82,9 @@ class SocketTable {
     uint32_t option_value[uint32_t(abi::SockOption::kCount)] = {};
     uint64_t inode = 0;  // the kernel placeholder's inode: identity across fork
     ListenerId listener = kInvalidId;
+    uint32_t accept_published = 0;  // kListener: the queue length the slots show
+    uint32_t exclusive_due = 0;     // connections arrived, exclusive waiters not yet woken
+    uint32_t exclusive_turn = 0;    // the holder whose exclusive waiter goes next
     ConnId conn = kInvalidId;
     UdpId udp = kNoUdp;
     abi::ConsumerEnd udp_tx;     // kUdp: the daemon's end of the ring owner's tx ring
@@ -138,6 +146,7 @@ class SocketTable {
   uint16_t next_ephemeral_ = 32768;
   uint16_t next_udp_ephemeral_ = 32768;
   std::vector<uint8_t> udp_scratch_;  // one datagram that wraps around a tx ring's end
+  std::vector<uint32_t> exclusive_due_;  // listeners with exclusive_due > 0
 };
 
 }  // namespace shunt

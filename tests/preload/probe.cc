@@ -915,6 +915,67 @@ void fork_accept() {
   close(c);
 }
 
+// EPOLLEXCLUSIVE across processes sharing a listener (nginx's workers): each
+// connection wakes one of the processes asleep on it, as on Linux (which wakes
+// "one or more"). Three children wait in epolls of their own with an exclusive
+// entry for the listener; for each of four connections one wakes and accepts it.
+// Waking all would be twelve wake-ups. Real daemon only (the fake wakes all).
+void exclusive_accept() {
+  constexpr int kChildren = 3, kConns = 4;
+  int l = listener(kNic, 7012, SOCK_NONBLOCK);
+  int report[2];
+  CHECK(pipe2(report, O_NONBLOCK) == 0);
+  pid_t kids[kChildren];
+  for (int k = 0; k < kChildren; ++k) {
+    kids[k] = fork();
+    CHECK(kids[k] >= 0);
+    if (kids[k] == 0) {
+      close(report[0]);
+      int ep = epoll_create1(0);
+      epoll_event ev{};
+      ev.events = EPOLLIN | EPOLLEXCLUSIVE;
+      if (epoll_ctl(ep, EPOLL_CTL_ADD, l, &ev) != 0) _exit(2);
+      for (;;) {  // until the parent kills it
+        if (epoll_wait(ep, &ev, 1, -1) != 1) _exit(3);
+        char w = 'w';
+        if (write(report[1], &w, 1) != 1) _exit(4);
+        int s = accept(l, nullptr, nullptr);
+        if (s >= 0) {
+          char a = 'a';
+          if (write(report[1], &a, 1) != 1) _exit(5);
+          close(s);
+        }
+      }
+    }
+  }
+  close(report[1]);
+  close(l);  // the children hold it
+  auto all_asleep = [&] {
+    for (pid_t k : kids) wait_asleep(k, k);
+  };
+  all_asleep();
+  int wakes = 0, accepts = 0;
+  for (int i = 0; i < kConns; ++i) {
+    int c = connect_to(kNic, 7012);
+    for (int t = 0; t < 5000 && accepts == i; ++t) {  // one child takes it
+      char b;
+      while (read(report[0], &b, 1) == 1) (b == 'a' ? accepts : wakes) += 1;
+      if (accepts == i) usleep(1000);
+    }
+    CHECK(accepts == i + 1);
+    all_asleep();  // and then every child sleeps again
+    char b;
+    while (read(report[0], &b, 1) == 1) (b == 'a' ? accepts : wakes) += 1;
+    close(c);
+  }
+  for (pid_t k : kids) kill(k, SIGKILL);
+  for (pid_t k : kids) waitpid(k, nullptr, 0);
+  if (wakes > kConns + 1) fprintf(stderr, "probe: %d wake-ups for %d connections\n", wakes, kConns);
+  CHECK(accepts == kConns);
+  CHECK(wakes <= kConns + 1);
+  close(report[0]);
+}
+
 // Threads: each gets its own queue pair; blocking reads wake on the doorbell.
 void threads() {
   int l = listener(kNic, 7009);
@@ -1105,7 +1166,8 @@ int main(int argc, char** argv) {
                          {"kernel_routes", kernel_routes}, {"failopen", failopen},
                          {"daemon_gone", daemon_gone}, {"other_entries", other_entries},
                          {"linger", linger_close},     {"restart", restart},
-                         {"nested_epoll", nested_epoll}, {"wake_targets", wake_targets}};
+                         {"nested_epoll", nested_epoll}, {"wake_targets", wake_targets},
+                         {"exclusive_accept", exclusive_accept}};
   for (const auto& s : scenarios) {
     if (what == s.name) {
       s.fn();
