@@ -505,18 +505,26 @@ void SocketTable::wake_exclusive() {
     sock.exclusive_due = 0;
     const size_t n = sock.holders.size();
     if (sock.kind != Kind::kListener || n == 0) continue;
-    // One sleeping exclusive waiter a holder in a round, from the holder whose
-    // turn it is; a holder with none asleep is passed over (its waiters find the
-    // connection queued when they next look, awake).
-    for (size_t k = 0; k < n && due > 0; ++k) {
-      const size_t i = (sock.exclusive_turn + k) % n;
-      const Holder& h = sock.holders[i];
-      AppRegion& region = apps_.app(h.app).region;
-      uint64_t asleep = apps_.app(h.app).active ? region.wake_cells_exclusive(h.slot) & region.cells_sleeping() : 0;
-      if (asleep == 0) continue;
-      apps_.mark_dirty(h.app, asleep & (~asleep + 1));  // its lowest cell
-      sock.exclusive_turn = uint32_t((i + 1) % n);
-      --due;
+    // One sleeping exclusive waiter a connection, the holders taking turns from
+    // the one after the last woken; a holder with none asleep (or none left not
+    // already woken this round, App::wake) is passed over: its waiters find the
+    // connection queued when they next look, awake. Each pass wakes one more
+    // thread or ends the loop.
+    for (bool woke = true; due > 0 && woke;) {
+      woke = false;
+      const size_t start = sock.exclusive_turn;
+      for (size_t k = 0; k < n && due > 0; ++k) {
+        const size_t i = (start + k) % n;
+        const Holder& h = sock.holders[i];
+        App& a = apps_.app(h.app);
+        if (!a.active) continue;
+        uint64_t asleep = a.region.wake_cells_exclusive(h.slot) & a.region.cells_sleeping() & ~a.wake;
+        if (asleep == 0) continue;
+        apps_.mark_dirty(h.app, asleep & (~asleep + 1));  // its lowest such cell
+        sock.exclusive_turn = uint32_t((i + 1) % n);
+        --due;
+        woke = true;
+      }
     }
   }
   exclusive_due_.clear();

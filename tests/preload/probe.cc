@@ -976,6 +976,52 @@ void exclusive_accept() {
   close(report[0]);
 }
 
+// EPOLLEXCLUSIVE within one process: two threads wait in epolls of their own
+// with an exclusive entry for one listener, and each keeps the connection it
+// accepts (a thread per connection). Two connections at once: each thread wakes
+// for one, where one wake-up for both would leave the second unaccepted while
+// the first thread is busy with its own.
+void exclusive_threads() {
+  int l = listener(kNic, 7013, SOCK_NONBLOCK);
+  std::atomic<int> accepted{0};
+  std::atomic<pid_t> tids[2];
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 2; ++t) {
+    tids[t].store(0);
+    ts.emplace_back([&, t] {
+      tids[t].store(pid_t(gettid()));
+      int ep = epoll_create1(0);
+      epoll_event ev{};
+      ev.events = EPOLLIN | EPOLLEXCLUSIVE;
+      CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, l, &ev) == 0);
+      int s = -1;
+      for (int i = 0; i < 100 && s < 0; ++i) {  // a wake-up for a connection the other took: again
+        CHECK(epoll_wait(ep, &ev, 1, 10000) == 1);
+        s = accept(l, nullptr, nullptr);
+        CHECK(s >= 0 || errno == EAGAIN);
+      }
+      CHECK(s >= 0);
+      accepted.fetch_add(1);
+      char b;
+      CHECK(read(s, &b, 1) == 0);  // held until the client closes
+      close(s);
+      close(ep);
+    });
+  }
+  for (auto& t : tids) {
+    for (int i = 0; i < 5000 && t.load() == 0; ++i) usleep(1000);
+    wait_asleep(t.load());
+  }
+  int c1 = connect_to(kNic, 7013, SOCK_NONBLOCK);
+  int c2 = connect_to(kNic, 7013, SOCK_NONBLOCK);
+  for (int i = 0; i < 5000 && accepted.load() < 2; ++i) usleep(1000);
+  CHECK(accepted.load() == 2);
+  close(c1);
+  close(c2);
+  for (auto& t : ts) t.join();
+  close(l);
+}
+
 // Threads: each gets its own queue pair; blocking reads wake on the doorbell.
 void threads() {
   int l = listener(kNic, 7009);
@@ -1167,7 +1213,8 @@ int main(int argc, char** argv) {
                          {"daemon_gone", daemon_gone}, {"other_entries", other_entries},
                          {"linger", linger_close},     {"restart", restart},
                          {"nested_epoll", nested_epoll}, {"wake_targets", wake_targets},
-                         {"exclusive_accept", exclusive_accept}};
+                         {"exclusive_accept", exclusive_accept},
+                         {"exclusive_threads", exclusive_threads}};
   for (const auto& s : scenarios) {
     if (what == s.name) {
       s.fn();
