@@ -291,7 +291,19 @@ int ep_inner(EpollObj& ep, Region& r, uint64_t cell) {
 // (docs/abi.md "Wake cells"). False when a member cannot be watched so (a nested
 // epoll, a socket on another region's rings): the thread then sleeps counted in
 // app_waiters, woken by every doorbell.
-bool watch_set(EpollObj& ep, Region& r, uint64_t cell) {
+//
+// A listener's EPOLLEXCLUSIVE entry is watched for this sleep only (`excl` keeps
+// the slots, unwatch_exclusive clears them after): shuntd picks among the threads
+// asleep on the listener now, as Linux passes over an exclusive entry whose epoll
+// nobody waits on. A bit left behind would make it pick a thread asleep elsewhere
+// (in a read on the connection it accepted) and wake nobody who could accept.
+struct ExclusiveWatch {
+  static constexpr int kMax = 8;  // listeners beyond: watched as plain entries
+  uint32_t slots[kMax];
+  int n = 0;
+};
+
+bool watch_set(EpollObj& ep, Region& r, uint64_t cell, ExclusiveWatch* excl) {
   std::lock_guard<std::mutex> g(ep.mu);
   for (const Interest& e : ep.list) {
     if (e.pending) continue;
@@ -299,11 +311,18 @@ bool watch_set(EpollObj& ep, Region& r, uint64_t cell) {
     if (!e.sock->shunted()) continue;
     if (e.sock->region != &r) return false;
     // EPOLLEXCLUSIVE matters for a listener alone: shuntd wakes one of its waiters.
-    const bool exclusive = (e.events & EPOLLEXCLUSIVE) != 0 &&
+    const bool exclusive = (e.events & EPOLLEXCLUSIVE) != 0 && excl->n < ExclusiveWatch::kMax &&
                            e.sock->s->state.load(std::memory_order_acquire) == uint32_t(abi::SlotState::kListening);
+    if (exclusive) excl->slots[excl->n++] = e.sock->slot;
     Runtime::watch_slot(r, e.sock->slot, cell, exclusive);
   }
   return true;
+}
+
+void unwatch_exclusive(Region& r, const ExclusiveWatch& excl, uint64_t cell) {
+  for (int i = 0; i < excl.n; ++i)
+    if (excl.slots[i] < r.slot_count())
+      r.slot(excl.slots[i])->wake_cells_exclusive.fetch_and(~cell, std::memory_order_relaxed);
 }
 
 // Lock order: an epoll before the epolls nested in it (the kernel refuses loops).
@@ -495,23 +514,31 @@ int ep_wait_until(int epfd, epoll_event* evs, int max, const Deadline& d, bool z
     // Announced to epoll_ctl first (wake_sleepers), then to the daemon.
     ep->sleepers.fetch_add(1, std::memory_order_seq_cst);
     uint64_t cell = rt.wake_cell(*r);
-    if (cell != 0 && !watch_set(*ep, *r, cell)) cell = 0;
+    ExclusiveWatch excl;
+    if (cell != 0 && !watch_set(*ep, *r, cell, &excl)) {
+      unwatch_exclusive(*r, excl, cell);
+      cell = 0;
+    }
+    auto awake = [&] {
+      Runtime::end_sleep(*r, cell);
+      unwatch_exclusive(*r, excl, cell);
+      ep->sleepers.fetch_sub(1, std::memory_order_relaxed);
+    };
     int inner = ep_inner(*ep, *r, cell);
     if (inner < 0) {
+      unwatch_exclusive(*r, excl, cell);
       ep->sleepers.fetch_sub(1, std::memory_order_relaxed);
       return passthrough();
     }
     Runtime::announce_sleep(*r, cell);
     if (any_ready(*ep)) {
-      Runtime::end_sleep(*r, cell);
-      ep->sleepers.fetch_sub(1, std::memory_order_relaxed);
+      awake();
       continue;
     }
     epoll_event woke[4];
     int k = c.epoll_pwait(inner, woke, 4, d.remaining_ms(), sigmask);
     int err = errno;
-    Runtime::end_sleep(*r, cell);
-    ep->sleepers.fetch_sub(1, std::memory_order_relaxed);
+    awake();
     if (k < 0) {
       if (err == EINTR) return -EINTR;
       return -err;

@@ -142,10 +142,13 @@ class Runtime {
   uint64_t wake_cell(Region& r);
   // The sleeper's half of the Dekker handshake, and its end: `cell` from wake_cell.
   static void announce_sleep(Region& r, uint64_t cell) {
-    if (cell != 0)
+    if (cell != 0) {
+      std::atomic<uint32_t>& seq = r.queue_pair(uint32_t(__builtin_ctzll(cell)))->sleep_seq;
+      seq.store(seq.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);  // its only writer
       r.hdr->cells_sleeping.fetch_or(cell, std::memory_order_seq_cst);
-    else
+    } else {
       r.hdr->app_waiters.fetch_add(1, std::memory_order_seq_cst);
+    }
   }
   static void end_sleep(Region& r, uint64_t cell) {
     if (cell != 0)

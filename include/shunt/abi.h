@@ -177,6 +177,10 @@ struct QueuePair {
   // while the token matches; else the app doorbell (a new thread took the cell,
   // after exec, and its bell is not there yet).
   alignas(kCacheLine) std::atomic<uint64_t> bell_token;
+  // Bumped by its thread each time it announces a sleep: a thread the daemon
+  // woke for a connection (EPOLLEXCLUSIVE) that has not slept again since is not
+  // picked for the next one.
+  std::atomic<uint32_t> sleep_seq;
 };
 static_assert(sizeof(QueuePair) % kCacheLine == 0);
 

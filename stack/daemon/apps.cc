@@ -58,6 +58,7 @@ uint32_t AppRegistry::attach(int ctl_fd, const Credentials& cred, uint32_t nic_i
   }
   app.cell_bells = kNoBells;
   app.wake = 0;
+  app.exclusive_woken = 0;
   app.app_doorbell = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   app.daemon_doorbell = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (app.app_doorbell < 0 || app.daemon_doorbell < 0) {

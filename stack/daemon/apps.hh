@@ -53,6 +53,10 @@ struct App {
   // cells to wake at the next doorbell round (docs/abi.md, Wake cells).
   std::array<int, abi::kWakeCells> cell_bells = kNoBells;
   std::array<uint64_t, abi::kWakeCells> cell_tokens{};  // what each bell came with
+  // Cells woken for a connection (EPOLLEXCLUSIVE), with their sleep_seq then:
+  // not picked again before they have slept again.
+  uint64_t exclusive_woken = 0;
+  std::array<uint32_t, abi::kWakeCells> exclusive_seq{};
   uint64_t wake = 0;
   // Slots changed since the last doorbell round, each once (SlotInfo::touched):
   // their wake_cells are read after the round's fence, never before.

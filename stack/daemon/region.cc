@@ -160,6 +160,11 @@ uint64_t AppRegion::bell_token(uint32_t cell) const {
   return queue_ptr(cell)->bell_token.load(std::memory_order_relaxed);
 }
 
+uint32_t AppRegion::sleep_seq(uint32_t cell) const {
+  if (!mapped() || cell >= layout_.queue_pair_count) return 0;
+  return queue_ptr(cell)->sleep_seq.load(std::memory_order_relaxed);
+}
+
 uint64_t AppRegion::wake_cells(uint32_t slot) const {
   if (!mapped() || slot >= layout_.slot_count) return 0;
   const abi::SocketSlot* s = slot_ptr(slot);

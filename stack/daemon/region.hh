@@ -102,6 +102,7 @@ class AppRegion {
   uint64_t wake_cells(uint32_t slot) const;
   uint64_t wake_cells_exclusive(uint32_t slot) const;
   uint64_t bell_token(uint32_t cell) const;  // 0 for a pair the region does not have
+  uint32_t sleep_seq(uint32_t cell) const;   // likewise
 
   // ---- Slots ----
   // The caller names only slots it handed out (slot < layout().slot_count).

@@ -519,8 +519,18 @@ void SocketTable::wake_exclusive() {
         App& a = apps_.app(h.app);
         if (!a.active) continue;
         uint64_t asleep = a.region.wake_cells_exclusive(h.slot) & a.region.cells_sleeping() & ~a.wake;
+        // Woken for an earlier connection and not yet asleep again (as Linux
+        // passes over an epoll whose waiter it already woke): not this one's.
+        for (uint64_t w = asleep & a.exclusive_woken; w != 0; w &= w - 1) {
+          const uint32_t c = uint32_t(__builtin_ctzll(w));
+          if (a.region.sleep_seq(c) == a.exclusive_seq[c]) asleep &= ~(uint64_t{1} << c);
+        }
         if (asleep == 0) continue;
-        apps_.mark_dirty(h.app, asleep & (~asleep + 1));  // its lowest such cell
+        const uint64_t pick = asleep & (~asleep + 1);  // its lowest such cell
+        const uint32_t c = uint32_t(__builtin_ctzll(pick));
+        a.exclusive_woken |= pick;
+        a.exclusive_seq[c] = a.region.sleep_seq(c);
+        apps_.mark_dirty(h.app, pick);
         sock.exclusive_turn = uint32_t((i + 1) % n);
         --due;
         woke = true;
