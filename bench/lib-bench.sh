@@ -46,6 +46,18 @@ b_ip() { if [[ $1 == shunt ]]; then echo "$B_IP_SHUNT"; else echo "$B_IP_KERNEL"
 
 b_log() { echo "bench: $*" >&2; }
 
+# b_rx_drops STACK: frames the server end of STACK's veth has dropped so far (shunt:
+# those the AF_XDP socket had no room for; kernel: the device's rx_dropped).
+b_rx_drops() {
+  local n
+  if [[ $1 == shunt ]]; then
+    n=$(ip netns exec "$B_NS_S" ethtool -S vA 2>/dev/null | awk '/rx_queue_0_drops/ { print $2 }')
+  else
+    n=$(ip netns exec "$B_NS_S" cat /sys/class/net/vC/statistics/rx_dropped 2>/dev/null)
+  fi
+  echo "${n:-0}"
+}
+
 # b_ns_del NS: kills what runs in NS (TERM, then KILL after 5 s) and deletes it.
 b_ns_del() {
   local ns=$1 pids i

@@ -43,6 +43,7 @@ METRICS = {
     "mbps": ("throughput", "MB/s", "higher"),
     "seconds": ("time", "s", "lower"),
     "dropped_packets": ("packets nftables dropped", "packets", "none"),
+    "rx_drops": ("frames the server's veth dropped (shunt: no room in the AF_XDP socket)", "frames", "lower"),
     "active_conns": ("connections open", "", "higher"),
     "shuntd_rss_kib": ("shuntd VmRSS", "KiB", "lower"),
     "shuntd_rss_per_conn_kib": ("shuntd VmRSS growth per connection", "KiB", "lower"),
@@ -76,7 +77,7 @@ WORKLOADS = {
         required_shunt=["shuntd_rss_per_conn_kib"]),
     "bulk-curl": dict(
         title="bulk, nginx and curl (download: the server sends)", op="MiB",
-        metrics=["mbps", "seconds"] + MAIN_CPU, cpu=True, required=["mbps", "seconds"]),
+        metrics=["mbps", "seconds", "rx_drops"] + MAIN_CPU, cpu=True, required=["mbps", "seconds"]),
     "loss": dict(
         title="a file under random loss both ways (nftables on the kernel host), nginx and curl", op="MiB",
         metrics=["seconds", "mbps", "dropped_packets"], required=["seconds", "mbps"]),

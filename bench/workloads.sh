@@ -303,6 +303,8 @@ b_curl_xfer() {
   url=http://$(b_ip "$stack")
   local -a pids=()
   want=$(($(stat -c %s "$B_TMP/files/$file") * n))
+  local drops0
+  drops0=$(b_rx_drops "$stack")
   t0=$EPOCHREALTIME
   for ((i = 0; i < n; i++)); do
     if [[ $dir == download ]]; then
@@ -322,6 +324,7 @@ b_curl_xfer() {
   done
   rm -f "$B_TMP"/curl.* "$B_TMP/nginx-$stack/www/up/$tag"-*.bin
   b_m bytes "$total"
+  b_m rx_drops $(($(b_rx_drops "$stack") - drops0))
   b_m seconds "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", b - a }')"
   b_m mbps "$(awk -v a="$t0" -v b="$t1" -v n="$total" 'BEGIN { printf "%.2f", n / (b - a) / 1e6 }')"
   if ((rc != 0 || total != want)); then

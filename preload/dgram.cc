@@ -331,11 +331,7 @@ int dgram_shutdown(Socket& s, int fd, int how) {
   if (how != SHUT_WR) s.shut_rd.store(true, std::memory_order_release);
   if (how != SHUT_RD) s.shut_wr.store(true, std::memory_order_release);
   // Wake this process's threads blocked on the socket (Linux wakes them too).
-  uint64_t one = 1;
-  if (s.region != nullptr && s.region->app_bell >= 0) {
-    ssize_t w = libc().write(s.region->app_bell, &one, sizeof one);
-    (void)w;
-  }
+  if (s.region != nullptr) s.region->wake_all();
   // Linux marks an unconnected socket shut down too, and still says ENOTCONN.
   return s.dgram_peer.load(std::memory_order_acquire) != 0 ? 0 : -ENOTCONN;
 }

@@ -69,11 +69,7 @@ std::vector<EpollObj*>& g_reg = g_reg_storage.value;
 void wake_sleepers(EpollObj& ep) {
   std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with the sleeper's increment
   if (ep.sleepers.load(std::memory_order_relaxed) == 0) return;
-  Region* r = Runtime::get().region();
-  if (r == nullptr || r->app_bell < 0) return;
-  uint64_t one = 1;
-  ssize_t w = libc().write(r->app_bell, &one, sizeof one);
-  (void)w;
+  if (Region* r = Runtime::get().region()) r->wake_all();
 }
 
 void drop_entry(EpollObj& ep, size_t i) {
@@ -320,9 +316,7 @@ bool watch_set(EpollObj& ep, Region& r, uint64_t cell, ExclusiveWatch* excl) {
 }
 
 void unwatch_exclusive(Region& r, const ExclusiveWatch& excl, uint64_t cell) {
-  for (int i = 0; i < excl.n; ++i)
-    if (excl.slots[i] < r.slot_count())
-      r.slot(excl.slots[i])->wake_cells_exclusive.fetch_and(~cell, std::memory_order_relaxed);
+  for (int i = 0; i < excl.n; ++i) Runtime::unwatch_exclusive(r, excl.slots[i], cell);
 }
 
 // Lock order: an epoll before the epolls nested in it (the kernel refuses loops).

@@ -128,6 +128,13 @@ void register_atfork() {
 
 }  // namespace
 
+void Region::wake_all() const {
+  if (app_bell < 0) return;
+  uint64_t one = 1;
+  ssize_t w = libc().write(app_bell, &one, sizeof one);
+  (void)w;
+}
+
 int64_t Deadline::now() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);

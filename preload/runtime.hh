@@ -37,6 +37,9 @@ struct Region {
   uint64_t epoch = 0;    // attach generation this region belongs to
   std::atomic<bool> gone{false};  // the daemon hung up (or cut us off): sockets are reset
 
+  // Rings the app doorbell: every thread of the process asleep on this region
+  // looks again (a change the daemon does not know of).
+  void wake_all() const;
   uint32_t slot_count() const { return layout.slot_count; }
   uint32_t queue_pair_count() const { return layout.queue_pair_count; }
   abi::SocketSlot* slot(uint32_t i) const { return abi::slot(base, layout, i); }
@@ -163,12 +166,21 @@ class Runtime {
     std::atomic<uint64_t>& w = exclusive ? r.slot(i)->wake_cells_exclusive : r.slot(i)->wake_cells;
     if ((w.load(std::memory_order_relaxed) & cell) == 0) w.fetch_or(cell, std::memory_order_seq_cst);
   }
+  // Ends an exclusive watch when its sleep ends: a bit left behind would have
+  // shuntd pick this thread, asleep elsewhere, for a connection it cannot take.
+  static void unwatch_exclusive(Region& r, uint32_t i, uint64_t cell) {
+    if (cell != 0 && i < r.slot_count())
+      r.slot(i)->wake_cells_exclusive.fetch_and(~cell, std::memory_order_relaxed);
+  }
 
   // Waits until ready() is true: spins for the budget, then sleeps with the waiter
   // protocol (docs/abi.md "Wake cells"), woken by changes of `slot` (kNoSlot: by
   // completions on the thread's queue pair). kExtraFd: extra_fd became readable.
+  // `exclusive` (accept on a listener): one waiter is woken per connection, as
+  // Linux wakes one thread blocked in accept; the bit is this sleep's only.
   template <typename F>
-  Wake wait(Region& r, F&& ready, const Deadline& d, int extra_fd = -1, uint32_t slot = abi::kNoSlot) {
+  Wake wait(Region& r, F&& ready, const Deadline& d, int extra_fd = -1, uint32_t slot = abi::kNoSlot,
+            bool exclusive = false) {
     if (ready()) return Wake::kReady;
     int64_t spin_until = Deadline::now() + spin_ns_;
     if (!d.never() && d.at < spin_until) spin_until = d.at;
@@ -179,11 +191,12 @@ class Runtime {
     for (;;) {
       if (r.gone.load(std::memory_order_acquire)) return Wake::kDaemonGone;
       const uint64_t cell = wake_cell(r);
-      watch_slot(r, slot, cell);
+      watch_slot(r, slot, cell, exclusive);
       announce_sleep(r, cell);
       bool ok = ready();
       Wake w = ok ? Wake::kReady : sleep(r, d, extra_fd);
       end_sleep(r, cell);
+      if (exclusive) unwatch_exclusive(r, slot, cell);
       if (ok || ready()) return Wake::kReady;
       if (w == Wake::kInterrupted || w == Wake::kDaemonGone || w == Wake::kExtraFd) return w;
       if (d.passed()) return Wake::kTimeout;

@@ -605,7 +605,7 @@ int sock_accept(Socket& s, int fd, sockaddr* addr, socklen_t* len, int flags) {
     if (s.nonblock.load(std::memory_order_acquire)) return -EAGAIN;
     if (gone(s) && !dual) return -ECONNABORTED;
     auto ready = [&] { return s.s->accept_ready.load(std::memory_order_acquire) > 0; };
-    Wake w = rt().wait(*s.region, ready, d, dual ? fd : -1, s.slot);
+    Wake w = rt().wait(*s.region, ready, d, dual ? fd : -1, s.slot, /*exclusive=*/true);
     if (w == Wake::kInterrupted && !signal_restarts(d)) return -EINTR;
     if (w == Wake::kTimeout) return -EAGAIN;
   }

@@ -97,11 +97,10 @@ class AppRegistry {
   // A change in `slot` of `id`: the cells that watch it are woken.
   void mark_slot_dirty(uint32_t id, uint32_t slot) {
     App& a = apps_[id];
-    if (slot < a.slots.size() && !a.slots[slot].touched) {
+    // Slots come from the socket table's holders, always below slots.size().
+    if (!a.slots[slot].touched) {
       a.slots[slot].touched = true;
       a.touched.push_back(slot);  // reserved for every slot at attach: no growth here
-    } else if (slot >= a.slots.size()) {
-      a.wake = abi::kAllCells;
     }
     mark_dirty(id, 0);
   }

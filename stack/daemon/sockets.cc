@@ -498,6 +498,21 @@ void SocketTable::publish_listener(uint32_t s) {
   }
 }
 
+// The cells of holder h asleep through an exclusive entry on its slot that may be
+// woken for one more connection: not those woken already this round (App::wake),
+// nor one woken for an earlier connection and not asleep again since (as Linux
+// passes over an epoll whose waiter it already woke).
+uint64_t SocketTable::exclusive_sleepers(const Holder& h) const {
+  const App& a = apps_.app(h.app);
+  if (!a.active) return 0;
+  uint64_t asleep = a.region.wake_cells_exclusive(h.slot) & a.region.cells_sleeping() & ~a.wake;
+  for (uint64_t w = asleep & a.exclusive_woken; w != 0; w &= w - 1) {
+    const uint32_t c = uint32_t(__builtin_ctzll(w));
+    if (a.region.sleep_seq(c) == a.exclusive_seq[c]) asleep &= ~(uint64_t{1} << c);
+  }
+  return asleep;
+}
+
 void SocketTable::wake_exclusive() {
   for (uint32_t s : exclusive_due_) {
     Socket& sock = sockets_[s];
@@ -506,28 +521,20 @@ void SocketTable::wake_exclusive() {
     const size_t n = sock.holders.size();
     if (sock.kind != Kind::kListener || n == 0) continue;
     // One sleeping exclusive waiter a connection, the holders taking turns from
-    // the one after the last woken; a holder with none asleep (or none left not
-    // already woken this round, App::wake) is passed over: its waiters find the
-    // connection queued when they next look, awake. Each pass wakes one more
-    // thread or ends the loop.
+    // the one after the last woken; a holder with none to wake is passed over: its
+    // waiters find the connection queued when they next look, awake. Each pass
+    // over the holders wakes one more thread or ends the loop.
     for (bool woke = true; due > 0 && woke;) {
       woke = false;
       const size_t start = sock.exclusive_turn;
       for (size_t k = 0; k < n && due > 0; ++k) {
         const size_t i = (start + k) % n;
         const Holder& h = sock.holders[i];
-        App& a = apps_.app(h.app);
-        if (!a.active) continue;
-        uint64_t asleep = a.region.wake_cells_exclusive(h.slot) & a.region.cells_sleeping() & ~a.wake;
-        // Woken for an earlier connection and not yet asleep again (as Linux
-        // passes over an epoll whose waiter it already woke): not this one's.
-        for (uint64_t w = asleep & a.exclusive_woken; w != 0; w &= w - 1) {
-          const uint32_t c = uint32_t(__builtin_ctzll(w));
-          if (a.region.sleep_seq(c) == a.exclusive_seq[c]) asleep &= ~(uint64_t{1} << c);
-        }
+        const uint64_t asleep = exclusive_sleepers(h);
         if (asleep == 0) continue;
         const uint64_t pick = asleep & (~asleep + 1);  // its lowest such cell
         const uint32_t c = uint32_t(__builtin_ctzll(pick));
+        App& a = apps_.app(h.app);
         a.exclusive_woken |= pick;
         a.exclusive_seq[c] = a.region.sleep_seq(c);
         apps_.mark_dirty(h.app, pick);

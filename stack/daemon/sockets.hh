@@ -124,6 +124,7 @@ class SocketTable {
   bool reachable(uint32_t dst) const;  // the NIC routes dst (its subnet or a gateway)
   void publish_conn(uint32_t socket);
   void publish_listener(uint32_t socket);
+  uint64_t exclusive_sleepers(const Holder& h) const;
   // A change in `slot` of `app`: the threads that wait for it are woken.
   void touch(uint32_t app, uint32_t slot) { apps_.mark_slot_dirty(app, slot); }
   // A change in the ring owner's slot: every holder may be waiting for it, the

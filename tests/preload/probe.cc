@@ -1133,6 +1133,61 @@ void wake_targets() {
   close(l);
 }
 
+// Threads blocked in accept() on one listener: each connection wakes one of them,
+// as Linux's accept waits exclusively (a thread per connection: the one that took
+// it keeps it). A wake-up for every blocked thread would wake each that is left
+// once per connection, to find nothing and sleep again. Real daemon only: the fake
+// one wakes every sleeping thread.
+void accept_wakes_one() {
+  constexpr int kThreads = 4, kConns = kThreads - 1;
+  int l = listener(kNic, 7014);
+  std::atomic<pid_t> tids[kThreads];
+  std::atomic<bool> took[kThreads];
+  std::atomic<int> accepted{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < kThreads; ++t) {
+    tids[t].store(0);
+    took[t].store(false);
+    ts.emplace_back([&, t] {
+      tids[t].store(pid_t(gettid()));
+      int s = accept(l, nullptr, nullptr);
+      CHECK(s >= 0);
+      took[t].store(true);
+      accepted.fetch_add(1);
+      char b;
+      CHECK(read(s, &b, 1) == 0);  // held until the client closes
+      close(s);
+    });
+  }
+  auto all_asleep = [&] {
+    for (auto& t : tids) {
+      for (int i = 0; i < 5000 && t.load() == 0; ++i) usleep(1000);
+      wait_asleep(t.load());
+    }
+  };
+  all_asleep();
+  int cs[kConns];
+  long idle_wakes = 0;
+  for (int i = 0; i < kConns; ++i) {
+    long before[kThreads];
+    for (int t = 0; t < kThreads; ++t) before[t] = took[t].load() ? 0 : voluntary_switches(tids[t].load());
+    cs[i] = connect_to(kNic, 7014);
+    for (int k = 0; k < 5000 && accepted.load() == i; ++k) usleep(1000);
+    CHECK(accepted.load() == i + 1);
+    all_asleep();
+    for (int t = 0; t < kThreads; ++t)
+      if (!took[t].load()) idle_wakes += voluntary_switches(tids[t].load()) - before[t];
+  }
+  if (idle_wakes > 1) fprintf(stderr, "probe: threads left in accept woke %ld times\n", idle_wakes);
+  CHECK(idle_wakes <= 1);
+  int last = connect_to(kNic, 7014);  // for the thread still in accept
+  for (int k = 0; k < 5000 && accepted.load() == kConns; ++k) usleep(1000);
+  close(last);
+  for (int i = 0; i < kConns; ++i) close(cs[i]);
+  for (auto& t : ts) t.join();
+  close(l);
+}
+
 // Sockets that never touch the NIC: loopback, other addresses, IPv6, UDP.
 void kernel_routes() {
   int l = listener("127.0.0.1", 0);
@@ -1214,7 +1269,8 @@ int main(int argc, char** argv) {
                          {"linger", linger_close},     {"restart", restart},
                          {"nested_epoll", nested_epoll}, {"wake_targets", wake_targets},
                          {"exclusive_accept", exclusive_accept},
-                         {"exclusive_threads", exclusive_threads}};
+                         {"exclusive_threads", exclusive_threads},
+                         {"accept_wakes_one", accept_wakes_one}};
   for (const auto& s : scenarios) {
     if (what == s.name) {
       s.fn();
