@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "config.hh"
+#include "inline_buf.hh"
 #include "libc.hh"
 #include "log.hh"
 
@@ -566,6 +567,9 @@ int ep_wait2(int epfd, epoll_event* evs, int max, const timespec* ts, const sigs
   return ep_wait_until(epfd, evs, max, Deadline::after(ts), zero, sigmask, passthrough);
 }
 
+// Descriptors a poll or select call handles without allocating.
+constexpr size_t kInlinePollFds = 32;
+
 int poll_mixed(pollfd* fds, nfds_t n, const Deadline& d, const sigset_t* sigmask, bool* handled) {
   *handled = false;
   nfds_t shunted = 0;
@@ -578,9 +582,9 @@ int poll_mixed(pollfd* fds, nfds_t n, const Deadline& d, const sigset_t* sigmask
   const Libc& c = libc();
   // Working copies: kernel view (shunt-only sockets masked out with fd = -1, which
   // poll ignores), plus one slot for the doorbell waiter when sleeping.
-  std::vector<pollfd> tmp(n + 1);
-  std::vector<Ref<Socket>> socks(n);
-  std::vector<Ref<EpollObj>> eps(n);  // epoll fds with members of ours: readable when one is
+  InlineBuf<pollfd, kInlinePollFds + 1> tmp(n + 1);
+  InlineBuf<Ref<Socket>, kInlinePollFds> socks(n);
+  InlineBuf<Ref<EpollObj>, kInlinePollFds> eps(n);  // epoll fds with members of ours: readable when one is
   for (nfds_t i = 0; i < n; ++i) {
     socks[i] = shunted_at(fds[i].fd);
     if (!socks[i]) eps[i] = fd_table().get<EpollObj>(fds[i].fd, FdKind::kEpoll);
@@ -679,27 +683,32 @@ int select_mixed(int nfds, fd_set* rd, fd_set* wr, fd_set* ex, const Deadline& d
                  const sigset_t* sigmask, bool* handled) {
   *handled = false;
   if (nfds <= 0 || nfds > FdTable::kMaxFds) return 0;
-  std::vector<pollfd> pf;
+  size_t want = 0;
+  for (int fd = 0; fd < nfds; ++fd)
+    if (bit(rd, fd) || bit(wr, fd) || bit(ex, fd)) ++want;
+  InlineBuf<pollfd, kInlinePollFds> pf(want);
+  size_t npf = 0;
   bool any = false;
-  for (int fd = 0; fd < nfds; ++fd) {
+  for (int fd = 0; fd < nfds && npf < want; ++fd) {
     short ev = short((bit(rd, fd) ? POLLIN : 0) | (bit(wr, fd) ? POLLOUT : 0) |
                      (bit(ex, fd) ? POLLPRI : 0));
     if (ev == 0) continue;
     if (pollable_of_ours(fd)) any = true;
-    pf.push_back(pollfd{fd, ev, 0});
+    pf[npf++] = pollfd{fd, ev, 0};
   }
   if (!any) return 0;
   *handled = true;
   bool h = false;
-  int r = poll_mixed(pf.data(), pf.size(), d, sigmask, &h);
+  int r = poll_mixed(pf.data(), npf, d, sigmask, &h);
   if (r < 0) return r;
-  for (const pollfd& p : pf)
-    if (p.revents & POLLNVAL) return -EBADF;
+  for (size_t i = 0; i < npf; ++i)
+    if (pf[i].revents & POLLNVAL) return -EBADF;
   clear_bits(rd, nfds);
   clear_bits(wr, nfds);
   clear_bits(ex, nfds);
   int count = 0;
-  for (const pollfd& p : pf) {
+  for (size_t i = 0; i < npf; ++i) {
+    const pollfd& p = pf[i];
     if ((p.events & POLLIN) && (p.revents & (POLLIN | POLLRDNORM | POLLRDBAND | POLLHUP | POLLERR))) {
       set_bit(rd, p.fd);
       ++count;

@@ -882,6 +882,41 @@ void poll_mixed() {
   CHECK(read(s, &b, 1) == 1);
   CHECK(poll(fds, 3, 2000) == 1 && (fds[0].revents & POLLIN));
   w2.join();
+  CHECK(read(p[0], &b, 1) == 1);
+  // More descriptors than poll and select keep on the stack (kInlinePollFds):
+  // 36 pipes and the shunted socket, two of them readable.
+  constexpr int kPipes = 36;
+  int many[kPipes][2];
+  std::vector<pollfd> big;
+  for (auto& m : many) {
+    CHECK(pipe(m) == 0);
+    big.push_back({m[0], POLLIN, 0});
+  }
+  big.push_back({s, POLLIN, 0});
+  write_all(many[30][1], "x", 1);
+  write_all(c, "y", 1);
+  for (int64_t until = now_ms() + 5000; now_ms() < until;) {  // until the byte reached s
+    int n = poll(big.data(), nfds_t(big.size()), 2000);
+    CHECK(n >= 1);
+    if (n == 2) break;
+  }
+  for (size_t i = 0; i < big.size(); ++i)
+    CHECK(((big[i].revents & POLLIN) != 0) == (i == 30 || i == kPipes));
+  fd_set rd;
+  FD_ZERO(&rd);
+  int maxfd = s;
+  for (const pollfd& e : big) {
+    FD_SET(e.fd, &rd);
+    maxfd = std::max(maxfd, e.fd);
+  }
+  timeval tv{2, 0};
+  CHECK(select(maxfd + 1, &rd, nullptr, nullptr, &tv) == 2);
+  CHECK(FD_ISSET(many[30][0], &rd) && FD_ISSET(s, &rd) && !FD_ISSET(many[0][0], &rd));
+  for (auto& m : many) {
+    close(m[0]);
+    close(m[1]);
+  }
+  CHECK(read(s, &b, 1) == 1 && b == 'y');
   close(c);
   fds[0].fd = -1;
   CHECK(poll(fds, 2, 2000) == 1 && (fds[1].revents & POLLIN));
