@@ -11,7 +11,7 @@ namespace shunt::preload {
 template <typename T, size_t N>
 class InlineBuf {
  public:
-  explicit InlineBuf(size_t n) : size_(n) {
+  explicit InlineBuf(size_t n) {
     if (n > N) {
       heap_.resize(n);
       p_ = heap_.data();
@@ -22,13 +22,11 @@ class InlineBuf {
   T& operator[](size_t i) { return p_[i]; }
   const T& operator[](size_t i) const { return p_[i]; }
   T* data() { return p_; }
-  size_t size() const { return size_; }
 
  private:
   T inline_[N]{};
   std::vector<T> heap_;
   T* p_ = inline_;
-  size_t size_;
 };
 
 }  // namespace shunt::preload

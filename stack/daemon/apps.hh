@@ -97,8 +97,9 @@ class AppRegistry {
   // A change in `slot` of `id`: the cells that watch it are woken.
   void mark_slot_dirty(uint32_t id, uint32_t slot) {
     App& a = apps_[id];
-    // Slots come from the socket table's holders, always below slots.size().
-    if (!a.slots[slot].touched) {
+    // A bound, not a fallback: slots come from the socket table's holders, and an
+    // application released meanwhile has no slots left to mark.
+    if (slot < a.slots.size() && !a.slots[slot].touched) {
       a.slots[slot].touched = true;
       a.touched.push_back(slot);  // reserved for every slot at attach: no growth here
     }
