@@ -1,22 +1,46 @@
 #include "wire/wire.hh"
 
+#include <bit>
+
 namespace shunt::wire {
 
 uint32_t checksum_add(uint32_t sum, const uint8_t* data, size_t len) {
-  // Sum 16-bit big-endian words, 64 bits at a time would be faster; this is clear.
-  uint64_t acc = sum;
-  size_t i = 0;
-  for (; i + 8 <= len; i += 8) {
-    acc += load16(data + i) + load16(data + i + 2) + load16(data + i + 4) +
-           load16(data + i + 6);
+  // RFC 1071 section 2(B): the one's-complement sum does not depend on byte order,
+  // so add the words as the CPU loads them (32 bits at a time into 64-bit
+  // accumulators, carries collecting in the top halves) and swap the folded sum
+  // once. Every segment sent and received goes through here.
+  uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+  for (; len >= 16; data += 16, len -= 16) {
+    uint32_t w[4];
+    std::memcpy(w, data, sizeof w);
+    a0 += w[0];
+    a1 += w[1];
+    a2 += w[2];
+    a3 += w[3];
   }
-  for (; i + 2 <= len; i += 2) acc += load16(data + i);
-  if (i < len) acc += uint32_t(data[i]) << 8;
-  while (acc >> 32) acc = (acc & 0xffffffff) + (acc >> 32);
-  // Fold to 32 bits without losing carries: callers fold to 16 at the end.
-  acc = (acc & 0xffff) + (acc >> 16);
-  acc = (acc & 0xffff) + (acc >> 16);
-  return uint32_t(acc);
+  uint64_t acc = a0 + a1 + a2 + a3;
+  for (; len >= 4; data += 4, len -= 4) {
+    uint32_t w;
+    std::memcpy(&w, data, sizeof w);
+    acc += w;
+  }
+  for (; len >= 2; data += 2, len -= 2) {
+    uint16_t w;
+    std::memcpy(&w, data, sizeof w);
+    acc += w;
+  }
+  if (len != 0) {
+    const uint8_t padded[2] = {data[0], 0};  // RFC 1071's zero pad byte
+    uint16_t w;
+    std::memcpy(&w, padded, sizeof w);
+    acc += w;
+  }
+  while (acc >> 16) acc = (acc & 0xffff) + (acc >> 16);
+  uint16_t folded = uint16_t(acc);
+  if constexpr (std::endian::native == std::endian::little) folded = __builtin_bswap16(folded);
+  // Unfolded 32 bits, the caller's sum added without losing carries: callers fold.
+  uint64_t total = uint64_t(sum) + folded;
+  return uint32_t((total & 0xffffffff) + (total >> 32));
 }
 
 bool parse_eth(std::span<const uint8_t> frame, EthHeader* out) {
