@@ -27,6 +27,7 @@ B_REPORT=$B_ROOT/bench/report.py
 # stack differs. Servers (and shuntd) on B_SERVER_CPU, clients on B_CLIENT_CPU.
 B_SERVER_CPU=${BENCH_SERVER_CPU:-1}
 B_CLIENT_CPU=${BENCH_CLIENT_CPU:-0}
+B_STEER=${BENCH_STEER:-1}   # 0: every receive on the sending CPU, as a bare veth does
 B_NAME=shunt-bench-$$
 B_NS_S=$B_NAME-s
 B_NS_K=$B_NAME-k
@@ -104,6 +105,15 @@ b_layout_up() {
   ip netns exec "$B_NS_K" ethtool -K vB tx off tso off gso off gro off >/dev/null 2>&1
   ip netns exec "$B_NS_K" ethtool -K vD tx off tso off gso off gro off >/dev/null 2>&1
   ip netns exec "$B_NS_S" ethtool -K vC tso off gso off gro off >/dev/null 2>&1
+  # Each side's kernel receives on its own CPU, as two machines would (receive
+  # packet steering): the client's on the client CPU, the kernel server's on the
+  # server CPU. Without it a veth runs the receiver's whole receive path inside
+  # the sender's transmit, on the sender's CPU (docs/benchmarks.md, "Where each
+  # side's kernel work runs"). vA needs none: its frames go to AF_XDP.
+  if ((B_STEER)); then
+    b_rps "$B_NS_K" vB "$B_CLIENT_CPU" && b_rps "$B_NS_K" vD "$B_CLIENT_CPU" &&
+      b_rps "$B_NS_S" vC "$B_SERVER_CPU" || return 1
+  fi
   # Listen backlogs as large as nginx asks for (conn-scale); client ports for
   # short connections.
   ip netns exec "$B_NS_S" sysctl -qw net.core.somaxconn=4096 net.ipv4.tcp_max_syn_backlog=8192
@@ -144,6 +154,14 @@ NFT
   b_shuntd_start "$B_NS_S" "$B_RUNDIR" vA "$B_IP_SHUNT/24" "$B_SERVER_CPU" SHUNT_ALLOW=user:nobody || return 1
   B_SHUNTD_PID=$B_LAST_PID
   b_layout_record
+}
+
+# b_rps NS IFACE CPU: IFACE's received frames are processed on CPU.
+b_rps() {
+  ip netns exec "$1" sh -c "echo $(printf %x $((1 << $3))) >/sys/class/net/$2/queues/rx-0/rps_cpus" || {
+    B_ERR="receive packet steering on $2 failed"
+    return 1
+  }
 }
 
 b_layout_down() {

@@ -586,11 +586,9 @@ CPU_TEXT = """\
   memcached, redis-server, iperf3, and under shunt also shuntd; before and after each
   trial, divided by the operations of that trial (requests, connections, operations,
   or MiB for bulk). Clock ticks of 1/{clk_tck} s.
-- **The kernel's softirq work is not any server process's own time.** On a veth, a
-  frame is received in the softirq of the CPU that sent it: the client's requests are
-  processed (TCP input for the kernel server; the XDP redirect into the AF_XDP ring for
-  shunt) on the client's CPU {client_cpu}, and the server's answers are received by the
-  client's kernel on the server's CPU {server_cpu}. This kernel has
+- **The kernel's softirq work is not any server process's own time.** On a bare veth,
+  a frame is received in the softirq of the CPU that sent it, inside its transmit;
+  {steer_text} This kernel has
   `CONFIG_IRQ_TIME_ACCOUNTING` {irq_time_accounting} (tick-based accounting, HZ={hz}):
   a tick that lands in softirq counts in `/proc/stat`'s softirq column and in the system
   time of whichever task it interrupted. So the report also gives, per operation,
@@ -615,7 +613,18 @@ def oversized_text(v):
 
 def defaults(meta):
     keys = ("shunt_mode", "clk_tck", "client_cpu", "server_cpu", "irq_time_accounting", "hz", "cpu_delay_ms")
-    return {k: meta.get(k, "?") for k in keys}
+    d = {k: meta.get(k, "?") for k in keys}
+    if str(meta.get("steer", "1")) == "0":
+        d["steer_text"] = ("this run left it so: the client's requests are processed (TCP input for the kernel "
+                           "server; the XDP redirect into the AF_XDP ring for shunt) on the client's CPU %s, and "
+                           "the server's answers are received by the client's kernel, and the client's next "
+                           "transmissions made, on the server's CPU %s." % (d["client_cpu"], d["server_cpu"]))
+    else:
+        d["steer_text"] = ("this run steers each side's receiving to its own CPU, as on two machines: the client's "
+                           "kernel receives on CPU %s, the kernel server's on CPU %s. The XDP redirect of frames "
+                           "into shunt's AF_XDP ring (a NIC's DMA on real hardware) still runs inside the client's "
+                           "transmit, on CPU %s." % (d["client_cpu"], d["server_cpu"], d["client_cpu"]))
+    return d
 
 def markdown(meta, results, summary, targets, not_run, missing, plots, selected, extras):
     L = []
@@ -646,6 +655,8 @@ def markdown(meta, results, summary, targets, not_run, missing, plots, selected,
         a("| %s | %s | %s | %s |" % (i, ns, addr, meta.get("offloads." + i, "?")))
     a("")
     a("Pinning: %s. Idle shuntd: %s." % (meta.get("pinning", "?"), meta.get("shuntd_idle", "?")))
+    a("")
+    a("Where each side's kernel receives: %s." % meta.get("steering", "?"))
     a("")
     a("IPv4 packets longer than 1500 bytes as received off the wire (nftables netdev ingress counters on the "
       "client ends vB and vD and on the kernel server's end vC, whole run; must be 0): "

@@ -518,9 +518,10 @@ wl_bulk_iperf3_setup() {
   for stack in shunt kernel; do
     b_server_start "$stack" iperf3 iperf3 -s -B "$(b_ip "$stack")" -p 5201
   done
-  for stack in shunt kernel; do
-    netns_wait_tcp "$B_NS_K" "$(b_ip "$stack")" 5201 || { B_ERR="iperf3 server ($stack) does not accept"; return 1; }
-  done
+  # Not netns_wait_tcp: iperf3 takes the probe for a client and reopens its listener.
+  wait_listen "$(b_ip shunt)" 5201 15 "$B_SHUNT" ss -tl --rundir "$B_RUNDIR" &&
+    wait_listen "$(b_ip kernel)" 5201 15 ip netns exec "$B_NS_S" ss -tln ||
+    { B_ERR="an iperf3 server does not listen"; return 1; }
 }
 wl_bulk_iperf3_trial() {
   local case=$1 stack=$2 n out rc vals

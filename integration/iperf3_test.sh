@@ -24,13 +24,12 @@ it_setup "${1:-}"
 net=${SHUNT_TEST_NET:-49}
 name=shunt-it-iperf3-$$
 export SHUNT_RUNDIR=$IT_TMP/run
-server_pid=
-kserver_pid=
+server_pid=  # the one-off iperf3 server of the current run
 dump_pid=
 
 stop_all() {
   local p
-  for p in $server_pid $kserver_pid $dump_pid; do kill "$p" 2>/dev/null; done
+  for p in $server_pid $dump_pid; do kill "$p" 2>/dev/null; done
   it_stop_shuntd
   netns_down "$name"
 }
@@ -81,31 +80,54 @@ PY
   if [[ $verdict == ok* ]]; then it_pass "$what: ${verdict#ok }"; else it_fail "$what: $verdict"; fi
 }
 
+# A persistent iperf3 server closes and reopens its listener after every test, and
+# refuses a client that arrives in between (esnet/iperf#2066); a probe connection
+# counts as a test. So every run gets its own one-off server (-1), and the wait for
+# its listener asks the stack instead of connecting.
+
+# one_off_server LOG WAIT_CMD... -- SERVER_CMD...: starts SERVER_CMD in the background
+# (pid in server_pid, output in LOG) and runs WAIT_CMD, which returns once it listens.
+one_off_server() {
+  local log=$1 wait_cmd=()
+  shift
+  while [[ $1 != -- ]]; do wait_cmd+=("$1"); shift; done
+  shift
+  "$@" >"$log" 2>&1 &
+  server_pid=$!
+  "${wait_cmd[@]}"
+}
+# reap_server: waits up to 10 s for the one-off server to exit after its test, so
+# that the next one can listen on the port.
+reap_server() {
+  timeout 10 tail --pid="$server_pid" -f /dev/null
+  kill "$server_pid" 2>/dev/null
+  wait "$server_pid" 2>/dev/null
+  server_pid=
+}
+
 # ---- 1. iperf3 -s under shunt -----------------------------------------------------
-"${shunt_run[@]}" iperf3 -s -J -B "$ip" -p 5201 >"$IT_TMP/server.log" 2>&1 &  # -J: its report comes back as JSON
-server_pid=$!
-if ! netns_wait_tcp "$NETNS_KERNEL" "$ip" 5201; then
-  it_fail "iperf3 -s under shunt accepts on $ip:5201"
-  show_logs
-  exit 1
-fi
 for streams in 1 4; do
   for dir in upload download; do
     rev=()
     side=none
     if [[ $dir == download ]]; then rev=(-R) side=server; fi
+    what="kernel client, $streams stream(s), $dir (shunt $([[ $dir == download ]] && echo sends || echo receives))"
+    # -J: the server's report comes back inside the client's, as JSON
+    if ! one_off_server "$IT_TMP/server-$dir-$streams.log" wait_listen "$ip" 5201 15 "$IT_SHUNT" ss -tl -- \
+      "${shunt_run[@]}" iperf3 -s -1 -J -B "$ip" -p 5201; then
+      it_fail "$what: iperf3 -s under shunt listens on $ip:5201"
+      reap_server
+      continue
+    fi
     out=$IT_TMP/$dir-$streams.json
     "${in_kernel[@]}" timeout 40 iperf3 -c "$ip" -p 5201 -t 2 -P "$streams" "${rev[@]}" -J \
       --get-server-output >"$out" 2>"$IT_TMP/client-$dir-$streams.log"
-    check_run "kernel client, $streams stream(s), $dir (shunt $([[ $dir == download ]] && echo sends || echo receives))" "$out" "$side"
+    check_run "$what" "$out" "$side"
+    reap_server
   done
 done
 
 # ---- 2. iperf3 -c under shunt, TOS on the wire ------------------------------------
-"${in_kernel[@]}" iperf3 -s -B "$kip" -p 5202 >"$IT_TMP/kserver.log" 2>&1 &
-kserver_pid=$!
-netns_wait_tcp "$NETNS_KERNEL" "$kip" 5202 || it_fail "kernel iperf3 -s accepts on $kip:5202"
-
 # tos_run NAME PROTO TOS SIDE IPERF3_ARGS...: iperf3 -c under shunt with -S TOS while
 # tcpdump in the kernel namespace counts PROTO packets from shunt marked TOS; the
 # run is checked (check_run SIDE) and at least 20 packets must carry the mark.
@@ -116,9 +138,16 @@ tos_run() {
     "$proto and src host $ip and ip[1] = $tos" >"$IT_TMP/tcpdump-$name.log" 2>&1 &
   dump_pid=$!
   for ((i = 0; i < 50; i++)); do grep -q listening "$IT_TMP/tcpdump-$name.log" && break; sleep 0.1; done
+  if ! one_off_server "$IT_TMP/kserver-$name.log" \
+    wait_listen "$kip" 5202 15 ip netns exec "$NETNS_KERNEL" ss -tln -- "${in_kernel[@]}" iperf3 -s -1 -B "$kip" -p 5202; then
+    it_fail "kernel iperf3 -s listens on $kip:5202"
+    reap_server
+    return
+  fi
   "${shunt_run[@]}" timeout 40 iperf3 -c "$kip" -p 5202 -S "$tos" -J "$@" >"$IT_TMP/$name.json" \
     2>"$IT_TMP/$name.log"
   check_run "iperf3 -c $* under shunt (TOS $tos)" "$IT_TMP/$name.json" "$side"
+  reap_server
   timeout 10 tail --pid="$dump_pid" -f /dev/null
   dump_pid=
   seen=$(tcpdump -n -r "$IT_TMP/$name.pcap" 2>/dev/null | wc -l)

@@ -63,6 +63,21 @@ netns_wait_tcp() {
   return 1
 }
 
+# wait_listen IP PORT SECONDS LIST_CMD...: until LIST_CMD, a list of TCP listeners as
+# ss prints it (ip netns exec NS ss -tln; shunt ss -tl for sockets under shunt),
+# shows one on IP:PORT; non-zero after SECONDS. Unlike netns_wait_tcp it does not
+# connect: some servers (iperf3) take any connection for a client and close and
+# reopen their listener after it, refusing whoever comes in between.
+wait_listen() {
+  local ip=$1 port=$2 secs=$3 i
+  shift 3
+  for ((i = 0; i < secs * 5; i++)); do
+    timeout 5 "$@" 2>/dev/null | grep -qF " $ip:$port " && return 0
+    sleep 0.2
+  done
+  return 1
+}
+
 # Kills what still runs in the namespaces (TERM, then KILL after up to 5 s), then
 # deletes them; the veth pair goes with them. Safe to call when they do not exist.
 netns_down() {
