@@ -44,6 +44,7 @@ Daemon::Daemon(const DaemonConfig& cfg, Port& port, Engine& engine)
 
 void Daemon::run() {
   Time last_work = now_us();
+  bool idle = false;  // the last turn did nothing
   engine_.announce();
   port_.flush();
   for (;;) {
@@ -55,12 +56,17 @@ void Daemon::run() {
       if (stop_done(now)) break;
     }
     if (work != 0) {
+      if (idle && rx_frames_ != 0) rx_gaps_.sample(now - last_work);
+      idle = false;
       // From the end of the turn: a turn's transmit kick can itself take longer
       // than the spin budget (on a veth the peer's receive runs inside it), and
       // counting from its start slept at once after every answer sent.
       last_work = now_us();
       nap_ = kMinNap;
-    } else if (cfg_.mode == PollMode::kAdaptive && yield_to_woken()) {
+      continue;
+    }
+    idle = true;
+    if (cfg_.mode == PollMode::kAdaptive && yield_to_woken()) {
       sched_yield();
     } else if (cfg_.mode == PollMode::kAdaptive && now - last_work >= spin_budget()) {
       sleep_until_work(now);
@@ -69,7 +75,8 @@ void Daemon::run() {
 }
 
 uint32_t Daemon::step(Time now) {
-  uint32_t work = port_.receive(engine_, now);
+  rx_frames_ = port_.receive(engine_, now);
+  uint32_t work = rx_frames_;
   work += serve_apps(now);
   engine_.poll(now);
   engine_.flush(now);
@@ -210,9 +217,10 @@ bool Daemon::yield_to_woken() {
 }
 
 Time Daemon::spin_budget() const {
-  if (cfg_.spin_while_apps_run) return cfg_.idle_spin_us;
+  Time budget = rx_gaps_.budget(cfg_.idle_spin_us);
+  if (cfg_.spin_while_apps_run) return budget;
   for (uint32_t id : apps_.active())
-    if (apps_.app(id).region.app_waiting()) return cfg_.idle_spin_us;
+    if (apps_.app(id).region.thread_waiting()) return budget;
   return 0;
 }
 

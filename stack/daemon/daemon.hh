@@ -22,6 +22,7 @@
 #include "daemon/port.hh"
 #include "daemon/region.hh"
 #include "daemon/sockets.hh"
+#include "daemon/spin.hh"
 #include "daemon/stats_snapshot.hh"
 #include "engine/engine.hh"
 #include "shunt/control.h"
@@ -51,6 +52,10 @@ class Daemon {
   // Adaptive mode, idle: whether to yield the core to an application woken since
   // the last yield (once per wake-up; only when sharing a core).
   bool yield_to_woken();
+  // Adaptive mode: how long to poll without work before sleeping
+  // (DaemonConfig::idle_spin_us, longer while frames arrive at a steady gap:
+  // ArrivalGaps); sharing a core, only while an application thread waits.
+  Time spin_budget() const;
   void poll_control(Time timeout_us);  // control socket and doorbells, up to timeout
   std::string stats_text();
   const DaemonCounters& counters() const { return ctr_; }
@@ -70,8 +75,6 @@ class Daemon {
   void check_headers();
   uint32_t ring_doorbells();  // how many were rung
   void sleep_until_work(Time now);
-  // How long to poll without work before sleeping (DaemonConfig::idle_spin_us).
-  Time spin_budget() const;
   void begin_stop(Time now);
   bool stop_done(Time now) const;
   void detach(uint32_t id, Ending how, const char* why);
@@ -101,6 +104,8 @@ class Daemon {
   Time started_at_ = 0;
   Time nap_ = 0;  // current adaptive nap when the port has no wake-up descriptors
   bool woke_app_ = false;  // a doorbell was rung since the daemon last yielded
+  uint32_t rx_frames_ = 0;  // frames the last turn received
+  ArrivalGaps rx_gaps_;     // from the last work to the next frames, after idle turns
   Time next_snapshot_ = 0;
   StatsSnapshot* snapshot_ = nullptr;
   uint32_t turn_ = 0;

@@ -93,7 +93,10 @@ class AppRegion {
 
   // ---- Sleep and wake (docs/abi.md "Queue pairs") ----
   void set_daemon_sleeping(bool sleeping);
+  // Threads asleep on the app doorbell alone (no wake cell: app_waiters).
   bool app_waiting() const;
+  // Any thread asleep waiting for the daemon, on the app doorbell or its own bell.
+  bool thread_waiting() const { return app_waiting() || cells_sleeping() != 0; }
   // Version 5 (docs/abi.md "Wake cells"): the cells whose threads sleep, and the
   // cells that wait for `slot`. Hints from the application, any value harmless.
   uint64_t cells_sleeping() const;

@@ -155,6 +155,23 @@ TEST_F(DaemonTest, WithACoreToSpareTheDaemonSpinsOnAfterWakingAnApplication) {
   EXPECT_FALSE(yields_after_waking());
 }
 
+// Sharing a core, the daemon polls before it sleeps only while a thread of an
+// application waits for it, whether on the app doorbell or on a bell of its own
+// (a wake cell, what every thread has since ABI version 5).
+TEST_F(SharedCore, TheDaemonSpinsWhileAThreadWaitsOnEitherBell) {
+  auto app = rig_.attach();
+  ASSERT_TRUE(app);
+  EXPECT_EQ(rig_.daemon->spin_budget(), 0u) << "nobody waits: sleep at once";
+  app->hdr->cells_sleeping.store(uint64_t{1} << 3);
+  const Time on_cell = rig_.daemon->spin_budget();
+  EXPECT_GT(on_cell, 0u) << "a thread asleep on its own bell";
+  app->hdr->cells_sleeping.store(0);
+  app->hdr->app_waiters.store(1);
+  EXPECT_EQ(rig_.daemon->spin_budget(), on_cell) << "one asleep on the app doorbell";
+  app->hdr->app_waiters.store(0);
+  EXPECT_EQ(rig_.daemon->spin_budget(), 0u);
+}
+
 TEST_F(DaemonTest, AttachHandsOverASealedRegionLaidOut) {
   auto app = rig_.attach();
   ASSERT_TRUE(app);
