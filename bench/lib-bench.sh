@@ -27,7 +27,6 @@ B_REPORT=$B_ROOT/bench/report.py
 # stack differs. Servers (and shuntd) on B_SERVER_CPU, clients on B_CLIENT_CPU.
 B_SERVER_CPU=${BENCH_SERVER_CPU:-1}
 B_CLIENT_CPU=${BENCH_CLIENT_CPU:-0}
-B_STEER=${BENCH_STEER:-1}   # 0: every receive on the sending CPU, as a bare veth does
 B_NAME=shunt-bench-$$
 B_NS_S=$B_NAME-s
 B_NS_K=$B_NAME-k

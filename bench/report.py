@@ -611,14 +611,23 @@ def oversized_text(v):
     return ", ".join("%s %s" % (parts[i + 1], parts[i]) for i in range(0, len(parts) - 1, 2))
 
 
+def steered(meta):
+    return str(meta.get("steer", "1")) != "0"
+
+def steering_text(meta):
+    if not steered(meta):
+        return "on the sender's CPU, inside its transmit (no steering, BENCH_STEER=0)"
+    return ("on its own CPU (receive packet steering, BENCH_STEER=1): vB and vD on CPU %s, vC on CPU %s"
+            % (meta.get("client_cpu", "?"), meta.get("server_cpu", "?")))
+
 def defaults(meta):
     keys = ("shunt_mode", "clk_tck", "client_cpu", "server_cpu", "irq_time_accounting", "hz", "cpu_delay_ms")
     d = {k: meta.get(k, "?") for k in keys}
-    if str(meta.get("steer", "1")) == "0":
+    if not steered(meta):
         d["steer_text"] = ("this run left it so: the client's requests are processed (TCP input for the kernel "
                            "server; the XDP redirect into the AF_XDP ring for shunt) on the client's CPU %s, and "
-                           "the server's answers are received by the client's kernel, and the client's next "
-                           "transmissions made, on the server's CPU %s." % (d["client_cpu"], d["server_cpu"]))
+                           "the server's answers are received by the client's kernel (with what TCP input sends "
+                           "at once) on the server's CPU %s." % (d["client_cpu"], d["server_cpu"]))
     else:
         d["steer_text"] = ("this run steers each side's receiving to its own CPU, as on two machines: the client's "
                            "kernel receives on CPU %s, the kernel server's on CPU %s. The XDP redirect of frames "
@@ -656,7 +665,7 @@ def markdown(meta, results, summary, targets, not_run, missing, plots, selected,
     a("")
     a("Pinning: %s. Idle shuntd: %s." % (meta.get("pinning", "?"), meta.get("shuntd_idle", "?")))
     a("")
-    a("Where each side's kernel receives: %s." % meta.get("steering", "?"))
+    a("Where each side's kernel receives: %s." % steering_text(meta))
     a("")
     a("IPv4 packets longer than 1500 bytes as received off the wire (nftables netdev ingress counters on the "
       "client ends vB and vD and on the kernel server's end vC, whole run; must be 0): "

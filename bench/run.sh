@@ -80,7 +80,8 @@ B_LOSS_MB=${BENCH_LOSS_MB:-$B_LOSS_MB}
 B_LOSS_RATES=${BENCH_LOSS_RATES:-$B_LOSS_RATES}
 B_UL_MPS=${BENCH_UL_MPS:-$B_UL_MPS}
 B_CPU_DELAY_MS=${BENCH_CPU_DELAY_MS:-$B_CPU_DELAY_MS}
-[[ ${BENCH_STEER:-1} == [01] ]] || { echo "run.sh: BENCH_STEER wants 0 or 1, not '$BENCH_STEER'" >&2; exit 2; }
+B_STEER=${BENCH_STEER:-1}  # 0: every receive on the sending CPU, as a bare veth does
+[[ $B_STEER == [01] ]] || { echo "run.sh: BENCH_STEER wants 0 or 1, not '$B_STEER'" >&2; exit 2; }
 
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 B_OUT=${out:-$root/bench/results/$stamp}
@@ -156,11 +157,6 @@ b_meta server_cpu "$B_SERVER_CPU"
 b_meta client_cpu "$B_CLIENT_CPU"
 b_meta pinning "servers (nginx master and worker, memcached, redis-server, sockperf, iperf3) and shuntd on CPU $B_SERVER_CPU; clients (wrk, curl, memcaslap, redis-benchmark, sockperf, iperf3) on CPU $B_CLIENT_CPU; shunt to shunt: daemon A and the servers on CPU $B_SERVER_CPU, daemon B and the clients on CPU $B_CLIENT_CPU; engine_bench unpinned (its kernel half uses two threads); passthrough_bench on CPU $B_SERVER_CPU"
 b_meta steer "$B_STEER"
-if ((B_STEER)); then
-  b_meta steering "on its own CPU (receive packet steering, BENCH_STEER=1): vB and vD on CPU $B_CLIENT_CPU, vC on CPU $B_SERVER_CPU"
-else
-  b_meta steering "on the sender's CPU, inside its transmit (no steering, BENCH_STEER=0)"
-fi
 b_meta loss_mb "$B_LOSS_MB"
 b_meta bulk_mb "$B_BULK_MB"
 b_meta cpu_delay_ms "$B_CPU_DELAY_MS"

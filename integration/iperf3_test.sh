@@ -85,17 +85,6 @@ PY
 # counts as a test. So every run gets its own one-off server (-1), and the wait for
 # its listener asks the stack instead of connecting.
 
-# one_off_server LOG WAIT_CMD... -- SERVER_CMD...: starts SERVER_CMD in the background
-# (pid in server_pid, output in LOG) and runs WAIT_CMD, which returns once it listens.
-one_off_server() {
-  local log=$1 wait_cmd=()
-  shift
-  while [[ $1 != -- ]]; do wait_cmd+=("$1"); shift; done
-  shift
-  "$@" >"$log" 2>&1 &
-  server_pid=$!
-  "${wait_cmd[@]}"
-}
 # reap_server: waits up to 10 s for the one-off server to exit after its test, so
 # that the next one can listen on the port.
 reap_server() {
@@ -113,8 +102,9 @@ for streams in 1 4; do
     if [[ $dir == download ]]; then rev=(-R) side=server; fi
     what="kernel client, $streams stream(s), $dir (shunt $([[ $dir == download ]] && echo sends || echo receives))"
     # -J: the server's report comes back inside the client's, as JSON
-    if ! one_off_server "$IT_TMP/server-$dir-$streams.log" wait_listen "$ip" 5201 15 "$IT_SHUNT" ss -tl -- \
-      "${shunt_run[@]}" iperf3 -s -1 -J -B "$ip" -p 5201; then
+    "${shunt_run[@]}" iperf3 -s -1 -J -B "$ip" -p 5201 >"$IT_TMP/server-$dir-$streams.log" 2>&1 &
+    server_pid=$!
+    if ! wait_listen "$ip" 5201 15 "$IT_SHUNT" ss -tl; then
       it_fail "$what: iperf3 -s under shunt listens on $ip:5201"
       reap_server
       continue
@@ -138,8 +128,9 @@ tos_run() {
     "$proto and src host $ip and ip[1] = $tos" >"$IT_TMP/tcpdump-$name.log" 2>&1 &
   dump_pid=$!
   for ((i = 0; i < 50; i++)); do grep -q listening "$IT_TMP/tcpdump-$name.log" && break; sleep 0.1; done
-  if ! one_off_server "$IT_TMP/kserver-$name.log" \
-    wait_listen "$kip" 5202 15 ip netns exec "$NETNS_KERNEL" ss -tln -- "${in_kernel[@]}" iperf3 -s -1 -B "$kip" -p 5202; then
+  "${in_kernel[@]}" iperf3 -s -1 -B "$kip" -p 5202 >"$IT_TMP/kserver-$name.log" 2>&1 &
+  server_pid=$!
+  if ! wait_listen "$kip" 5202 15 ip netns exec "$NETNS_KERNEL" ss -tln; then
     it_fail "kernel iperf3 -s listens on $kip:5202"
     reap_server
     return
