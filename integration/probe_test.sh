@@ -31,7 +31,7 @@ it_need "$IT_SHUNT" "$IT_SHUNTD" "$IT_PRELOAD" "$probe"
 it_netns_up "$name" "$net" || exit 1
 
 tcp=(basic epoll errors dup sendfile wildcard poll fork threads other_entries linger restart nested_epoll
-  wake_targets exclusive_accept exclusive_threads accept_wakes_one)
+  wake_targets exclusive_accept exclusive_threads accept_wakes_one accept_handed)
 udp=(udp_basic udp_mmsg udp_epoll udp_wildcard udp_threads udp_big udp_fork)
 # PROBE_SCENARIOS="a b": only those (while debugging one).
 read -ra scenarios <<<"${PROBE_SCENARIOS:-kernel_routes passthrough ${tcp[*]} ${udp[*]}}"
@@ -50,6 +50,14 @@ for s in "${scenarios[@]}"; do
     sleep 0.1
   done
   it_check "$s: no slot left in shuntd ($slots)" test "$slots" = 0
+  if [[ $s == accept_handed ]]; then
+    # The scenario passes on the kernel too; here it must have gone through the
+    # handed records and back into the queue.
+    st=$(stat_flat)
+    handed=$(counter tcp.accepts_handed "$st") requeued=$(counter tcp.accepts_requeued "$st")
+    it_check "accept_handed: shuntd handed connections ahead ($handed)" test "${handed:-0}" -gt 0
+    it_check "accept_handed: and took unclaimed ones back ($requeued)" test "${requeued:-0}" -gt 0
+  fi
 done
 
 ((it_failures == 0)) || show_logs

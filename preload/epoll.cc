@@ -54,6 +54,11 @@ struct EpollObj : FdObject {
   size_t rotor = 0;
   uint64_t round = 0;
   std::atomic<uint32_t> shunt_count{0};  // entries that are not pending
+  // Entries of listening sockets of ours (indices in list), looked at first by
+  // every scan: a listener waiting its turn behind thousands of busy connections
+  // would be reported once per many calls, and a server that accepts one
+  // connection per report (nginx) would fall behind a connection storm.
+  std::vector<uint32_t> listening;
 };
 
 constinit NoDestroy<Pool<EpollObj>> g_pool_storage;
@@ -73,11 +78,27 @@ void wake_sleepers(EpollObj& ep) {
   if (Region* r = Runtime::get().region()) r->wake_all();
 }
 
+// Keeps EpollObj::listening in step with list (ep.mu held): after an entry is
+// added at the end, or with `erased` the index of one taken out.
+void note_listening(EpollObj& ep, long erased = -1) {
+  if (erased >= 0) {
+    auto& l = ep.listening;
+    l.erase(std::remove(l.begin(), l.end(), uint32_t(erased)), l.end());
+    for (uint32_t& x : l)
+      if (x > uint32_t(erased)) --x;
+    return;
+  }
+  const Interest& e = ep.list.back();
+  if (e.sock != nullptr && !e.pending && e.sock->listening.load(std::memory_order_acquire))
+    ep.listening.push_back(uint32_t(ep.list.size() - 1));
+}
+
 void drop_entry(EpollObj& ep, size_t i) {
   Interest& e = ep.list[i];
   if (!e.pending) ep.shunt_count.fetch_sub(1, std::memory_order_relaxed);
   if (e.sock != nullptr) e.sock->epoll_refs.fetch_sub(1, std::memory_order_acq_rel);
   ep.list.erase(ep.list.begin() + long(i));
+  if (!ep.listening.empty()) note_listening(ep, long(i));
 }
 
 bool any_ready(EpollObj& ep);
@@ -176,26 +197,35 @@ uint32_t entry_ready(Interest& e, bool consume, bool* edge) {
   return mask;
 }
 
-// Ready shunted entries into out[0..cap). ep.mu held.
+// Entry e into out[n] if it is to be reported this round. ep.mu held.
+bool report(EpollObj& ep, Interest& e, epoll_event* out) {
+  if (e.pending || !e.armed || e.round == ep.round) return false;
+  bool edge;
+  uint32_t mask = entry_ready(e, true, &edge);
+  if ((e.events & EPOLLET) && !edge) return false;
+  if (mask == 0) return false;
+  out->events = mask;
+  out->data = e.data;
+  e.round = ep.round;
+  if (e.events & EPOLLONESHOT) e.armed = false;
+  return true;
+}
+
+// Ready shunted entries into out[0..cap): listeners first, then the others from
+// where the last scan stopped. ep.mu held.
 int scan(EpollObj& ep, epoll_event* out, int cap) {
   int n = 0;
   size_t count = ep.list.size();
   if (count == 0 || cap <= 0) return 0;
+  for (size_t k = 0; k < ep.listening.size() && n < cap; ++k)
+    if (report(ep, ep.list[ep.listening[k]], out + n)) ++n;
   size_t start = ep.rotor % count;
   for (size_t k = 0; k < count && n < cap; ++k) {
     size_t i = (start + k) % count;
-    Interest& e = ep.list[i];
-    if (e.pending || !e.armed || e.round == ep.round) continue;
-    bool edge;
-    uint32_t mask = entry_ready(e, true, &edge);
-    if ((e.events & EPOLLET) && !edge) continue;
-    if (mask == 0) continue;
-    out[n].events = mask;
-    out[n].data = e.data;
-    ++n;
-    e.round = ep.round;
-    if (e.events & EPOLLONESHOT) e.armed = false;
-    ep.rotor = i + 1;
+    if (report(ep, ep.list[i], out + n)) {
+      ++n;
+      ep.rotor = i + 1;
+    }
   }
   return n;
 }
@@ -405,6 +435,7 @@ int ep_ctl(Socket& s, int epfd, int op, int fd, epoll_event* ev) {
       s.epoll_refs.fetch_add(1, std::memory_order_acq_rel);
       ep->shunt_count.fetch_add(1, std::memory_order_relaxed);
       ep->list.push_back(e);
+      note_listening(*ep);
       wake_sleepers(*ep);
       return 0;
     }
@@ -553,6 +584,8 @@ int ep_wait(int epfd, epoll_event* evs, int max, int timeout_ms, const sigset_t*
                   : c.epoll_wait(epfd, evs, max, timeout_ms);
     return r < 0 ? -errno : r;
   };
+  // Before the deadline's clock read: a kernel-only set goes straight through.
+  if (!epoll_of_ours(epfd)) return passthrough();
   return ep_wait_until(epfd, evs, max, Deadline::after_ms(timeout_ms), timeout_ms == 0,
                        pwait ? sigmask : nullptr, passthrough);
 }
@@ -564,11 +597,24 @@ int ep_wait2(int epfd, epoll_event* evs, int max, const timespec* ts, const sigs
   };
   if (ts != nullptr && (ts->tv_sec < 0 || ts->tv_nsec < 0 || ts->tv_nsec >= 1000000000)) return -EINVAL;
   bool zero = ts != nullptr && ts->tv_sec == 0 && ts->tv_nsec == 0;
+  if (!epoll_of_ours(epfd)) return passthrough();
   return ep_wait_until(epfd, evs, max, Deadline::after(ts), zero, sigmask, passthrough);
 }
 
 // Descriptors a poll or select call handles without allocating.
 constexpr size_t kInlinePollFds = 32;
+
+bool epoll_of_ours(int epfd) {
+  FdObject* o = fd_table().peek(epfd);
+  return o != nullptr && o->kind == FdKind::kEpoll &&
+         static_cast<EpollObj*>(o)->shunt_count.load(std::memory_order_relaxed) != 0;
+}
+
+bool polls_ours(pollfd* fds, nfds_t n) {
+  for (nfds_t i = 0; i < n; ++i)
+    if (pollable_of_ours(fds[i].fd)) return true;
+  return false;
+}
 
 int poll_mixed(pollfd* fds, nfds_t n, const Deadline& d, const sigset_t* sigmask, bool* handled) {
   *handled = false;
@@ -753,6 +799,7 @@ void epolls_on_decision(Socket& s, int) {
       }
       e.pending = false;
       arm(e);
+      if (s.listening.load(std::memory_order_acquire)) ep->listening.push_back(uint32_t(i));
       ep->shunt_count.fetch_add(1, std::memory_order_relaxed);
       wake_sleepers(*ep);
       ++i;

@@ -36,6 +36,13 @@ int ep_wait(int epfd, epoll_event* evs, int max, int timeout_ms, const sigset_t*
             bool pwait);
 // epoll_pwait2: a timespec timeout (nullptr: forever).
 int ep_wait2(int epfd, epoll_event* evs, int max, const timespec* ts, const sigset_t* sigmask);
+// Whether epfd is an epoll fd with members of ours: else epoll_wait on it is the
+// kernel's alone (asked first by the wrappers, before anything else).
+bool epoll_of_ours(int epfd);
+// Whether poll over fds must go through poll_mixed: one of them is a shunted
+// socket or an epoll fd with members of ours. Asked before anything else (a
+// deadline's clock read), so that a kernel-only set costs only the table lookups.
+bool polls_ours(pollfd* fds, nfds_t n);
 // poll/ppoll. *handled false: no shunted fd in the set, the caller uses libc.
 int poll_mixed(pollfd* fds, nfds_t n, const Deadline& d, const sigset_t* sigmask, bool* handled);
 // select/pselect over poll_mixed (Linux's POLLIN_SET/POLLOUT_SET/POLLEX_SET

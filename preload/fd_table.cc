@@ -69,10 +69,6 @@ FdObject* FdTable::remove(int fd) {
   return e->exchange(nullptr, std::memory_order_acq_rel);
 }
 
-namespace {
-constinit FdTable g_table;  // constant-initialised: no constructor runs at load
-}  // namespace
-
-FdTable& fd_table() { return g_table; }
+constinit FdTable g_fd_table;  // constant-initialised: no constructor runs at load
 
 }  // namespace shunt::preload

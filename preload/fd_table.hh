@@ -144,7 +144,9 @@ class FdTable {
 };
 
 // The process-wide table.
-FdTable& fd_table();
+// The process's table, inline: every pass-through call asks it first.
+extern FdTable g_fd_table;
+inline FdTable& fd_table() { return g_fd_table; }
 
 // Type-stable storage: objects are recycled, never freed (see the header comment).
 template <typename T>

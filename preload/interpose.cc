@@ -360,17 +360,20 @@ SHUNT_EXPORT int epoll_ctl(int epfd, int op, int fd, epoll_event* ev) {
 }
 
 SHUNT_EXPORT int epoll_wait(int epfd, epoll_event* evs, int max, int timeout) {
+  if (!epoll_of_ours(epfd)) return libc().epoll_wait(epfd, evs, max, timeout);
   Ret ret;
   return ret(ep_wait(epfd, evs, max, timeout, nullptr, false));
 }
 
 SHUNT_EXPORT int epoll_pwait(int epfd, epoll_event* evs, int max, int timeout,
                              const sigset_t* sigmask) {
+  if (!epoll_of_ours(epfd)) return libc().epoll_pwait(epfd, evs, max, timeout, sigmask);
   Ret ret;
   return ret(ep_wait(epfd, evs, max, timeout, sigmask, true));
 }
 
 SHUNT_EXPORT int poll(pollfd* fds, nfds_t n, int timeout) {
+  if (!polls_ours(fds, n)) return libc().poll(fds, n, timeout);
   Ret ret;
   bool handled = false;
   int r = poll_mixed(fds, n, Deadline::after_ms(timeout < 0 ? -1 : timeout), nullptr, &handled);
@@ -426,6 +429,7 @@ SHUNT_EXPORT int epoll_pwait2(int epfd, epoll_event* evs, int max, const timespe
 }
 
 SHUNT_EXPORT int ppoll(pollfd* fds, nfds_t n, const timespec* ts, const sigset_t* sigmask) {
+  if (!polls_ours(fds, n)) return libc().ppoll(fds, n, ts, sigmask);
   Ret ret;
   bool handled = false;
   int r = poll_mixed(fds, n, Deadline::after(ts), sigmask, &handled);

@@ -7,10 +7,12 @@
 #include <atomic>
 
 namespace shunt::preload {
-namespace {
 
 Libc g_libc;
-std::atomic<bool> g_resolved{false};
+std::atomic<bool> g_libc_resolved{false};
+
+namespace {
+
 pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 void resolve() {
@@ -18,14 +20,11 @@ void resolve() {
   g_libc.name = reinterpret_cast<ret(*) params>(dlsym(RTLD_NEXT, #name));
   SHUNT_LIBC_SYMBOLS(SHUNT_LIBC_RESOLVE)
 #undef SHUNT_LIBC_RESOLVE
-  g_resolved.store(true, std::memory_order_release);
+  g_libc_resolved.store(true, std::memory_order_release);
 }
 
 }  // namespace
 
-const Libc& libc() {
-  if (!g_resolved.load(std::memory_order_acquire)) pthread_once(&g_once, resolve);
-  return g_libc;
-}
+void resolve_libc() { pthread_once(&g_once, resolve); }
 
 }  // namespace shunt::preload

@@ -5,6 +5,8 @@
 // Entries: X(return type, name, parameter types).
 #pragma once
 
+#include <atomic>
+
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -83,7 +85,14 @@ struct Libc {
 };
 
 // The real functions. Resolved on first use (wrappers may run before any
-// constructor, from another library's constructor), then a plain load.
-const Libc& libc();
+// constructor, from another library's constructor), then a plain load, inline:
+// every pass-through call pays it.
+extern Libc g_libc;
+extern std::atomic<bool> g_libc_resolved;
+void resolve_libc();
+inline const Libc& libc() {
+  if (!g_libc_resolved.load(std::memory_order_acquire)) [[unlikely]] resolve_libc();
+  return g_libc;
+}
 
 }  // namespace shunt::preload

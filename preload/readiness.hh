@@ -66,7 +66,8 @@ inline uint32_t readiness(SlotSnapshot v, const LocalView& local) {
   const bool error = v.error != 0 && !local.error_consumed;
   uint32_t m = 0;
   if (state == SlotState::kListening) {
-    if (v.accept_ready > 0) m |= EPOLLIN | EPOLLRDNORM;
+    // Queued in shuntd, or handed ahead as records on the listener's rx ring.
+    if (v.accept_ready > 0 || v.rx_readable >= sizeof(abi::DgramHeader)) m |= EPOLLIN | EPOLLRDNORM;
     if (error) m |= EPOLLERR;
     return m;
   }

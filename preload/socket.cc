@@ -321,15 +321,13 @@ uint32_t Socket::readiness(uint32_t* seq) const {
   return preload::readiness(snapshot(*s, rx, tx), lv);
 }
 
-Ref<Socket> socket_at(int fd) {
+Ref<Socket> socket_at_slow(int fd) {
   Ref<Socket> s = fd_table().get<Socket>(fd, FdKind::kSocket);
   if (s && !s->ours()) s.reset();
   return s;
 }
 
-Ref<Socket> shunted_at(int fd) {
-  FdObject* o = fd_table().peek(fd);  // cheap miss for every kernel fd
-  if (o == nullptr) return {};
+Ref<Socket> shunted_at_slow(int fd) {
   Ref<Socket> s = fd_table().get<Socket>(fd, FdKind::kSocket);
   if (s && !s->shunted()) s.reset();
   return s;
@@ -542,7 +540,29 @@ int sock_listen(Socket& s, int fd, int backlog) {
 
 namespace {
 
-// One kAccept with a fresh placeholder. Returns the new fd, -EAGAIN, or -errno.
+// The next connection shuntd handed ahead on listener l (abi::HandedConn), as
+// kAccept would have answered it; false when none waits. The listener's rx ring
+// has one consumer: l.mu.
+bool take_handed(Socket& l, abi::Completion* c, uint32_t* generation) {
+  std::lock_guard<std::mutex> g(l.mu);
+  if (!l.rx.valid()) return false;
+  abi::DgramHeader h;
+  if (abi::dgram_front(l.rx, &h) != abi::DgramFront::kOk) return false;
+  abi::HandedConn rec{};
+  if (abi::dgram_pop(l.rx, h, reinterpret_cast<uint8_t*>(&rec), sizeof rec) != sizeof rec)
+    return false;  // not a record shuntd writes: kAccept asks instead
+  c->result = 0;
+  c->slot = rec.slot;
+  c->local_ip = rt().nic().ip;
+  c->local_port = l.local.sin_port;
+  c->remote_ip = h.ip;
+  c->remote_port = h.port;
+  *generation = rec.generation;
+  return true;
+}
+
+// A connection for listener l with a fresh placeholder: one handed ahead, else a
+// kAccept. Returns the new fd, -EAGAIN, or -errno.
 int shunt_accept_one(Socket& l, sockaddr* addr, socklen_t* len, int flags) {
   int ph = libc().socket(AF_INET, SOCK_STREAM | flags, 0);
   if (ph < 0) return -errno;
@@ -551,10 +571,15 @@ int shunt_accept_one(Socket& l, sockaddr* addr, socklen_t* len, int flags) {
     return -EMFILE;
   }
   uint64_t inode = inode_of(ph);
-  abi::Command cmd = make_command(abi::Op::kAccept, l.ctl_slot);
-  cmd.arg2 = inode;
-  abi::Completion c;
-  int r = rt().call(cmd, &c);
+  abi::Completion c{};
+  uint32_t generation = 0;
+  const bool handed = take_handed(l, &c, &generation);
+  int r = 0;
+  if (!handed) {
+    abi::Command cmd = make_command(abi::Op::kAccept, l.ctl_slot);
+    cmd.arg2 = inode;
+    r = rt().call(cmd, &c);
+  }
   Socket* s = r >= 0 ? new_socket(inode, (flags & SOCK_NONBLOCK) != 0) : nullptr;
   if (s != nullptr && !adopt_slot(*s, c)) {
     destroy_socket(s);  // not installed, mode kCandidate: no kClose for a bogus slot
@@ -569,12 +594,24 @@ int shunt_accept_one(Socket& l, sockaddr* addr, socklen_t* len, int flags) {
     libc().close(ph);
     return r;
   }
+  if (handed) {
+    abi::Command claim = make_command(abi::Op::kAccepted, c.slot);
+    claim.arg = int32_t(generation);
+    claim.arg2 = inode;
+    rt().post(claim);
+  }
   s->mode.store(Mode::kShunted, std::memory_order_release);
   fd_forget_stale(ph);
   fd_table().install(ph, s, nullptr);
   fill_sockaddr(s->peer, addr, len);
-  SHUNT_DEBUG("accept fd %d slot %u", ph, s->slot);
+  SHUNT_DEBUG("accept fd %d slot %u%s", ph, s->slot, handed ? " (handed ahead)" : "");
   return ph;
+}
+
+// A connection waits: in shuntd's queue, or handed ahead on the listener's ring.
+bool accept_waiting(const Socket& l) {
+  return l.s->accept_ready.load(std::memory_order_acquire) > 0 ||
+         (l.rx.valid() && l.rx.readable() >= sizeof(abi::DgramHeader));
 }
 
 }  // namespace
@@ -590,7 +627,7 @@ int sock_accept(Socket& s, int fd, sockaddr* addr, socklen_t* len, int flags) {
   const bool dual = s.mode.load(std::memory_order_acquire) == Mode::kDual;
   const Deadline d = Deadline::after_ns(s.rcvtimeo_ns);
   for (;;) {
-    if (!gone(s) && s.s->accept_ready.load(std::memory_order_acquire) > 0) {
+    if (!gone(s) && accept_waiting(s)) {
       int r = shunt_accept_one(s, addr, len, flags);
       if (r != -EAGAIN) return r;
     }
@@ -604,7 +641,7 @@ int sock_accept(Socket& s, int fd, sockaddr* addr, socklen_t* len, int flags) {
     }
     if (s.nonblock.load(std::memory_order_acquire)) return -EAGAIN;
     if (gone(s) && !dual) return -ECONNABORTED;
-    auto ready = [&] { return s.s->accept_ready.load(std::memory_order_acquire) > 0; };
+    auto ready = [&] { return accept_waiting(s); };
     Wake w = rt().wait(*s.region, ready, d, dual ? fd : -1, s.slot, /*exclusive=*/true);
     if (w == Wake::kInterrupted && !signal_restarts(d)) return -EINTR;
     if (w == Wake::kTimeout) return -EAGAIN;

@@ -87,10 +87,17 @@ struct Socket : FdObject {
   uint32_t readiness(uint32_t* seq = nullptr) const;
 };
 
+Ref<Socket> socket_at_slow(int fd);
+Ref<Socket> shunted_at_slow(int fd);
 // The socket at fd if the table holds one still routed by us (not kKernel).
-Ref<Socket> socket_at(int fd);
+// Inline up to the miss every kernel fd takes (pass-through calls).
+inline Ref<Socket> socket_at(int fd) {
+  return fd_table().peek(fd) == nullptr ? Ref<Socket>{} : socket_at_slow(fd);
+}
 // The socket at fd if it is shunted (kShunted or kDual): the data-path test.
-Ref<Socket> shunted_at(int fd);
+inline Ref<Socket> shunted_at(int fd) {
+  return fd_table().peek(fd) == nullptr ? Ref<Socket>{} : shunted_at_slow(fd);
+}
 
 // Creation and table maintenance.
 int sock_socket(int domain, int type, int protocol);

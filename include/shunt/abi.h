@@ -1,7 +1,8 @@
 // shunt shared-memory ABI, version 5 (version 3: byte rings whose capacity grows
 // while they hold bytes, SocketSlot::rx_geometry/tx_geometry; version 4: kTcpInfo;
 // version 5: wake cells, one bell per application thread, so that the daemon wakes
-// the threads that wait for what changed and not every sleeping thread).
+// the threads that wait for what changed and not every sleeping thread; version 6:
+// connections handed ahead on a listener's rx ring, claimed with kAccepted).
 //
 // One region per application process: a memfd created by shuntd at attach time,
 // mapped by the daemon and by the application (at different addresses, so every
@@ -36,7 +37,7 @@
 namespace shunt::abi {
 
 inline constexpr uint32_t kMagic = 0x544e4853;  // "SHNT" little-endian
-inline constexpr uint32_t kVersion = 5;
+inline constexpr uint32_t kVersion = 6;
 inline constexpr size_t kCacheLine = 64;
 inline constexpr uint32_t kNoSlot = 0xffffffffu;
 
@@ -74,6 +75,10 @@ enum class Op : uint16_t {
                      // disconnect), arg2 = inode; -> slot, local + remote ip/port
   // Version 4.
   kTcpInfo = 12,     // slot; -> the connection's TcpInfo in the queue pair's reply
+  // Version 6.
+  kAccepted = 13,    // slot = a connection taken from a listener's handed records
+                     // (HandedConn), arg = its generation, arg2 = the new fd's inode;
+                     // no completion
 };
 
 // kSetOption: arg = SockOption, arg2 = value. Options set on a listener pass to
@@ -275,6 +280,23 @@ inline constexpr uint32_t dgram_record_size(uint32_t len) {
 }
 inline constexpr uint32_t kMaxDgramRecord = dgram_record_size(kMaxDatagram);
 static_assert(kMaxDgramRecord == 65516);
+
+// ---- Connections handed ahead (version 6) ----
+//
+// kAccept answers one connection and may hand the calling process more, already
+// accepted for it, as datagram records on the listener slot's rx ring (which a
+// listener has no other use for): a DgramHeader naming the peer (len =
+// sizeof(HandedConn)), then a HandedConn. accept() takes the next record with no
+// round trip and claims its slot with kAccepted. A connection not yet claimed
+// when the process gives the listener up goes back to the listener's queue for
+// its other holders, as the kernel's queue outlives one of them
+// (docs/architecture.md, "Accepting without a round trip").
+struct HandedConn {
+  uint32_t slot;        // in this region, kConnected
+  uint32_t generation;  // the slot's, for kAccepted
+};
+static_assert(sizeof(HandedConn) == 8);
+inline constexpr uint32_t kHandedRecord = dgram_record_size(sizeof(HandedConn));
 
 struct alignas(kCacheLine) RegionHeader {
   // Written once by the daemon before the region is handed over; read-only after.

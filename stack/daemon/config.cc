@@ -204,6 +204,17 @@ bool load_config(DaemonConfig* cfg, std::string* error) {
     }
     cfg->idle_spin_us = uint32_t(us);
   }
+  if ((v = env("SHUNT_SOCKETS"))) {
+    // Each slot reserves its rings' largest size of address space in every region
+    // (8 MiB): 16384 of them are 128 GiB per application.
+    char* end = nullptr;
+    unsigned long n = std::strtoul(v, &end, 10);
+    if (*v == '\0' || *end != '\0' || n < 64 || n > 16384) {
+      *error = bad("SHUNT_SOCKETS", v, "expected sockets per application, 64 to 16384");
+      return false;
+    }
+    cfg->slots_per_app = uint32_t(n);
+  }
   if ((v = env("SHUNT_FAULT"))) {
     if (!parse_fault_spec(v, &cfg->fault, error)) return false;
   }

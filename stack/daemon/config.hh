@@ -29,7 +29,7 @@ struct DaemonConfig {
   bool spin_while_apps_run = true;
   int log_level = 1;          // SHUNT_LOG: 0 error, 1 info, 2 debug
   uint32_t max_apps = 64;
-  uint32_t slots_per_app = 4096;  // sockets per application
+  uint32_t slots_per_app = 4096;  // SHUNT_SOCKETS: sockets per application (its region's slots)
   uint32_t ring_size = 1 << 18;   // bytes per direction per socket, at first
   uint32_t ring_max = 1 << 22;    // bytes reserved per ring: what it may grow to
   uint32_t queue_pairs = 16;      // threads per application with their own queues

@@ -17,6 +17,8 @@ namespace shunt {
   X(cell_bells_rung, "daemon.cell_bells")                                         \
   X(sleeps, "daemon.sleeps")                                                      \
   X(accepts, "tcp.connections_accepted")                                          \
+  X(accepts_handed, "tcp.accepts_handed")   /* accepted ahead of accept() */     \
+  X(accepts_requeued, "tcp.accepts_requeued") /* handed, not taken: requeued */  \
   X(connects, "tcp.connections_requested")                                        \
   X(inherits, "daemon.inherits")                                                  \
   X(inherits_refused, "daemon.inherits_refused")                                  \

@@ -112,6 +112,7 @@ class AppRegion {
   // reset_slot: a fresh slot in `state`, rings empty, generation bumped.
   void reset_slot(uint32_t slot, abi::SlotState state);
   void set_state(uint32_t slot, abi::SlotState state);
+  uint32_t generation(uint32_t slot) const { return slots_[slot].generation; }
   // A freed slot's ring memory beyond the initial size goes back to the system.
   void release_rings(uint32_t slot);
   // Connection state as the engine sees it: flags kFlagPeerFin/Reset/WriteShut

@@ -84,12 +84,13 @@ abi::Completion SocketTable::handle(uint32_t app, const abi::Command& cmd, Time 
   c.slot = cmd.slot;
   const auto op = static_cast<Op>(cmd.op);
   *reply = op != Op::kClose && op != Op::kTxReady && op != Op::kRxDrained &&
-           !(op == Op::kSetOption && (cmd.flags & abi::kCmdNoReply));
+           op != Op::kAccepted && !(op == Op::kSetOption && (cmd.flags & abi::kCmdNoReply));
   // A command on a socket names a slot of this application, one it was handed and
   // has not closed; anything else is answered like a bad fd.
   const bool names_slot =
       op == Op::kListen || op == Op::kAccept || op == Op::kClose || op == Op::kShutdown ||
       op == Op::kTxReady || op == Op::kRxDrained || op == Op::kSetOption || op == Op::kTcpInfo ||
+      op == Op::kAccepted ||
       ((op == Op::kConnect || op == Op::kUdpConnect) && cmd.slot != abi::kNoSlot);
   if (names_slot && !apps_.valid_slot(app, cmd.slot)) {
     ++ctr_.bad_commands;
@@ -104,6 +105,7 @@ abi::Completion SocketTable::handle(uint32_t app, const abi::Command& cmd, Time 
     case Op::kUdpConnect: c.result = do_udp_connect(app, cmd, &c); break;
     case Op::kListen: c.result = do_listen(app, cmd.slot, cmd.arg); break;
     case Op::kAccept: c.result = do_accept(app, cmd, &c); break;
+    case Op::kAccepted: do_accepted(app, cmd); break;
     case Op::kClose: do_close(app, cmd.slot, now); break;
     case Op::kShutdown: c.result = do_shutdown(app, cmd.slot, cmd.arg); break;
     case Op::kTxReady: do_tx_ready(app, cmd.slot, now); break;
@@ -234,13 +236,27 @@ int SocketTable::do_accept(uint32_t app, const abi::Command& cmd, abi::Completio
   if (apps_.app(app).free_slots.empty()) return -ENFILE;
   ConnId c = engine_.accept(sockets_[ls].listener);
   if (c == kInvalidId) return -EAGAIN;
+  uint32_t slot = accept_into(app, ls, c, cmd.arg2);
+  const Tcb& t = engine_.tcb(c);
+  out->slot = slot;
+  out->local_ip = htonl(nic_.ip);
+  out->local_port = htons(t.local_port);
+  out->remote_ip = htonl(t.remote_ip);
+  out->remote_port = htons(t.remote_port);
+  hand_ahead(app, cmd.slot, ls);
+  return 0;
+}
+
+// A connection the engine accepted, given a slot of `app` (which has one free).
+// Returns the slot.
+uint32_t SocketTable::accept_into(uint32_t app, uint32_t ls, ConnId c, uint64_t inode) {
   uint32_t s = alloc_socket();  // may grow sockets_: no references held across it
   uint32_t slot = add_holder(app, s);
   Socket& sock = sockets_[s];
   Socket& lsock = sockets_[ls];
   sock.kind = Kind::kConn;
   sock.conn = c;
-  sock.inode = cmd.arg2;
+  sock.inode = inode;
   sock.port = engine_.tcb(c).local_port;
   sock.rings = {app, slot};
   // Linux: an accepted socket starts with its listener's options.
@@ -255,18 +271,110 @@ int SocketTable::do_accept(uint32_t app, const abi::Command& cmd, abi::Completio
   publish_conn(s);
   publish_listener(ls);
   ++ctr_.accepts;
-  const Tcb& t = engine_.tcb(c);
-  out->slot = slot;
-  out->local_ip = htonl(nic_.ip);
-  out->local_port = htons(t.local_port);
-  out->remote_ip = htonl(t.remote_ip);
-  out->remote_port = htons(t.remote_port);
-  return 0;
+  return slot;
+}
+
+// ---- Connections handed ahead (abi::HandedConn) ----
+//
+// A process that asks for a connection while more wait is handed a few more at
+// once, so its next accept() calls make no round trip (a loaded daemon's turn is
+// what an accept waited for, and nginx accepts one connection per pass of its
+// event loop). At most kHandAhead a call and kMostUnclaimed unclaimed.
+namespace {
+constexpr uint32_t kHandAhead = 16;
+constexpr size_t kMostUnclaimed = 64;
+}  // namespace
+
+void SocketTable::hand_ahead(uint32_t app, uint32_t lslot, uint32_t ls) {
+  const Holder to{app, lslot};
+  auto& hs = sockets_[ls].handouts;
+  size_t i = 0;
+  while (i < hs.size() && !(hs[i].to == to)) ++i;
+  if (i == hs.size()) hs.push_back({to, apps_.app(app).region.rx_end(lslot), {}});
+  for (uint32_t n = 0; n < kHandAhead; ++n) {
+    Socket::Handout& h = sockets_[ls].handouts[i];  // again: accept_into may move sockets_
+    if (h.unclaimed.size() >= kMostUnclaimed || h.ring.writable() < abi::kHandedRecord) break;
+    if (engine_.accept_queue_len(sockets_[ls].listener) == 0) break;
+    if (apps_.app(app).free_slots.empty()) break;
+    ConnId c = engine_.accept(sockets_[ls].listener);
+    if (c == kInvalidId) break;
+    uint32_t slot = accept_into(app, ls, c, 0);
+    uint32_t s = socket_of(app, slot);
+    sockets_[s].handed_by = ls;
+    Socket::Handout& ho = sockets_[ls].handouts[i];
+    ho.unclaimed.push_back(s);
+    const Tcb& t = engine_.tcb(c);
+    const abi::HandedConn rec{slot, apps_.app(app).region.generation(slot)};
+    abi::dgram_push(ho.ring, htonl(t.remote_ip), htons(t.remote_port),
+                    reinterpret_cast<const uint8_t*>(&rec), sizeof rec);
+    ++ctr_.accepts_handed;
+  }
+  touch(app, lslot);
+}
+
+// kAccepted: the process took a handed connection's record and made it an fd.
+void SocketTable::do_accepted(uint32_t app, const abi::Command& cmd) {
+  uint32_t s = socket_of(app, cmd.slot);
+  if (sockets_[s].handed_by == kNone) return;  // claimed already (a fork child's kInherit)
+  if (apps_.app(app).region.generation(cmd.slot) != uint32_t(cmd.arg)) {
+    ++ctr_.bad_commands;  // a record of an earlier use of the slot
+    return;
+  }
+  claim(s, cmd.arg2);
+}
+
+void SocketTable::claim(uint32_t s, uint64_t inode) {
+  unhand(s);
+  sockets_[s].inode = inode;
+}
+
+void SocketTable::unhand(uint32_t s) {
+  const uint32_t ls = sockets_[s].handed_by;
+  sockets_[s].handed_by = kNone;
+  if (ls >= sockets_.size()) return;
+  for (Socket::Handout& h : sockets_[ls].handouts) {
+    auto it = std::find(h.unclaimed.begin(), h.unclaimed.end(), s);
+    if (it != h.unclaimed.end()) {
+      h.unclaimed.erase(it);
+      return;
+    }
+  }
+}
+
+// `from` gives the listener up (close, or its process ends): what it was handed
+// and has not claimed goes back to the listener's queue while another process
+// holds the listener; else it is reset, as the kernel resets what a closing
+// listener queued.
+void SocketTable::take_back_handed(uint32_t ls, Holder from, Time now) {
+  auto& hs = sockets_[ls].handouts;
+  auto it = std::find_if(hs.begin(), hs.end(), [&](const Socket::Handout& h) { return h.to == from; });
+  if (it == hs.end()) return;
+  std::vector<uint32_t> conns = std::move(it->unclaimed);
+  hs.erase(it);
+  const bool others = sockets_[ls].holders.size() > 1;
+  for (uint32_t c : conns) {
+    Socket& cs = sockets_[c];
+    cs.handed_by = kNone;
+    if (cs.kind != Kind::kConn) continue;
+    const Holder r = cs.rings;
+    if (others && engine_.requeue(cs.conn, sockets_[ls].listener)) {
+      drop_holder(c, r.app, r.slot);
+      apps_.free_slot(r.app, r.slot);
+      free_socket(c);
+      ++ctr_.accepts_requeued;
+    } else {
+      cs.linger_zero = true;
+      do_close(r.app, r.slot, now);
+    }
+  }
+  if (sockets_[ls].kind == Kind::kListener) publish_listener(ls);
 }
 
 // close(2) of one holder. The socket goes when its last holder does.
 void SocketTable::do_close(uint32_t app, uint32_t slot, Time now) {
   uint32_t s = socket_of(app, slot);
+  if (sockets_[s].kind == Kind::kListener) take_back_handed(s, {app, slot}, now);
+  if (sockets_[s].handed_by != kNone) unhand(s);
   Socket& sock = sockets_[s];
   drop_holder(s, app, slot);
   const bool ring_owner = sock.rings == Holder{app, slot};
@@ -382,6 +490,15 @@ void SocketTable::apply_options(uint32_t s) {
 void SocketTable::close_all(uint32_t app, Ending how, Time now) {
   App& a = apps_.app(app);
   if (!a.in_use) return;
+  // Listeners first: what they were handed and never saw goes back to the queue
+  // (another process may hold the listener) before it is closed as this
+  // process's own.
+  if (how == Ending::kAsKernel)
+    for (uint32_t slot = 0; slot < a.slots.size(); ++slot) {
+      const SlotInfo si = a.slots[slot];
+      if (si.used && !si.zombie && sockets_[si.socket].kind == Kind::kListener)
+        take_back_handed(si.socket, {app, slot}, now);
+    }
   for (uint32_t slot = 0; slot < a.slots.size(); ++slot) {
     const SlotInfo si = a.slots[slot];
     if (!si.used) continue;
@@ -555,6 +672,8 @@ uint32_t SocketTable::inherit(uint32_t child, uint32_t parent, uint32_t parent_s
   const App& p = apps_.app(parent);
   if (parent_slot >= p.slots.size() || !p.slots[parent_slot].used) return abi::kNoSlot;
   uint32_t s = p.slots[parent_slot].socket;
+  // Handed to the parent, and forked before its kAccepted arrived.
+  if (sockets_[s].handed_by != kNone && sockets_[s].inode == 0) claim(s, inode);
   if (sockets_[s].inode != inode || sockets_[s].kind == Kind::kFree) return abi::kNoSlot;
   uint32_t slot = add_holder(child, s);
   if (slot == kNone) return abi::kNoSlot;
@@ -597,6 +716,9 @@ void SocketTable::release_port(uint32_t s) {
 void SocketTable::free_socket(uint32_t s) {
   Socket& sock = sockets_[s];
   if (sock.kind == Kind::kFree) return;
+  if (sock.handed_by != kNone) unhand(s);
+  for (const Socket::Handout& h : sock.handouts)
+    for (uint32_t c : h.unclaimed) sockets_[c].handed_by = kNone;
   release_port(s);
   sock = Socket{};
   free_.push_back(s);

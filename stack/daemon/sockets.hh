@@ -81,6 +81,17 @@ class SocketTable {
     uint32_t option_set = 0;  // bit per abi::SockOption
     uint32_t option_value[uint32_t(abi::SockOption::kCount)] = {};
     uint64_t inode = 0;  // the kernel placeholder's inode: identity across fork
+    // kConn handed ahead to a listener holder (abi::HandedConn) and not claimed
+    // yet: that listener's socket; else kNone.
+    uint32_t handed_by = kNone;
+    // kListener: the holders it handed connections to, each with the daemon's
+    // end of that slot's rx ring and the connections it has not claimed.
+    struct Handout {
+      Holder to;
+      abi::ProducerEnd ring;
+      std::vector<uint32_t> unclaimed;
+    };
+    std::vector<Handout> handouts;
     ListenerId listener = kInvalidId;
     uint32_t accept_published = 0;  // kListener: the queue length the slots show
     uint32_t exclusive_due = 0;     // connections arrived, exclusive waiters not yet woken
@@ -97,6 +108,12 @@ class SocketTable {
   int do_listen(uint32_t app, uint32_t slot, int backlog);
   int do_connect(uint32_t app, const abi::Command& cmd, Time now, abi::Completion* out);
   int do_accept(uint32_t app, const abi::Command& cmd, abi::Completion* out);
+  uint32_t accept_into(uint32_t app, uint32_t listener_socket, ConnId c, uint64_t inode);
+  void hand_ahead(uint32_t app, uint32_t listener_slot, uint32_t listener_socket);
+  void do_accepted(uint32_t app, const abi::Command& cmd);
+  void claim(uint32_t socket, uint64_t inode);
+  void unhand(uint32_t socket);
+  void take_back_handed(uint32_t listener_socket, Holder from, Time now);
   uint32_t slot_to_connect(uint32_t app, const abi::Command& cmd, bool udp, int* rc);
   void do_close(uint32_t app, uint32_t slot, Time now);
   int do_shutdown(uint32_t app, uint32_t slot, int how);

@@ -371,6 +371,13 @@ class Engine {
   int listen(uint16_t port, uint32_t backlog, uint64_t user, ListenerId* out);
   void unlisten(ListenerId l);
   ConnId accept(ListenerId l);  // kInvalidId when the queue is empty
+  // Puts an accepted connection the application never saw (handed ahead by the
+  // daemon, docs/architecture.md "Accepting without a round trip") back at the
+  // end of its listener's queue, its received bytes back in a staging ring.
+  // False, changing nothing, when it cannot go back as it came: the listener is
+  // gone, it left ESTABLISHED/CLOSE-WAIT, the application sent on it, or its bytes
+  // do not fit a staging ring (or none is free).
+  bool requeue(ConnId c, ListenerId l);
   uint32_t accept_queue_len(ListenerId l) const;
   bool port_in_use(uint16_t port) const;
 

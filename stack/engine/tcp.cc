@@ -527,6 +527,35 @@ ConnId Engine::accept(ListenerId lid) {
   return c;
 }
 
+bool Engine::requeue(ConnId c, ListenerId lid) {
+  Tcb& t = conns_[c];
+  Listener& l = listeners_[lid];
+  if (!l.active || !t.user_attached || t.staged || staging_free_.empty()) return false;
+  if (t.state != TcpState::kEstablished && t.state != TcpState::kCloseWait) return false;
+  if (t.fin_queued || t.snd.nxt != t.iss + 1 || (t.tx.valid() && t.tx.readable() != 0))
+    return false;
+  const abi::ProducerEnd app_rx = t.rx;
+  if (!app_rx.valid()) return false;
+  const uint32_t readable = app_rx.used();
+  const uint32_t held = t.ooo.n ? uint32_t(t.ooo.r[t.ooo.n - 1].end - t.rcv.nxt) : 0;
+  if (readable + held > cfg_.staging_size) return false;
+  take_staging(t);
+  // The bytes keep their distance from the head, as attach() moves them.
+  for (uint32_t done = 0, run, from = app_rx.tail(); done < readable + held; done += run) {
+    run = readable + held - done;
+    const uint8_t* at = app_rx.span(from + done, &run);
+    t.rx.copy_in(done, at, run);
+  }
+  t.rx.produce(readable);
+  t.user_attached = false;
+  t.user = 0;
+  t.events = 0;
+  t.listener = lid;
+  ++l.pending;
+  enqueue_accept(c);
+  return true;
+}
+
 void Engine::attach(ConnId c, abi::ProducerEnd rx, abi::ConsumerEnd tx, uint64_t user) {
   Tcb& t = conns_[c];
   abi::ProducerEnd old = t.rx;

@@ -114,6 +114,7 @@ class LoadConfig : public ::testing::Test {
     unsetenv("SHUNT_FAULT");
     unsetenv("SHUNT_SPIN_US");
     unsetenv("SHUNT_CONGESTION");
+    unsetenv("SHUNT_SOCKETS");
   }
 };
 
@@ -173,6 +174,22 @@ TEST_F(LoadConfig, SpinAndCongestionAreReadAndCheckedByName) {
   setenv("SHUNT_CONGESTION", "vegas", 1);
   EXPECT_FALSE(load_config(&cfg, &error));
   EXPECT_NE(error.find("SHUNT_CONGESTION=vegas"), std::string::npos) << error;
+}
+
+TEST_F(LoadConfig, SocketsPerApplicationAreReadAndBounded) {
+  DaemonConfig cfg;
+  std::string error;
+  ASSERT_TRUE(load_config(&cfg, &error)) << error;
+  EXPECT_EQ(cfg.slots_per_app, 4096u);
+  setenv("SHUNT_SOCKETS", "12000", 1);
+  ASSERT_TRUE(load_config(&cfg, &error)) << error;
+  EXPECT_EQ(cfg.slots_per_app, 12000u);
+  for (const char* bad : {"63", "16385", "4k", "-1"}) {
+    setenv("SHUNT_SOCKETS", bad, 1);
+    error.clear();
+    EXPECT_FALSE(load_config(&cfg, &error)) << bad;
+    EXPECT_NE(error.find(std::string("SHUNT_SOCKETS=") + bad), std::string::npos) << error;
+  }
 }
 
 }  // namespace

@@ -131,6 +131,59 @@ TEST_F(ListenTest, AttachMovesStagedBytesAndOpensTheWindow) {
   EXPECT_EQ(data.payload, "hi");
 }
 
+// A connection accepted ahead for a process that never took it goes back to the
+// queue (the daemon's hand-ahead, when that process gives the listener up) with
+// the bytes that reached its rings, and is accepted again like any other.
+TEST_F(ListenTest, RequeueGivesTheConnectionBackWithItsBytes) {
+  uint32_t iss = handshake(kRemotePort, "early");
+  sent();
+  ConnId c = eng().accept(lid_);
+  ASSERT_NE(c, kInvalidId);
+  EXPECT_EQ(eng().accept_queue_len(lid_), 0u);
+  AppRings first(8192);
+  eng().attach(c, first.erx(), first.etx(), kUser);
+  recv(Seg{.seq = kRemoteIsn + 6, .ack = iss + 1, .flags = kAck | kPsh, .payload = " bird"});
+  sent();
+  events();
+  ASSERT_TRUE(eng().requeue(c, lid_));
+  EXPECT_EQ(eng().accept_queue_len(lid_), 1u);
+  auto ev = events();
+  EXPECT_EQ(ev.count(kUser), 0u);  // its old owner hears nothing more of it
+  EXPECT_EQ(ev.count(kListenUser), 1u);  // and the listener has one to accept
+  ASSERT_EQ(eng().accept(lid_), c);
+  AppRings second(8192);
+  eng().attach(c, second.erx(), second.etx(), kUser + 1);
+  EXPECT_EQ(second.read(), "early bird");
+  second.write("hi");
+  eng().tx_ready(c);
+  eng().flush(now_);
+  Seg data = sent_one();
+  EXPECT_EQ(data.seq, iss + 1);
+  EXPECT_EQ(data.payload, "hi");
+}
+
+// It cannot go back once the application sent on it, or the listener is gone:
+// nothing changes, and the caller resets it instead.
+TEST_F(ListenTest, RequeueRefusesWhatCannotGoBackAsItCame) {
+  uint32_t iss = handshake(kRemotePort);
+  ConnId c = eng().accept(lid_);
+  AppRings app(8192);
+  eng().attach(c, app.erx(), app.etx(), kUser);
+  app.write("x");
+  eng().tx_ready(c);
+  eng().flush(now_);
+  EXPECT_EQ(sent_one().seq, iss + 1);
+  EXPECT_FALSE(eng().requeue(c, lid_));
+  EXPECT_EQ(eng().accept_queue_len(lid_), 0u);
+
+  handshake(kRemotePort + 1);
+  ConnId d = eng().accept(lid_);
+  AppRings other(8192);
+  eng().attach(d, other.erx(), other.etx(), kUser + 1);
+  eng().unlisten(lid_);
+  EXPECT_FALSE(eng().requeue(d, lid_));
+}
+
 TEST_F(ListenTest, AckToListenerGetsReset) {
   EXPECT_EQ(recv(Seg{.seq = 100, .ack = 0xdeadbeef, .flags = kAck}), Drop::kTcpListenNotSyn);
   Seg r = sent_one();

@@ -1292,6 +1292,112 @@ void failopen() {
 
 }  // namespace
 
+// Connections shuntd hands ahead on a listener (accept() without a round trip)
+// are the kernel's queue seen from the process: each accept returns a connection
+// with its own peer and its own bytes; and those a process never took, when it
+// closes its listener, stay for another process holding it, as the kernel's queue
+// outlives one holder. probe_test.sh checks that shuntd handed and took back.
+void accept_handed() {
+  constexpr int kConns = 8;
+  auto peer_of = [](int fd) {
+    sockaddr_in a{};
+    socklen_t n = sizeof a;
+    CHECK(getpeername(fd, sa(&a), &n) == 0);
+    return a;
+  };
+  auto local_of = [](int fd) {
+    sockaddr_in a{};
+    socklen_t n = sizeof a;
+    CHECK(getsockname(fd, sa(&a), &n) == 0);
+    return a;
+  };
+  // One process: every connection accepted with the right peer and bytes.
+  int l = listener(kNic, 7014);
+  int clients[kConns];
+  for (int i = 0; i < kConns; ++i) {
+    clients[i] = connect_to(kNic, 7014);
+    char b = char(i);
+    write_all(clients[i], &b, 1);
+  }
+  bool seen[kConns] = {};
+  for (int i = 0; i < kConns; ++i) {
+    sockaddr_in from{};
+    socklen_t n = sizeof from;
+    int a = accept(l, sa(&from), &n);
+    CHECK(a >= 0);
+    char b = -1;
+    CHECK(read(a, &b, 1) == 1);
+    CHECK(b >= 0 && b < kConns && !seen[int(b)]);
+    seen[int(b)] = true;
+    sockaddr_in want = local_of(clients[int(b)]), got = peer_of(a);
+    CHECK(from.sin_port == want.sin_port && from.sin_addr.s_addr == want.sin_addr.s_addr);
+    CHECK(got.sin_port == want.sin_port && got.sin_addr.s_addr == want.sin_addr.s_addr);
+    CHECK(local_of(a).sin_port == htons(7014));
+    CHECK(write(a, &b, 1) == 1);  // and the connection works both ways
+    char e = -1;
+    CHECK(read(clients[int(b)], &e, 1) == 1 && e == b);
+    close(a);
+  }
+  for (int c : clients) close(c);
+  close(l);
+
+  // Two processes: the parent takes one and closes its listener; the child takes
+  // the rest, bytes included.
+  l = listener(kNic, 7015);
+  int go[2], report[2];
+  CHECK(pipe(go) == 0 && pipe(report) == 0);
+  pid_t kid = fork();
+  CHECK(kid >= 0);
+  if (kid == 0) {
+    close(go[1]);
+    close(report[0]);
+    char g;
+    if (read(go[0], &g, 1) != 1) _exit(2);
+    int fl = fcntl(l, F_GETFL);
+    fcntl(l, F_SETFL, fl | O_NONBLOCK);
+    int got = 0, mask = 0;
+    for (int t = 0; t < 5000 && got < kConns - 1; ++t) {
+      int a = accept(l, nullptr, nullptr);
+      if (a < 0) {
+        if (errno != EAGAIN) _exit(3);
+        pollfd p{l, POLLIN, 0};
+        poll(&p, 1, 1);
+        continue;
+      }
+      char b = -1;
+      if (read(a, &b, 1) != 1 || b < 0 || b >= kConns) _exit(4);
+      mask |= 1 << b;
+      ++got;
+      close(a);
+    }
+    char out[2] = {char(got), char(mask)};
+    _exit(write(report[1], out, 2) == 2 ? 0 : 5);
+  }
+  close(go[0]);
+  close(report[1]);
+  for (int i = 0; i < kConns; ++i) {
+    clients[i] = connect_to(kNic, 7015);
+    char b = char(i);
+    write_all(clients[i], &b, 1);
+  }
+  int a = accept(l, nullptr, nullptr);
+  CHECK(a >= 0);
+  char first = -1;
+  CHECK(read(a, &first, 1) == 1 && first >= 0 && first < kConns);
+  close(l);
+  CHECK(write(go[1], "g", 1) == 1);
+  char out[2] = {};
+  CHECK(read(report[0], out, 2) == 2);
+  int status = 0;
+  CHECK(waitpid(kid, &status, 0) == kid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  CHECK(out[0] == kConns - 1);
+  CHECK((uint8_t(out[1]) | (1 << first)) == (1 << kConns) - 1);
+  close(a);
+  for (int c : clients) close(c);
+  close(go[1]);
+  close(report[0]);
+}
+
 bool run_udp_scenario(const std::string& what);  // udp_probe.cc
 
 int main(int argc, char** argv) {
@@ -1311,7 +1417,8 @@ int main(int argc, char** argv) {
                          {"nested_epoll", nested_epoll}, {"wake_targets", wake_targets},
                          {"exclusive_accept", exclusive_accept},
                          {"exclusive_threads", exclusive_threads},
-                         {"accept_wakes_one", accept_wakes_one}};
+                         {"accept_wakes_one", accept_wakes_one},
+                         {"accept_handed", accept_handed}};
   for (const auto& s : scenarios) {
     if (what == s.name) {
       s.fn();
