@@ -308,6 +308,8 @@ void SocketTable::hand_ahead(uint32_t app, uint32_t lslot, uint32_t ls) {
     abi::dgram_push(ho.ring, htonl(t.remote_ip), htons(t.remote_port),
                     reinterpret_cast<const uint8_t*>(&rec), sizeof rec);
     ++ctr_.accepts_handed;
+    ++ho.due;
+    list_exclusive(ls);
   }
   touch(app, lslot);
 }
@@ -604,7 +606,7 @@ void SocketTable::publish_listener(uint32_t s) {
   Socket& sock = sockets_[s];
   uint32_t n = engine_.accept_queue_len(sock.listener);
   if (n > sock.accept_published) {
-    if (sock.exclusive_due == 0) exclusive_due_.push_back(s);
+    list_exclusive(s);
     sock.exclusive_due += n - sock.accept_published;
   }
   sock.accept_published = n;
@@ -630,11 +632,31 @@ uint64_t SocketTable::exclusive_sleepers(const Holder& h) const {
   return asleep;
 }
 
+bool SocketTable::wake_one_exclusive(const Holder& h) {
+  const uint64_t asleep = exclusive_sleepers(h);
+  if (asleep == 0) return false;
+  const uint64_t pick = asleep & (~asleep + 1);  // its lowest such cell
+  const uint32_t c = uint32_t(__builtin_ctzll(pick));
+  App& a = apps_.app(h.app);
+  a.exclusive_woken |= pick;
+  a.exclusive_seq[c] = a.region.sleep_seq(c);
+  apps_.mark_dirty(h.app, pick);
+  return true;
+}
+
 void SocketTable::wake_exclusive() {
   for (uint32_t s : exclusive_due_) {
     Socket& sock = sockets_[s];
     uint32_t due = sock.exclusive_due;
     sock.exclusive_due = 0;
+    sock.exclusive_listed = false;
+    // Connections handed ahead to a process: one of its own sleeping exclusive
+    // waiters each (the thread that asked is awake; the others would not hear of
+    // them, as the queue they wait for never showed them).
+    for (Socket::Handout& ho : sock.handouts) {
+      while (ho.due > 0 && wake_one_exclusive(ho.to)) --ho.due;
+      ho.due = 0;
+    }
     const size_t n = sock.holders.size();
     if (sock.kind != Kind::kListener || n == 0) continue;
     // One sleeping exclusive waiter a connection, the holders taking turns from
@@ -646,15 +668,7 @@ void SocketTable::wake_exclusive() {
       const size_t start = sock.exclusive_turn;
       for (size_t k = 0; k < n && due > 0; ++k) {
         const size_t i = (start + k) % n;
-        const Holder& h = sock.holders[i];
-        const uint64_t asleep = exclusive_sleepers(h);
-        if (asleep == 0) continue;
-        const uint64_t pick = asleep & (~asleep + 1);  // its lowest such cell
-        const uint32_t c = uint32_t(__builtin_ctzll(pick));
-        App& a = apps_.app(h.app);
-        a.exclusive_woken |= pick;
-        a.exclusive_seq[c] = a.region.sleep_seq(c);
-        apps_.mark_dirty(h.app, pick);
+        if (!wake_one_exclusive(sock.holders[i])) continue;
         sock.exclusive_turn = uint32_t((i + 1) % n);
         --due;
         woke = true;

@@ -90,12 +90,14 @@ class SocketTable {
       Holder to;
       abi::ProducerEnd ring;
       std::vector<uint32_t> unclaimed;
+      uint32_t due = 0;  // handed since the last wake_exclusive: waiters to wake
     };
     std::vector<Handout> handouts;
     ListenerId listener = kInvalidId;
     uint32_t accept_published = 0;  // kListener: the queue length the slots show
     uint32_t exclusive_due = 0;     // connections arrived, exclusive waiters not yet woken
     uint32_t exclusive_turn = 0;    // the holder whose exclusive waiter goes next
+    bool exclusive_listed = false;  // in exclusive_due_
     ConnId conn = kInvalidId;
     UdpId udp = kNoUdp;
     abi::ConsumerEnd udp_tx;     // kUdp: the daemon's end of the ring owner's tx ring
@@ -142,6 +144,13 @@ class SocketTable {
   void publish_conn(uint32_t socket);
   void publish_listener(uint32_t socket);
   uint64_t exclusive_sleepers(const Holder& h) const;
+  // Marks one of h's sleeping exclusive waiters to be woken; false if none sleeps.
+  bool wake_one_exclusive(const Holder& h);
+  void list_exclusive(uint32_t s) {  // s has exclusive waiters to wake this round
+    if (sockets_[s].exclusive_listed) return;
+    sockets_[s].exclusive_listed = true;
+    exclusive_due_.push_back(s);
+  }
   // A change in `slot` of `app`: the threads that wait for it are woken.
   void touch(uint32_t app, uint32_t slot) { apps_.mark_slot_dirty(app, slot); }
   // A change in the ring owner's slot: every holder may be waiting for it, the
