@@ -49,6 +49,12 @@ inline SlotSnapshot snapshot(const abi::SocketSlot& s, const abi::ByteRing& rx,
   return v;
 }
 
+// A listener has a connection to accept: queued in shuntd, or handed ahead as a
+// record on its rx ring (docs/abi.md, "Connections handed ahead").
+inline bool listener_has_connection(uint32_t accept_ready, uint32_t rx_readable) {
+  return accept_ready > 0 || rx_readable >= sizeof(abi::DgramHeader);
+}
+
 inline SlotSnapshot apply_daemon_gone(SlotSnapshot v) {
   v.flags |= abi::kFlagReset | abi::kFlagPeerFin;
   if (v.error == 0) v.error = 104;  // ECONNRESET
@@ -66,8 +72,7 @@ inline uint32_t readiness(SlotSnapshot v, const LocalView& local) {
   const bool error = v.error != 0 && !local.error_consumed;
   uint32_t m = 0;
   if (state == SlotState::kListening) {
-    // Queued in shuntd, or handed ahead as records on the listener's rx ring.
-    if (v.accept_ready > 0 || v.rx_readable >= sizeof(abi::DgramHeader)) m |= EPOLLIN | EPOLLRDNORM;
+    if (listener_has_connection(v.accept_ready, v.rx_readable)) m |= EPOLLIN | EPOLLRDNORM;
     if (error) m |= EPOLLERR;
     return m;
   }

@@ -608,10 +608,9 @@ int shunt_accept_one(Socket& l, sockaddr* addr, socklen_t* len, int flags) {
   return ph;
 }
 
-// A connection waits: in shuntd's queue, or handed ahead on the listener's ring.
 bool accept_waiting(const Socket& l) {
-  return l.s->accept_ready.load(std::memory_order_acquire) > 0 ||
-         (l.rx.valid() && l.rx.readable() >= sizeof(abi::DgramHeader));
+  return listener_has_connection(l.s->accept_ready.load(std::memory_order_acquire),
+                                 l.rx.valid() ? l.rx.readable() : 0);
 }
 
 }  // namespace

@@ -35,6 +35,13 @@ class ListenTest : public EngineTest {
               Drop::kNone);
     return iss;
   }
+  // The application writes `bytes` on c; the one segment that goes out.
+  Seg send_from(AppRings& app, ConnId c, const std::string& bytes) {
+    app.write(bytes);
+    eng().tx_ready(c);
+    eng().flush(now_);
+    return sent_one();
+  }
   ConnId child(uint16_t port = kRemotePort) const { return eng_->find(kRemoteIp, port, kLocalPort); }
   uint64_t drops(Drop d) const { return eng_->counters().drops[static_cast<size_t>(d)]; }
 
@@ -123,10 +130,7 @@ TEST_F(ListenTest, AttachMovesStagedBytesAndOpensTheWindow) {
   EXPECT_EQ(upd.flags, kAck);
   EXPECT_EQ(upd.window, 8192);
   // And it can send.
-  app.write("hi");
-  eng().tx_ready(c);
-  eng().flush(now_);
-  Seg data = sent_one();
+  Seg data = send_from(app, c, "hi");
   EXPECT_EQ(data.seq, iss + 1);
   EXPECT_EQ(data.payload, "hi");
 }
@@ -154,10 +158,7 @@ TEST_F(ListenTest, RequeueGivesTheConnectionBackWithItsBytes) {
   AppRings second(8192);
   eng().attach(c, second.erx(), second.etx(), kUser + 1);
   EXPECT_EQ(second.read(), "early bird");
-  second.write("hi");
-  eng().tx_ready(c);
-  eng().flush(now_);
-  Seg data = sent_one();
+  Seg data = send_from(second, c, "hi");
   EXPECT_EQ(data.seq, iss + 1);
   EXPECT_EQ(data.payload, "hi");
 }
@@ -169,10 +170,7 @@ TEST_F(ListenTest, RequeueRefusesWhatCannotGoBackAsItCame) {
   ConnId c = eng().accept(lid_);
   AppRings app(8192);
   eng().attach(c, app.erx(), app.etx(), kUser);
-  app.write("x");
-  eng().tx_ready(c);
-  eng().flush(now_);
-  EXPECT_EQ(sent_one().seq, iss + 1);
+  EXPECT_EQ(send_from(app, c, "x").seq, iss + 1);
   EXPECT_FALSE(eng().requeue(c, lid_));
   EXPECT_EQ(eng().accept_queue_len(lid_), 0u);
 
