@@ -89,6 +89,18 @@ it_stop_shuntd() {
 # answers); counter NAME STAT: one counter's value in such an output.
 stat_flat() { timeout 10 "$IT_SHUNT" stat --flat 2>/dev/null; }
 counter() { awk -v k="$1" '$1 == k { print $2; exit }' <<<"$2"; }
+# counter_settles NAME WANT [TENTHS]: until counter NAME of the daemon equals WANT
+# (up to TENTHS tenths of a second, default 50: zombies drain, applications
+# detach); its last value in COUNTER_NOW; non-zero when it never got there.
+counter_settles() {
+  local i
+  for ((i = 0; i < ${3:-50}; i++)); do
+    COUNTER_NOW=$(counter "$1" "$(stat_flat)")
+    [[ $COUNTER_NOW == "$2" ]] && return 0
+    sleep 0.1
+  done
+  return 1
+}
 # rss_kib PID: the resident memory of process PID in KiB (0 if it is gone).
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# shellcheck disable=SC2154  # it_failures, shunt_run: from lib.sh
+# shellcheck disable=SC2154  # it_failures, shunt_run, COUNTER_NOW: from lib.sh
 # The interposer's socket-semantics scenarios (tests/preload/probe.cc and
 # udp_probe.cc) against the real shuntd and its engine, not the fake daemon the
 # unit tests use: each probe is client and server at once on the stack's own
@@ -43,13 +43,8 @@ for s in "${scenarios[@]}"; do
   else
     it_fail "$s (exit $rc): $(tail -n 5 "$IT_TMP/$s.err" | tr '\n' ' ')"
   fi
-  slots=
-  for ((i = 0; i < 50; i++)); do  # zombies drain once the peer (itself) is done
-    slots=$(counter daemon.slots "$(stat_flat)")
-    [[ $slots == 0 ]] && break
-    sleep 0.1
-  done
-  it_check "$s: no slot left in shuntd ($slots)" test "$slots" = 0
+  counter_settles daemon.slots 0  # zombies drain once the peer (itself) is done
+  it_check "$s: no slot left in shuntd ($COUNTER_NOW)" test "$COUNTER_NOW" = 0
   if [[ $s == accept_handed ]]; then
     # The scenario passes on the kernel too; here it must have gone through the
     # handed records and back into the queue.

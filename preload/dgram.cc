@@ -13,6 +13,7 @@
 #include <mutex>
 
 #include "epoll.hh"
+#include "fault_guard.hh"
 #include "libc.hh"
 #include "log.hh"
 #include "route.hh"
@@ -149,8 +150,11 @@ ssize_t shunt_take(Socket& s, msghdr* msg, int flags, size_t total) {
     case abi::DgramFront::kOk:
       break;
   }
-  size_t copied = dgram_read_iov(s.rx, h, msg->msg_iov, int(msg->msg_iovlen));
+  bool fault = false;
+  size_t copied = dgram_read_iov(s.rx, h, msg->msg_iov, int(msg->msg_iovlen), &fault);
+  // As Linux's udp_recvmsg: a datagram that could not be copied out is dropped.
   if (!(flags & MSG_PEEK)) s.rx.consume(abi::dgram_record_size(h.len));
+  if (fault) return -EFAULT;
   if (msg->msg_name != nullptr) {
     socklen_t n = msg->msg_namelen;
     fill_sockaddr(make_sin(h.ip, h.port), static_cast<sockaddr*>(msg->msg_name), &n);
@@ -171,7 +175,7 @@ bool shunt_readable(const Socket& s) {
 
 // ---- ring helpers ----
 
-void dgram_write_iov(abi::ByteRing& tx, uint32_t ip_be, uint16_t port_be, const iovec* iov,
+bool dgram_write_iov(abi::ByteRing& tx, uint32_t ip_be, uint16_t port_be, const iovec* iov,
                      int iovcnt, uint32_t len) {
   uint32_t head = tx.indices()->head.value.load(std::memory_order_relaxed);
   abi::DgramHeader h{uint16_t(len), port_be, ip_be};
@@ -181,7 +185,8 @@ void dgram_write_iov(abi::ByteRing& tx, uint32_t ip_be, uint16_t port_be, const 
   for (int i = 0; i < iovcnt && left > 0; ++i) {
     uint32_t n = uint32_t(std::min<size_t>(iov[i].iov_len, left));
     if (n == 0) continue;
-    tx.copy_in(pos, static_cast<const uint8_t*>(iov[i].iov_base), n);
+    const uint8_t* from = static_cast<const uint8_t*>(iov[i].iov_base);
+    if (!guarded([&] { tx.copy_in(pos, from, n); })) return false;  // nothing produced
     pos += n;
     left -= n;
   }
@@ -189,17 +194,22 @@ void dgram_write_iov(abi::ByteRing& tx, uint32_t ip_be, uint16_t port_be, const 
   static constexpr uint8_t kPad[4] = {};
   if (size > sizeof h + len) tx.copy_in(pos, kPad, size - uint32_t(sizeof h) - len);
   tx.produce(size);  // release: the daemon sees the whole record first
+  return true;
 }
 
 size_t dgram_read_iov(const abi::ByteRing& rx, const abi::DgramHeader& h, const iovec* iov,
-                      int iovcnt) {
+                      int iovcnt, bool* fault) {
   uint32_t pos = rx.indices()->tail.value.load(std::memory_order_relaxed) +
                  uint32_t(sizeof(abi::DgramHeader));
   size_t left = h.len, done = 0;
   for (int i = 0; i < iovcnt && left > 0; ++i) {
     size_t n = std::min(iov[i].iov_len, left);
     if (n == 0) continue;
-    rx.copy_out(pos, static_cast<uint8_t*>(iov[i].iov_base), uint32_t(n));
+    uint8_t* to = static_cast<uint8_t*>(iov[i].iov_base);
+    if (!guarded([&] { rx.copy_out(pos, to, uint32_t(n)); })) {
+      if (fault != nullptr) *fault = true;
+      break;
+    }
     pos += uint32_t(n);
     left -= n;
     done += n;
@@ -410,8 +420,9 @@ ssize_t dgram_sendmsg(Socket& s, int fd, const msghdr* msg, int flags) {
     {
       std::lock_guard<std::mutex> g(s.tx_mu);
       if (s.tx.writable() >= need) {
-        dgram_write_iov(s.tx, dst.sin_addr.s_addr, dst.sin_port, msg->msg_iov,
-                        int(msg->msg_iovlen), uint32_t(total));
+        if (!dgram_write_iov(s.tx, dst.sin_addr.s_addr, dst.sin_port, msg->msg_iov,
+                             int(msg->msg_iovlen), uint32_t(total)))
+          return -EFAULT;
         sock_notify_tx(s);
         return total;
       }

@@ -41,12 +41,14 @@ ssize_t dgram_sendto(Socket& s, int fd, const void* buf, size_t len, int flags,
                      const sockaddr* addr, socklen_t alen);
 
 // Ring helpers (pure, unit tested). The caller made sure a record of `len` bytes
-// fits (dgram_record_size(len) <= tx.writable()).
-void dgram_write_iov(abi::ByteRing& tx, uint32_t ip_be, uint16_t port_be, const iovec* iov,
+// fits (dgram_record_size(len) <= tx.writable()). False, with nothing queued,
+// when an iovec is memory the process may not read.
+bool dgram_write_iov(abi::ByteRing& tx, uint32_t ip_be, uint16_t port_be, const iovec* iov,
                      int iovcnt, uint32_t len);
 // Copies the payload of the record at rx's tail (header h) into the iovecs, up to
-// their size; consumes nothing. Returns the bytes copied.
+// their size; consumes nothing. Returns the bytes copied; an iovec the process may
+// not write stops the copy and sets *fault.
 size_t dgram_read_iov(const abi::ByteRing& rx, const abi::DgramHeader& h, const iovec* iov,
-                      int iovcnt);
+                      int iovcnt, bool* fault = nullptr);
 
 }  // namespace shunt::preload

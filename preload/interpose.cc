@@ -17,6 +17,7 @@
 #include "dgram.hh"
 #include "epoll.hh"
 #include "exec.hh"
+#include "fault_guard.hh"
 #include "libc.hh"
 #include "socket.hh"
 
@@ -494,4 +495,22 @@ SHUNT_EXPORT int execle(const char* path, const char* arg0, ...) {
   std::vector<char*> argv = gather_args(arg0, ap, &envp);
   va_end(ap);
   return execve(path, argv.data(), envp);
+}
+
+// SIGSEGV and SIGBUS stay libshunt.so's once it guards copies (fault_guard.hh):
+// what the application installs is kept and called for every fault not ours.
+SHUNT_EXPORT int sigaction(int sig, const struct sigaction* act, struct sigaction* old) {
+  if (!guards_signal(sig)) return libc().sigaction(sig, act, old);
+  return guard_sigaction(sig, act, old);
+}
+
+SHUNT_EXPORT sighandler_t signal(int sig, sighandler_t handler) {
+  if (!guards_signal(sig)) return libc().signal(sig, handler);
+  struct sigaction act {}, old {};
+  act.sa_handler = handler;
+  act.sa_flags = SA_RESTART;  // glibc's signal() has BSD semantics
+  sigemptyset(&act.sa_mask);
+  sigaddset(&act.sa_mask, sig);
+  if (guard_sigaction(sig, &act, &old) != 0) return SIG_ERR;
+  return old.sa_handler;
 }

@@ -74,7 +74,9 @@
   X(int, execvp, (const char*, char* const*))                                              \
   X(int, execl, (const char*, const char*, ...))                                           \
   X(int, execlp, (const char*, const char*, ...))                                          \
-  X(int, execle, (const char*, const char*, ...))
+  X(int, execle, (const char*, const char*, ...))                                         \
+  X(int, sigaction, (int, const struct sigaction*, struct sigaction*))                     \
+  X(sighandler_t, signal, (int, sighandler_t))
 
 namespace shunt::preload {
 

@@ -78,11 +78,12 @@ inline uint32_t readiness(SlotSnapshot v, const LocalView& local) {
   }
   if (v.rx_readable > 0 || peer_fin || reset) m |= EPOLLIN | EPOLLRDNORM;
   if (peer_fin || reset) m |= EPOLLRDHUP;
-  // Writable: a connected socket with room; a reset one (the write fails at once);
-  // like Linux, a socket that is not connecting and not connected (bound, closed)
-  // polls writable and hung up.
+  // Writable: a connected socket with room, or shut for writing (as Linux's
+  // tcp_poll: the write fails at once with EPIPE); a reset one; like Linux, a
+  // socket that is not connecting and not connected (bound, closed) polls
+  // writable and hung up.
   const bool idle = state == SlotState::kBound || state == SlotState::kClosed;
-  if ((state == SlotState::kConnected && !write_shut && v.tx_writable > 0) || reset || idle)
+  if ((state == SlotState::kConnected && (write_shut || v.tx_writable > 0)) || reset || idle)
     m |= EPOLLOUT | EPOLLWRNORM;
   if (reset || (peer_fin && write_shut) || idle) m |= EPOLLHUP;
   if (error) m |= EPOLLERR;

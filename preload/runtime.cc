@@ -20,6 +20,7 @@
 #include <new>
 
 #include "config.hh"
+#include "fault_guard.hh"
 #include "libc.hh"
 #include "log.hh"
 #include "shunt/control.h"
@@ -300,6 +301,7 @@ bool Runtime::attach_locked(bool warn) {
   ctl_fd_ = ctl;
   r->epoch = epoch_.load(std::memory_order_relaxed);
   nic_ = NicRoute{r->hdr->nic_ip, r->hdr->nic_prefix_len, r->hdr->gateway_ip};
+  install_fault_guard();  // before any copy touches the application's buffers
   region_.store(r, std::memory_order_release);
   state_.store(kAttached, std::memory_order_release);
   SHUNT_DEBUG("attached to region %u (%llu bytes, %u queue pairs, %u slots)", r->id,

@@ -17,6 +17,7 @@
 
 #include "dgram.hh"
 #include "epoll.hh"
+#include "fault_guard.hh"
 #include "libc.hh"
 #include "log.hh"
 #include "route.hh"
@@ -197,8 +198,25 @@ ssize_t epipe(int flags) {
   return -EPIPE;
 }
 
+// A connect that failed leaves the socket as Linux's tcp_disconnect does:
+// unconnected, so that the application may connect it again (a client that
+// retries on the same socket). Its slot goes back to shuntd and it is a
+// candidate again, its remembered options kept: the next connect routes anew.
+// Not done for a socket bound by the application, or in an epoll set (its
+// entries would have to go back to the kernel's set): those keep the failed
+// connection, and a second connect reports EISCONN. Called with s.mu held.
+void disconnect_failed(Socket& s, int fd) {
+  if (s.user_bound || s.epoll_refs.load(std::memory_order_acquire) != 0 || gone(s)) return;
+  publish(s, Mode::kCandidate, fd);
+  rt().post(make_command(abi::Op::kClose, s.ctl_slot));
+  s.slot = s.ctl_slot = abi::kNoSlot;
+  s.connect_pending.store(false, std::memory_order_release);
+  s.error_taken.store(0, std::memory_order_release);
+  s.local = s.peer = sockaddr_in{};
+}
+
 // Waits for a blocking connect to finish.
-int finish_connect(Socket& s) {
+int finish_connect(Socket& s, int fd) {
   auto settled = [&] {
     uint32_t st = view(s).state;
     return st != uint32_t(SlotState::kConnecting) && st != uint32_t(SlotState::kBound);
@@ -213,16 +231,24 @@ int finish_connect(Socket& s) {
   s.connect_pending.store(false, std::memory_order_release);
   if (view(s).state == uint32_t(SlotState::kConnected)) return 0;
   int e = take_error(s);
+  std::lock_guard<std::mutex> g(s.mu);
+  if (s.mode.load(std::memory_order_acquire) == Mode::kShunted) disconnect_failed(s, fd);
   return -(e != 0 ? e : ECONNREFUSED);
 }
 
 int put_int(void* val, socklen_t* len, int v) {
   if (val == nullptr || len == nullptr) return -EFAULT;
-  if (int(*len) < 0) return -EINVAL;
-  socklen_t n = *len < sizeof(int) ? *len : socklen_t(sizeof(int));
-  memcpy(val, &v, n);
-  *len = n;
-  return 0;
+  int r = 0;
+  bool ok = guarded([&] {
+    if (int(*len) < 0) {
+      r = -EINVAL;
+      return;
+    }
+    socklen_t n = *len < sizeof(int) ? *len : socklen_t(sizeof(int));
+    memcpy(val, &v, n);
+    *len = n;
+  });
+  return ok ? r : -EFAULT;
 }
 
 }  // namespace
@@ -336,11 +362,17 @@ Ref<Socket> shunted_at_slow(int fd) {
 int fill_sockaddr(const sockaddr_in& src, sockaddr* dst, socklen_t* len) {
   if (dst == nullptr) return 0;
   if (len == nullptr) return -EFAULT;
-  if (int(*len) < 0) return -EINVAL;
-  size_t n = *len < sizeof src ? *len : sizeof src;
-  memcpy(dst, &src, n);
-  *len = sizeof src;
-  return 0;
+  int r = 0;
+  bool ok = guarded([&] {
+    if (int(*len) < 0) {
+      r = -EINVAL;
+      return;
+    }
+    size_t n = *len < sizeof src ? *len : sizeof src;
+    memcpy(dst, &src, n);
+    *len = sizeof src;
+  });
+  return ok ? r : -EFAULT;
 }
 
 // ---- creation and the fd table ----
@@ -460,6 +492,7 @@ int sock_bind(Socket& s, int fd, const sockaddr* addr, socklen_t len) {
       int r = rt().call(cmd, &c);
       if (r < 0) return r;
       if (!adopt_slot(s, c)) return -EPROTO;
+      s.user_bound = true;
       replay_options(s);
       publish(s, Mode::kShunted, fd);
       return 0;
@@ -685,9 +718,13 @@ int sock_connect(Socket& s, int fd, const sockaddr* addr, socklen_t len) {
         (st == uint32_t(SlotState::kBound) && s.connect_pending.load())) {
       if (s.nonblock.load(std::memory_order_acquire)) return -EALREADY;
     } else if (st == uint32_t(SlotState::kClosed)) {
-      s.connect_pending.store(false);
+      // The connect reported EINPROGRESS failed: its error now (ECONNABORTED
+      // once SO_ERROR took it, as Linux), and the socket is unconnected again.
+      const bool failed_connect = s.connect_pending.exchange(false);
       int e = take_error(s);
-      return e != 0 ? -e : -EISCONN;
+      if (!failed_connect) return e != 0 ? -e : -EISCONN;
+      disconnect_failed(s, fd);
+      return e != 0 ? -e : -ECONNABORTED;
     } else if (st == uint32_t(SlotState::kBound)) {
       // Bound to the NIC address: the connection goes through the NIC.
       sockaddr_in sin{};
@@ -714,7 +751,7 @@ int sock_connect(Socket& s, int fd, const sockaddr* addr, socklen_t len) {
   }
   g.unlock();
   if (s.nonblock.load(std::memory_order_acquire)) return -EINPROGRESS;
-  return finish_connect(s);
+  return finish_connect(s, fd);
 }
 
 int sock_shutdown(Socket& s, int fd, int how) {
@@ -888,11 +925,11 @@ int sock_setsockopt(Socket& s, int fd, int level, int name, const void* val, soc
   int32_t value = 0;
   if (s.mode.load(std::memory_order_acquire) == Mode::kShunted && per_request_option(level, name, &opt)) {
     // nginx corks and uncorks around every response: these go to shuntd alone,
-    // checked here as the kernel checks them, with no system call. (An unmapped
-    // non-NULL pointer faults here where the kernel would say EFAULT.)
+    // checked here as the kernel checks them, with no system call (an unmapped
+    // pointer is EFAULT through the fault guard).
     if (len < socklen_t(sizeof(int))) return -EINVAL;  // before EFAULT, as Linux
-    if (val == nullptr) return -EFAULT;
-    remember_option(s, level, name, val, len);
+    if (val == nullptr || !guarded([&] { remember_option(s, level, name, val, len); }))
+      return -EFAULT;
     return set_option(s, opt, s.option_value[uint32_t(opt)]);
   }
   // A congestion control the kernel knows but shuntd does not: an honest error.
@@ -933,7 +970,9 @@ namespace {
 // is a control call. Lengths as Linux's do_tcp_getsockopt: cut to what it has.
 int tcp_info_option(Socket& s, int name, void* val, socklen_t* len) {
   if (val == nullptr || len == nullptr) return -EFAULT;
-  if (int(*len) < 0) return -EINVAL;
+  socklen_t want = 0;
+  if (!guarded([&] { want = *len; })) return -EFAULT;
+  if (int(want) < 0) return -EINVAL;
   abi::Command cmd = make_command(abi::Op::kTcpInfo, s.ctl_slot);
   abi::Completion c;
   abi::TcpInfo info;
@@ -944,10 +983,11 @@ int tcp_info_option(Socket& s, int name, void* val, socklen_t* len) {
                      info.state != uint8_t(ctl::LinuxTcpState::kClose);
     return put_int(val, len, connected ? int(info.snd_mss) : 536);
   }
-  socklen_t n = std::min<socklen_t>(*len, sizeof info);
-  memcpy(val, &info, n);
-  *len = n;
-  return 0;
+  socklen_t n = std::min<socklen_t>(want, sizeof info);
+  return guarded([&] {
+    memcpy(val, &info, n);
+    *len = n;
+  }) ? 0 : -EFAULT;
 }
 
 }  // namespace
@@ -1115,8 +1155,10 @@ ssize_t sock_recv(Socket& s, int fd, const iovec* iov, int iovcnt, int flags) {
         (v.flags & (abi::kFlagPeerFin | abi::kFlagReset)) == 0 && !nb) {
       // MSG_PEEK|MSG_WAITALL: wait for the whole amount, then peek it.
     } else {
-      done += rx_to_iov(s.rx, iov, iovcnt, done, size_t(total) - done, 0, peek, discard);
+      bool fault = false;
+      done += rx_to_iov(s.rx, iov, iovcnt, done, size_t(total) - done, 0, peek, discard, &fault);
       if (!peek && done > 0) maybe_rx_drained(s);
+      if (fault) return done > 0 ? ssize_t(done) : -EFAULT;
       if (done == size_t(total) || (done > 0 && (!waitall || peek))) return ssize_t(done);
       if (total == 0) return 0;
     }
@@ -1162,11 +1204,13 @@ ssize_t sock_send(Socket& s, int fd, const iovec* iov, int iovcnt, int flags) {
     SlotSnapshot v = view(s);
     if (ssize_t r; write_ended(s, v, done, flags, &r)) return r;
     if (v.state == uint32_t(SlotState::kConnected)) {
-      size_t n = iov_to_tx(s.tx, iov, iovcnt, done, size_t(total) - done);
+      bool fault = false;
+      size_t n = iov_to_tx(s.tx, iov, iovcnt, done, size_t(total) - done, &fault);
       if (n > 0) {
         done += n;
         notify_tx(s);
       }
+      if (fault) return done > 0 ? ssize_t(done) : -EFAULT;
       if (done == size_t(total)) return ssize_t(done);
     } else if (v.state != uint32_t(SlotState::kConnecting) && !s.connect_pending.load()) {
       return kernel_send(fd, iov, iovcnt, flags);  // never connected: the kernel's answer

@@ -1,5 +1,7 @@
 #include "stream.hh"
 
+#include "fault_guard.hh"
+
 #include <limits.h>
 
 #include <algorithm>
@@ -8,7 +10,7 @@
 namespace shunt::preload {
 
 size_t rx_to_iov(abi::ByteRing& rx, const iovec* iov, int iovcnt, size_t skip, size_t max,
-                 uint32_t offset, bool peek, bool discard) {
+                 uint32_t offset, bool peek, bool discard, bool* fault) {
   uint32_t avail = rx_available(rx);
   if (avail <= offset) return 0;
   size_t n = std::min<size_t>(avail - offset, max);
@@ -23,7 +25,11 @@ size_t rx_to_iov(abi::ByteRing& rx, const iovec* iov, int iovcnt, size_t skip, s
         continue;
       }
       size_t take = std::min(len - skip, left);
-      rx.copy_out(pos, static_cast<uint8_t*>(iov[i].iov_base) + skip, uint32_t(take));
+      uint8_t* to = static_cast<uint8_t*>(iov[i].iov_base) + skip;
+      if (!guarded([&] { rx.copy_out(pos, to, uint32_t(take)); })) {
+        if (fault != nullptr) *fault = true;
+        break;  // what the iovecs before took stays taken, as the kernel's copy
+      }
       pos += uint32_t(take);
       left -= take;
       skip = 0;
@@ -34,7 +40,8 @@ size_t rx_to_iov(abi::ByteRing& rx, const iovec* iov, int iovcnt, size_t skip, s
   return n;
 }
 
-size_t iov_to_tx(abi::ByteRing& tx, const iovec* iov, int iovcnt, size_t skip, size_t max) {
+size_t iov_to_tx(abi::ByteRing& tx, const iovec* iov, int iovcnt, size_t skip, size_t max,
+                 bool* fault) {
   size_t room = std::min<size_t>(tx.writable(), max);
   if (room == 0) return 0;
   uint32_t pos = tx.indices()->head.value.load(std::memory_order_relaxed);
@@ -46,7 +53,11 @@ size_t iov_to_tx(abi::ByteRing& tx, const iovec* iov, int iovcnt, size_t skip, s
       continue;
     }
     size_t put = std::min(len - skip, room - done);
-    tx.copy_in(pos, static_cast<const uint8_t*>(iov[i].iov_base) + skip, uint32_t(put));
+    const uint8_t* from = static_cast<const uint8_t*>(iov[i].iov_base) + skip;
+    if (!guarded([&] { tx.copy_in(pos, from, uint32_t(put)); })) {
+      if (fault != nullptr) *fault = true;
+      break;  // the iovecs before go out; nothing of this one
+    }
     pos += uint32_t(put);
     done += put;
     skip = 0;

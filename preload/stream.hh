@@ -23,13 +23,16 @@ inline uint32_t rx_available(const abi::ByteRing& rx) {
 // Copies up to `max` bytes from rx into the iovec array, starting `skip` bytes into
 // the iovecs (so a MSG_WAITALL loop can continue where it stopped) and `offset` bytes
 // past rx's tail (peeks that continue). Consumes what it copied unless `peek`.
-// `discard` (MSG_TRUNC) consumes without copying. Returns the bytes taken.
+// `discard` (MSG_TRUNC) consumes without copying. Returns the bytes taken. An
+// iovec the process may not write stops the copy there and sets *fault.
 size_t rx_to_iov(abi::ByteRing& rx, const iovec* iov, int iovcnt, size_t skip, size_t max,
-                 uint32_t offset, bool peek, bool discard);
+                 uint32_t offset, bool peek, bool discard, bool* fault = nullptr);
 
 // Appends up to `max` bytes of the iovecs (starting `skip` bytes in) to tx. Returns
-// the bytes appended (0 when full).
-size_t iov_to_tx(abi::ByteRing& tx, const iovec* iov, int iovcnt, size_t skip, size_t max);
+// the bytes appended (0 when full). An iovec the process may not read stops the
+// copy there and sets *fault.
+size_t iov_to_tx(abi::ByteRing& tx, const iovec* iov, int iovcnt, size_t skip, size_t max,
+                 bool* fault = nullptr);
 
 // Reads up to `max` bytes from in_fd into tx's free space with pread at *offset
 // (advancing it) or read when offset is null. Returns bytes added, 0 at end of file

@@ -87,7 +87,10 @@ uint32_t Daemon::step(Time now) {
   if (ring_doorbells() != 0) woke_app_ = true;
   if (capture_client_ >= 0) service_capture();
   if (snapshot_ != nullptr && now >= next_snapshot_) publish_snapshot(now);
-  if (++turn_ % kControlEvery == 0) {
+  // A thread's bell waiting on the control socket is read at the next turn: until
+  // then each wake-up of that thread wakes every sleeping thread of its process.
+  if (++turn_ % kControlEvery == 0 || bell_pending_) {
+    bell_pending_ = false;
     poll_control(0);
     check_headers();  // found at the next turn's cut_off_faulty
   }
@@ -191,6 +194,7 @@ uint32_t Daemon::ring_doorbells() {
       int bell = a.cell_bells[c];
       if (bell < 0 || a.region.bell_token(c) != a.cell_tokens[c]) {
         broadcast = true;  // its bell is not here yet: it hears the doorbell too
+        bell_pending_ = true;
       } else if (write(bell, &one, sizeof one) == ssize_t(sizeof one)) {
         ++ctr_.cell_bells_rung;
         ++rung;

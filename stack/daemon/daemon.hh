@@ -109,6 +109,7 @@ class Daemon {
   Time next_snapshot_ = 0;
   StatsSnapshot* snapshot_ = nullptr;
   uint32_t turn_ = 0;
+  bool bell_pending_ = false;  // a sleeping cell had no bell: read the control socket
   int listen_fd_ = -1;
   int epoll_fd_ = -1;
   int capture_client_ = -1;  // control connection that asked for the running capture

@@ -592,8 +592,8 @@ void SocketTable::publish_conn(uint32_t s) {
   abi::SlotState st = abi::SlotState::kConnected;
   if (t.state == TcpState::kSynSent || t.state == TcpState::kSynReceived)
     st = abi::SlotState::kConnecting;
-  else if (t.state == TcpState::kClosed)
-    st = abi::SlotState::kClosed;
+  else if (t.state == TcpState::kClosed || t.state == TcpState::kTimeWait)
+    st = abi::SlotState::kClosed;  // as Linux: a socket in TIME-WAIT is closed to its user
   uint32_t flags = 0;
   if (t.peer_fin) flags |= abi::kFlagPeerFin;
   if (t.error != 0) flags |= abi::kFlagReset;

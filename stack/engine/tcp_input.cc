@@ -457,8 +457,10 @@ Drop Engine::process_rst(ConnId c, const TcpSegment& seg, Time now) {
     case TcpState::kEstablished:
     case TcpState::kFinWait1:
     case TcpState::kFinWait2:
-    case TcpState::kCloseWait:
       reset_conn(c, ECONNRESET);
+      break;
+    case TcpState::kCloseWait:
+      reset_conn(c, EPIPE);  // as Linux's tcp_reset: the peer had closed; writing is what failed
       break;
     default:  // CLOSING, LAST-ACK, TIME-WAIT
       reset_conn(c, 0);

@@ -49,11 +49,21 @@ TEST(Readiness, BothDirectionsClosedIsHup) {
   v.flags = abi::kFlagPeerFin | abi::kFlagWriteShut;
   uint32_t m = readiness(v, {});
   EXPECT_TRUE(m & EPOLLHUP);
-  EXPECT_FALSE(m & EPOLLOUT);
+  EXPECT_TRUE(m & EPOLLOUT);  // as Linux's tcp_poll once shut for writing: a write fails at once
   LocalView local;
   local.shut_wr = true;
   v.flags = abi::kFlagPeerFin;
   EXPECT_TRUE(readiness(v, local) & EPOLLHUP);
+}
+
+TEST(Readiness, ShutForWritingPollsWritableEvenWhenFull) {
+  SlotSnapshot v = connected();
+  v.tx_writable = 0;
+  EXPECT_FALSE(readiness(v, {}) & EPOLLOUT);
+  LocalView local;
+  local.shut_wr = true;  // write() now returns EPIPE without waiting
+  EXPECT_TRUE(readiness(v, local) & EPOLLOUT);
+  EXPECT_FALSE(readiness(v, local) & EPOLLHUP);
 }
 
 TEST(Readiness, ResetIsEverythingWithError) {

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "fault_guard.hh"
 #include "test_region.hh"
 
 namespace shunt::preload {
@@ -36,6 +37,29 @@ class StreamTest : public ::testing::Test {
   test::TestRegion region;
   abi::ByteRing rx, tx;
 };
+
+// A bad buffer is the kernel's EFAULT, not a crash: the copy stops at the iovec
+// that faults; what came before is queued (or taken), nothing after.
+TEST_F(StreamTest, CopiesStopAtAnIovecTheProcessMayNotTouch) {
+  install_fault_guard();
+  const size_t page = size_t(sysconf(_SC_PAGESIZE));
+  void* forbidden = mmap(nullptr, page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(forbidden, MAP_FAILED);
+  char good[] = "abc";
+  iovec out[2] = {{good, 3}, {forbidden, 8}};
+  bool fault = false;
+  EXPECT_EQ(iov_to_tx(tx, out, 2, 0, 11, &fault), 3u);
+  EXPECT_TRUE(fault);
+  EXPECT_EQ(daemon_take(), "abc");
+  daemon_put("xyz123");
+  char first[2];
+  iovec in[2] = {{first, 2}, {forbidden, 4}};
+  fault = false;
+  EXPECT_EQ(rx_to_iov(rx, in, 2, 0, 6, 0, false, false, &fault), 2u);
+  EXPECT_TRUE(fault);
+  EXPECT_EQ(rx_available(rx), 4u);  // the faulting iovec took nothing
+  munmap(forbidden, page);
+}
 
 TEST_F(StreamTest, ReadIntoScatteredIovecs) {
   daemon_put("hello, world");
