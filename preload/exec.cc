@@ -380,6 +380,7 @@ void ExecCarry::undo() {
 
 const char* exec_search_path(const char* file, char* buf, unsigned len) {
   if (file == nullptr || *file == '\0' || strchr(file, '/') != nullptr) return file;
+  if (buf == nullptr || len == 0) return file;
   const char* path = getenv("PATH");
   if (path == nullptr) path = "/bin:/usr/bin";
   for (const char* p = path;; ++p) {
