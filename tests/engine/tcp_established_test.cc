@@ -260,6 +260,16 @@ TEST_F(Established, BareFinAheadOfAHoleIsTakenWhenTheHoleFills) {
 
 // ---- RST and SYN (RFC 5961) ----
 
+// Linux's tcp_reset: the peer had closed, so what failed is writing: EPIPE.
+TEST_F(Established, RstInCloseWaitIsEpipe) {
+  EXPECT_EQ(recv(Seg{.seq = rcv(0), .ack = snd(0), .flags = kAck | kFin}), Drop::kNone);
+  sent();
+  ASSERT_EQ(tcb().state, TcpState::kCloseWait);
+  EXPECT_EQ(recv(Seg{.seq = rcv(1), .flags = kRst}), Drop::kNone);
+  EXPECT_EQ(tcb().state, TcpState::kClosed);
+  EXPECT_EQ(tcb().error, EPIPE);
+}
+
 TEST_F(Established, RstAtExactSequenceResets) {
   EXPECT_EQ(recv(Seg{.seq = rcv(0), .flags = kRst}), Drop::kNone);
   expect_silent();
