@@ -415,7 +415,14 @@ void seq_invalid() {
   step("accept4 bad flags", accept4(s, nullptr, nullptr, 0x7ffffff0));
   step("fcntl nonblock", fcntl(s, F_SETFL, O_NONBLOCK));
   step("accept nonblock", accept(s, nullptr, nullptr));
+  step("shutdown listener wr", shutdown(s, SHUT_WR));
+  step_getint("SO_ACCEPTCONN after wr", s, SOL_SOCKET, SO_ACCEPTCONN);
   step("shutdown listener", shutdown(s, SHUT_RDWR));
+  step_getint("SO_ACCEPTCONN after shutdown", s, SOL_SOCKET, SO_ACCEPTCONN);
+  step("accept after shutdown", accept(s, nullptr, nullptr));
+  step_name("getsockname after shutdown", s, false);
+  step("listen again", listen(s, 4));
+  step("accept relistened", accept(s, nullptr, nullptr));
   step("close", close(s));
   g_watch = -1;
 }

@@ -31,7 +31,7 @@ it_need "$IT_SHUNT" "$IT_SHUNTD" "$IT_PRELOAD" "$probe"
 it_netns_up "$name" "$net" || exit 1
 
 tcp=(basic epoll errors dup sendfile wildcard poll fork threads other_entries linger restart nested_epoll
-  wake_targets exclusive_accept exclusive_threads accept_wakes_one accept_handed)
+  wake_targets exclusive_accept exclusive_threads accept_wakes_one accept_handed shutdown_listener)
 udp=(udp_basic udp_mmsg udp_epoll udp_wildcard udp_threads udp_big udp_fork)
 # PROBE_SCENARIOS="a b": only those (while debugging one).
 read -ra scenarios <<<"${PROBE_SCENARIOS:-kernel_routes passthrough ${tcp[*]} ${udp[*]}}"

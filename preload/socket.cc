@@ -533,7 +533,7 @@ int sock_listen(Socket& s, int fd, int backlog) {
     abi::Command cmd = make_command(abi::Op::kListen, s.ctl_slot);
     cmd.arg = backlog;
     abi::Completion c;
-    rt().call(cmd, &c);
+    if (rt().call(cmd, &c) >= 0) s.listening.store(true, std::memory_order_release);  // again, after a shutdown
     return 0;
   }
   // kWildcard: listen on the kernel, then on the NIC with the same port.
@@ -584,6 +584,13 @@ bool take_handed(Socket& l, abi::Completion* c, uint32_t* generation) {
   abi::HandedConn rec{};
   if (abi::dgram_pop(l.rx, h, reinterpret_cast<uint8_t*>(&rec), sizeof rec) != sizeof rec)
     return false;  // not a record shuntd writes: kAccept asks instead
+  // A record from before the listener was shut down and listened again names a
+  // slot shuntd has taken back (free, or handed out since under a new generation).
+  if (rec.slot >= l.region->slot_count()) return false;
+  const abi::SocketSlot* slot = l.region->slot(rec.slot);
+  if (slot->generation.load(std::memory_order_acquire) != rec.generation ||
+      slot->state.load(std::memory_order_acquire) == uint32_t(SlotState::kFree))
+    return false;
   c->result = 0;
   c->slot = rec.slot;
   c->local_ip = rt().nic().ip;
@@ -658,7 +665,9 @@ int sock_accept(Socket& s, int fd, sockaddr* addr, socklen_t* len, int flags) {
   }
   const bool dual = s.mode.load(std::memory_order_acquire) == Mode::kDual;
   const Deadline d = Deadline::after_ns(s.rcvtimeo_ns);
+  auto listening = [&] { return view(s).state == uint32_t(SlotState::kListening); };
   for (;;) {
+    if (!listening()) return -EINVAL;  // shut down, by this process or another holder
     if (!gone(s) && accept_waiting(s)) {
       int r = shunt_accept_one(s, addr, len, flags);
       if (r != -EAGAIN) return r;
@@ -673,7 +682,7 @@ int sock_accept(Socket& s, int fd, sockaddr* addr, socklen_t* len, int flags) {
     }
     if (s.nonblock.load(std::memory_order_acquire)) return -EAGAIN;
     if (gone(s) && !dual) return -ECONNABORTED;
-    auto ready = [&] { return accept_waiting(s); };
+    auto ready = [&] { return accept_waiting(s) || !listening(); };
     Wake w = rt().wait(*s.region, ready, d, dual ? fd : -1, s.slot, /*exclusive=*/true);
     if (w == Wake::kInterrupted && !signal_restarts(d)) return -EINTR;
     if (w == Wake::kTimeout) return -EAGAIN;
@@ -761,12 +770,20 @@ int sock_shutdown(Socket& s, int fd, int how) {
   std::lock_guard<std::mutex> g(s.mu);
   if (s.mode.load() == Mode::kDual) libc().shutdown(fd, how);
   uint32_t st = view(s).state;
-  if (!s.listening.load() && !connected_or_connecting(st)) return -ENOTCONN;
+  const bool listening = s.listening.load(std::memory_order_acquire);
+  if (!listening && !connected_or_connecting(st)) return -ENOTCONN;
+  if (listening && how == SHUT_WR) return 0;  // as Linux: nothing to shut on a listener
   abi::Command cmd = make_command(abi::Op::kShutdown, s.ctl_slot);
   cmd.arg = how;
   abi::Completion c;
   int r = rt().call(cmd, &c);
   if (r < 0) return r;
+  if (listening) {
+    // No longer listening, still bound (shuntd reset what it had queued): an
+    // unconnected socket again, which may listen anew.
+    s.listening.store(false, std::memory_order_release);
+    return 0;
+  }
   if (how != SHUT_WR) s.shut_rd.store(true, std::memory_order_release);
   if (how != SHUT_RD) s.shut_wr.store(true, std::memory_order_release);
   return 0;
@@ -1003,7 +1020,8 @@ int sock_getsockopt(Socket& s, int fd, int level, int name, void* val, socklen_t
         return put_int(val, len, e);
       }
       case SO_ACCEPTCONN:
-        return put_int(val, len, s.listening.load() ? 1 : 0);
+        // The slot's state: another process holding the listener may have shut it down.
+        return put_int(val, len, view(s).state == uint32_t(SlotState::kListening) ? 1 : 0);
       // What the rings may hold, doubled as Linux reports its buffers (half of
       // them is bookkeeping there): the size the application set (shuntd applies
       // it after the call returns; Linux's answer is at once), else what they hold

@@ -107,7 +107,7 @@ abi::Completion SocketTable::handle(uint32_t app, const abi::Command& cmd, Time 
     case Op::kAccept: c.result = do_accept(app, cmd, &c); break;
     case Op::kAccepted: do_accepted(app, cmd); break;
     case Op::kClose: do_close(app, cmd.slot, now); break;
-    case Op::kShutdown: c.result = do_shutdown(app, cmd.slot, cmd.arg); break;
+    case Op::kShutdown: c.result = do_shutdown(app, cmd.slot, cmd.arg, now); break;
     case Op::kTxReady: do_tx_ready(app, cmd.slot, now); break;
     case Op::kRxDrained: do_rx_drained(app, cmd.slot); break;
     case Op::kTcpInfo: c.result = do_tcp_info(app, cmd.slot, now, info); break;
@@ -410,13 +410,37 @@ void SocketTable::do_close(uint32_t app, uint32_t slot, Time now) {
   free_socket(s);
 }
 
-int SocketTable::do_shutdown(uint32_t app, uint32_t slot, int how) {
+int SocketTable::do_shutdown(uint32_t app, uint32_t slot, int how, Time now) {
   uint32_t s = socket_of(app, slot);
   Socket& sock = sockets_[s];
-  if (sock.kind != Kind::kConn) return -ENOTCONN;
   if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR) return -EINVAL;
+  if (sock.kind == Kind::kListener) return how == SHUT_WR ? 0 : unlisten(s, now);
+  if (sock.kind != Kind::kConn) return -ENOTCONN;
   if (how != SHUT_RD) engine_.shutdown_write(sock.conn);
   publish_conn(s);
+  return 0;
+}
+
+// shutdown(SHUT_RD) of a listener, as Linux's inet_shutdown: it stops listening
+// and stays bound to its port (it may listen again). Connections queued or
+// handed ahead and not taken are reset, and every thread waiting to accept on
+// it, in every process holding it, wakes to find it no longer listening.
+int SocketTable::unlisten(uint32_t s, Time now) {
+  const std::vector<Holder> holders = sockets_[s].holders;  // a control call: a copy is fine
+  for (const Holder& h : holders) take_back_handed(s, h, now);
+  Socket& sock = sockets_[s];
+  if (sock.kind != Kind::kListener) return 0;
+  engine_.unlisten(sock.listener);
+  sock.kind = Kind::kBound;
+  sock.accept_published = 0;
+  for (const Holder& h : sock.holders) {
+    App& a = apps_.app(h.app);
+    if (!a.active) continue;
+    a.region.set_accept_ready(h.slot, 0);
+    a.region.set_state(h.slot, abi::SlotState::kBound);
+    apps_.mark_dirty(h.app, a.region.wake_cells_exclusive(h.slot));  // left out of slot changes
+    touch(h.app, h.slot);
+  }
   return 0;
 }
 

@@ -118,7 +118,8 @@ class SocketTable {
   void take_back_handed(uint32_t listener_socket, Holder from, Time now);
   uint32_t slot_to_connect(uint32_t app, const abi::Command& cmd, bool udp, int* rc);
   void do_close(uint32_t app, uint32_t slot, Time now);
-  int do_shutdown(uint32_t app, uint32_t slot, int how);
+  int do_shutdown(uint32_t app, uint32_t slot, int how, Time now);
+  int unlisten(uint32_t listener_socket, Time now);
   void do_tx_ready(uint32_t app, uint32_t slot, Time now);
   void do_rx_drained(uint32_t app, uint32_t slot);
   int do_tcp_info(uint32_t app, uint32_t slot, Time now, abi::TcpInfo* out);

@@ -1089,6 +1089,49 @@ void threads() {
   close(l);
 }
 
+// shutdown(SHUT_RDWR) of a listener wakes the thread blocked in accept() on it
+// with EINVAL, as Linux's inet_shutdown disconnects a listener; the socket stays
+// bound, listens again, and accepts what arrives then.
+void shutdown_listener() {
+  int l = listener(kNic, 7016);
+  int early = connect_to(kNic, 7016);  // queued, never accepted
+  std::atomic<pid_t> tid{0};
+  std::atomic<int> result{0}, error{0};
+  std::thread t([&] {
+    tid.store(pid_t(gettid()));
+    int a = accept(l, nullptr, nullptr);
+    if (a >= 0) {  // the queued one, taken before the shutdown: wait again
+      close(a);
+      a = accept(l, nullptr, nullptr);
+    }
+    error.store(errno);
+    result.store(a);
+  });
+  for (int i = 0; i < 5000 && tid.load() == 0; ++i) usleep(1000);
+  wait_asleep(tid.load());
+  CHECK(shutdown(l, SHUT_WR) == 0);  // nothing to shut for writing on a listener
+  CHECK(shutdown(l, SHUT_RDWR) == 0);
+  t.join();
+  CHECK(result.load() == -1 && error.load() == EINVAL);
+  int v = -1;
+  socklen_t vl = sizeof v;
+  CHECK(getsockopt(l, SOL_SOCKET, SO_ACCEPTCONN, &v, &vl) == 0 && v == 0);
+  CHECK(accept(l, nullptr, nullptr) == -1 && errno == EINVAL);
+  pollfd p{l, POLLIN | POLLOUT, 0};
+  CHECK(poll(&p, 1, 0) == 1 && p.revents == (POLLOUT | POLLHUP));
+  CHECK(listen(l, 4) == 0);
+  int c = connect_to(kNic, 7016);
+  int a = accept(l, nullptr, nullptr);
+  CHECK(a >= 0);
+  CHECK(write(c, "x", 1) == 1);
+  char b;
+  CHECK(read(a, &b, 1) == 1 && b == 'x');
+  close(a);
+  close(c);
+  close(early);
+  close(l);
+}
+
 // Voluntary context switches of thread tid so far (each a sleep it woke from).
 long voluntary_switches(pid_t tid) {
   char path[64];
@@ -1415,6 +1458,7 @@ int main(int argc, char** argv) {
                          {"daemon_gone", daemon_gone}, {"other_entries", other_entries},
                          {"linger", linger_close},     {"restart", restart},
                          {"nested_epoll", nested_epoll}, {"wake_targets", wake_targets},
+                         {"shutdown_listener", shutdown_listener},
                          {"exclusive_accept", exclusive_accept},
                          {"exclusive_threads", exclusive_threads},
                          {"accept_wakes_one", accept_wakes_one},
