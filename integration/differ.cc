@@ -234,6 +234,13 @@ void step_setint(const char* what, int fd, int level, int name, int v) {
   step(what, setsockopt(fd, level, name, &v, sizeof v));
 }
 
+// Until `bytes` are queued to read (the echo's reply may come in pieces), at most
+// kWaitMs: the next step's readiness must not depend on how the peer split it.
+void wait_queued(int fd, int bytes) {
+  for (int i = 0, n = 0; i < kWaitMs / 10 && (ioctl(fd, FIONREAD, &n) < 0 || n < bytes); ++i)
+    poll(nullptr, 0, 10);
+}
+
 int tcp_socket(int flags = 0) { return socket(AF_INET, SOCK_STREAM | flags, 0); }
 
 int connect_peer(int fd, int port) {
@@ -325,7 +332,7 @@ void seq_echo() {
     return long(writev(s, v, 2));
   }());
   step_wait("wait in 2", s, POLLIN);
-  for (int i = 0; i < 100 && (ioctl(s, FIONREAD, &n) < 0 || n < 4); ++i) poll(nullptr, 0, 10);
+  wait_queued(s, 4);
   step_read("read waitall", s, 4, MSG_WAITALL);
   step_in_flight("shutdown wr", shutdown(s, SHUT_WR));
   step_wait("wait rdhup", s, POLLRDHUP);
@@ -494,8 +501,6 @@ std::string epoll_result(int n, const epoll_event& ev) {
 void step_epoll_wait(const char* what, int ep, int timeout) {
   epoll_event ev{};
   int n = epoll_wait(ep, &ev, 1, timeout);
-  int e = errno;
-  errno = e;
   line(what, epoll_result(n, ev), true);
 }
 
@@ -534,7 +539,7 @@ void seq_epoll() {
   step_epoll_wait("wait oneshot", ep, kWaitMs);
   step_in_flight("write more", write(s, "b", 1));
   wait_readable(s);
-  for (int i = 0, n = 0; i < 100 && (ioctl(s, FIONREAD, &n) < 0 || n < 2); ++i) poll(nullptr, 0, 10);
+  wait_queued(s, 2);
   step_epoll_wait("wait disarmed", ep, 0);
   step("mod rearm", epoll_ctl_events(ep, EPOLL_CTL_MOD, s, EPOLLIN));
   step_epoll_wait("wait rearmed", ep, 0);
