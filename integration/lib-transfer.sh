@@ -45,12 +45,39 @@ _tr_report() {
   it_log "$what: $bytes bytes in $TR_SECONDS s ($TR_RATE MB/s), curl exit $TR_RC"
 }
 
+# A transfer still running 5 s before its limit has stalled (they take seconds):
+# print both stacks' view of its connection while it is still there.
+_tr_watch() {
+  local after=$(($1 > 10 ? $1 - 5 : $1)) nap
+  # wait, unlike a foreground sleep, returns at once when the caller's TERM comes.
+  sleep "$after" &
+  nap=$!
+  trap 'kill "$nap" 2>/dev/null; exit 0' TERM
+  wait "$nap"
+  echo "---- transfer still running after $after s: shunt ss -a -i"
+  timeout 10 "$IT_SHUNT" ss -a -i 2>&1 | head -n 40
+  echo "---- kernel side: ss -tani"
+  [[ -n ${NETNS_KERNEL:-} ]] && ip netns exec "$NETNS_KERNEL" ss -tani 2>&1 | head -n 40
+}
+
+_tr_curl() {
+  _tr_watch "$1" >&2 &
+  local watcher=$! out rc
+  shift
+  out=$("$@")
+  rc=$?
+  kill "$watcher" 2>/dev/null
+  wait "$watcher" 2>/dev/null
+  printf '%s' "$out"
+  return $rc
+}
+
 # Bytes moved come from curl itself (-w), so a transfer cut short reports what it did.
 tr_get() {
   local what=$1 max=$2 url=$3 out=$4 start end bytes
   shift 4
   start=$(date +%s%N)
-  bytes=$("$@" curl -sS --fail --max-time "$max" -o "$out" -w '%{size_download}' "$url")
+  bytes=$(_tr_curl "$max" "$@" curl -sS --fail --max-time "$max" -o "$out" -w '%{size_download}' "$url")
   TR_RC=$?
   end=$(date +%s%N)
   _tr_report "$what" "${bytes:-0}" "$start" "$end"
@@ -60,7 +87,7 @@ tr_put() {
   local what=$1 max=$2 url=$3 file=$4 start end bytes
   shift 4
   start=$(date +%s%N)
-  bytes=$("$@" curl -sS --fail --max-time "$max" -o /dev/null -w '%{size_upload}' -T "$file" "$url")
+  bytes=$(_tr_curl "$max" "$@" curl -sS --fail --max-time "$max" -o /dev/null -w '%{size_upload}' -T "$file" "$url")
   TR_RC=$?
   end=$(date +%s%N)
   _tr_report "$what" "${bytes:-0}" "$start" "$end"

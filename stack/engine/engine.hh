@@ -17,6 +17,7 @@
 #include "engine/reassembly.hh"
 #include "engine/send_log.hh"
 #include "engine/seq.hh"
+#include "engine/seq_ranges.hh"
 #include "engine/timer_wheel.hh"
 #include "engine/udp.hh"
 #include "shunt/ring.h"
@@ -101,30 +102,6 @@ inline constexpr uint32_t kEvDetached = 1u << 3;   // engine no longer uses the 
 inline constexpr uint32_t kEvAcceptable = 1u << 4; // listener queue grew
 inline constexpr uint32_t kEvWindowLow = 1u << 5;  // advertised window fell below half
 
-// A set of disjoint sequence ranges, ordered by start: out-of-order data held in
-// the rx ring (receiver), or data the peer SACKed (sender). Bounded; no allocation.
-struct SeqRanges {
-  // A BBR flight of a few hundred segments at 5% loss has tens of holes; a full
-  // scoreboard forgets SACKed data, which then goes again (16 ranges: five times
-  // as many retransmissions as losses, 64 MiB at 5% loss both ways).
-  static constexpr uint8_t kMax = 48;
-  struct Range {
-    tcp::SeqNum start, end;
-  };
-  Range r[kMax];
-  uint8_t n = 0;
-  uint8_t recent = 0;  // index of the range changed last (first SACK block, RFC 2018 4)
-
-  // Adds [start, end), merging overlaps and neighbours. False when full and the
-  // range touches none of the others (the caller drops it).
-  bool add(tcp::SeqNum start, tcp::SeqNum end);
-  // Removes everything below `seq`.
-  void trim_below(tcp::SeqNum seq);
-  bool contains(tcp::SeqNum start, tcp::SeqNum end) const;
-  uint32_t bytes() const;
-  void clear() { n = recent = 0; }
-};
-
 struct Tcb {
   TcpState state = TcpState::kClosed;
   uint16_t local_port = 0;
@@ -162,7 +139,7 @@ struct Tcb {
   uint32_t cookie_tsval = 0;  // SYN-ACK of a SYN cookie: TSval carrying the options
   // RFC 2018 / 2883 / 6675.
   bool sack_ok = false;
-  SeqRanges ooo;            // received beyond rcv.nxt, held in the rx ring
+  RxRanges ooo;             // received beyond rcv.nxt, held in the rx ring
   SeqRanges sacked;         // our data the peer holds beyond snd.una
   tcp::SeqNum dsack_start, dsack_end;
   bool dsack_pending = false;
@@ -211,6 +188,7 @@ struct Tcb {
 
   // Delayed ACK (RFC 1122 4.2.3.2, RFC 5681 4.2).
   uint32_t rcv_unacked = 0; // bytes received since our last ACK
+  uint16_t rcv_mss = 536;   // largest payload the peer sent (Linux's rcv_mss): its MSS less options
   uint8_t quickack = 0;     // ACKs still to send at once
   bool nodelay = false;
   bool cork = false;
@@ -319,6 +297,7 @@ struct Tcb {
   X(tcp_send_log_overflows, "tcp.send_log_overflows")                     \
   X(tcp_sack_scoreboard_full, "tcp.sack_scoreboard_full")                 \
   X(tcp_ooo_queued, "tcp.ooo_queued")                                     \
+  X(tcp_ooo_pruned, "tcp.ooo_pruned") /* out-of-order table full: its highest range forgotten */ \
   X(tcp_dsacks_sent, "tcp.dsacks_sent")                                   \
   X(tcp_dsacks_received, "tcp.dsacks_received")                           \
   X(tcp_challenge_acks, "tcp.challenge_acks")                             \

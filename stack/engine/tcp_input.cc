@@ -656,8 +656,10 @@ Drop Engine::process_text(ConnId c, const TcpSegment& seg, Time now) {
   }
   note_event(c, kEvReadable);
   if (n < payload.size()) ++ctr_.drops[static_cast<size_t>(Drop::kTcpRxRingFull)];
-  // RFC 5681 4.2: ACK at once when a hole fills, else delay.
-  if (filled_hole || n < payload.size()) ack_now(c);
+  // RFC 5681 4.2: ACK at once when a segment fills all or part of a hole (bytes
+  // above still wait), else delay. A delayed ACK here would stretch every round
+  // trip of the peer's recovery by the delayed-ACK timeout.
+  if (filled_hole || t.ooo.n != 0 || n < payload.size()) ack_now(c);
   else schedule_ack(c, n, now);
   return Drop::kNone;
 }
@@ -674,17 +676,29 @@ Drop Engine::queue_out_of_order(ConnId c, SeqNum seq, std::span<const uint8_t> p
     if (t.sack_ok) note_dsack(t, seq, end);
     return Drop::kNone;
   }
-  if (!t.ooo.add(seq, end)) return Drop::kTcpOooFull;
+  if (!t.ooo.add(seq, end)) {
+    // Full: keep what is nearest delivery. The highest range goes (its bytes were
+    // SACKed: the peer resends them once our ACK reaches them, RFC 2018 8);
+    // data above every range is dropped.
+    if (!(seq < t.ooo.r[t.ooo.n - 1].start)) return Drop::kTcpOooFull;
+    t.ooo.drop_last();
+    ++ctr_.tcp_ooo_pruned;
+    t.ooo.add(seq, end);
+  }
   t.rx.copy_in(t.rx.head() + offset, payload.data(), n);
   ++ctr_.tcp_ooo_queued;
   return Drop::kNone;
 }
 
 // Delayed ACK: every second full segment at once, otherwise within kDelayedAck.
+// A full segment is the largest the peer sent, not its MSS: timestamps take 12
+// bytes of every segment, and two of them must not wait for the timer (Linux
+// measures rcv_mss the same way and ACKs once more than one is unacknowledged).
 void Engine::schedule_ack(ConnId c, uint32_t bytes, Time now) {
   Tcb& t = conns_[c];
   t.rcv_unacked += bytes;
-  if (!cfg_.delayed_ack || t.quickack > 0 || t.rcv_unacked >= 2u * t.snd.mss) {
+  if (bytes > t.rcv_mss) t.rcv_mss = uint16_t(std::min<uint32_t>(bytes, our_mss()));
+  if (!cfg_.delayed_ack || t.quickack > 0 || t.rcv_unacked > t.rcv_mss) {
     ack_now(c);
     return;
   }

@@ -109,9 +109,9 @@ void Engine::fill_sack_blocks(Tcb& t, TcpSegment* s) {
     ++ctr_.tcp_dsacks_sent;
   }
   if (t.ooo.n != 0) {
-    uint8_t first = t.ooo.recent < t.ooo.n ? t.ooo.recent : 0;
+    uint16_t first = t.ooo.recent < t.ooo.n ? t.ooo.recent : 0;
     s->sack[n++] = {t.ooo.r[first].start.raw(), t.ooo.r[first].end.raw()};
-    for (uint8_t i = t.ooo.n; i-- > 0 && n < kMaxSackBlocks;)
+    for (uint16_t i = t.ooo.n; i-- > 0 && n < kMaxSackBlocks;)
       if (i != first) s->sack[n++] = {t.ooo.r[i].start.raw(), t.ooo.r[i].end.raw()};
   }
   s->sack_count = n;

@@ -34,9 +34,9 @@ void PrintTo(const Variant& v, std::ostream* os) { *os << v.name; }
 std::string describe(const Engine& e, ConnId c) {
   const Tcb& t = e.tcb(c);
   std::ostringstream os;
-  auto ranges = [&](const char* name, const SeqRanges& r) {
+  auto ranges = [&](const char* name, const auto& r) {
     os << name << "={";
-    for (uint8_t i = 0; i < r.n; ++i) os << r.r[i].start.raw() << "-" << r.r[i].end.raw() << " ";
+    for (uint16_t i = 0; i < r.n; ++i) os << r.r[i].start.raw() << "-" << r.r[i].end.raw() << " ";
     os << "recent=" << int(r.recent) << "}\n";
   };
   auto ring = [&](const char* name, const auto& r) {

@@ -525,20 +525,37 @@ TEST_F(Options, DsackComesFirstThenTheHeldRanges) {
   EXPECT_EQ(ack2.sack[1], (SackBlock{rcv(500), rcv(600)}));
 }
 
-TEST_F(Options, MoreDisjointRangesThanTheTableHoldsAreDropped) {
-  for (uint32_t i = 0; i < SeqRanges::kMax; ++i)
+TEST_F(Options, AFullOutOfOrderTableKeepsWhatIsNearestDelivery) {
+  constexpr uint32_t kMax = RxRanges::kMax;
+  for (uint32_t i = 0; i < kMax; ++i)
     ASSERT_EQ(peer_data(100 + 20 * i, "0123456789"), Drop::kNone) << i;
-  EXPECT_EQ(tcb().ooo.n, SeqRanges::kMax);
+  EXPECT_EQ(tcb().ooo.n, kMax);
   sent();
-  uint32_t beyond = 100 + 20 * SeqRanges::kMax;
-  EXPECT_EQ(peer_data(beyond, "0123456789"), Drop::kTcpOooFull);
+  uint32_t beyond = 100 + 20 * kMax;
+  EXPECT_EQ(peer_data(beyond, "0123456789"), Drop::kTcpOooFull) << "above every range: dropped";
   EXPECT_EQ(drops(Drop::kTcpOooFull), 1u);
   Seg ack = sent_one();
   EXPECT_EQ(ack.ack, rcv(0)) << "still a duplicate ACK";
-  EXPECT_EQ(tcb().ooo.n, SeqRanges::kMax);
+  EXPECT_EQ(tcb().ooo.n, kMax);
+  // Below the highest range, touching none: the highest range is forgotten.
+  const uint32_t top = 100 + 20 * (kMax - 1);
+  EXPECT_EQ(peer_data(50, "01234"), Drop::kNone);
+  EXPECT_EQ(eng().counters().tcp_ooo_pruned, 1u);
+  EXPECT_EQ(tcb().ooo.n, kMax);
+  EXPECT_EQ(tcb().ooo.r[0].start.raw(), rcv(50));
+  EXPECT_EQ(tcb().ooo.r[kMax - 1].start.raw(), rcv(top - 20)) << "the range at " << top << " is gone";
+  Seg ack2 = sent_one();
+  ASSERT_FALSE(ack2.sack.empty());
+  EXPECT_EQ(ack2.sack[0], (SackBlock{rcv(50), rcv(55)}));
+  for (const SackBlock& b : ack2.sack) EXPECT_NE(b.left, rcv(top)) << "no longer SACKed";
   // A segment touching a held range still merges.
   EXPECT_EQ(peer_data(110, "0123456789"), Drop::kNone);
-  EXPECT_EQ(tcb().ooo.n, SeqRanges::kMax - 1);
+  EXPECT_EQ(tcb().ooo.n, kMax - 1);
+  // The hole filled: everything up to the first gap in the pruned range is delivered,
+  // and the forgotten range is accepted again when it comes back.
+  EXPECT_EQ(peer_data(0, pattern(50)), Drop::kNone);
+  EXPECT_EQ(peer_data(top, "0123456789"), Drop::kNone);
+  EXPECT_EQ(tcb().ooo.r[tcb().ooo.n - 1].start.raw(), rcv(top));
 }
 
 TEST(SeqRangesTest, AddMergesAndTrims) {
@@ -561,6 +578,14 @@ TEST(SeqRangesTest, AddMergesAndTrims) {
     EXPECT_TRUE(r.add(SeqNum(100 + 10 * i), SeqNum(105 + 10 * i)));
   EXPECT_FALSE(r.add(SeqNum(1000), SeqNum(1001))) << "full";
   EXPECT_TRUE(r.add(SeqNum(105), SeqNum(110))) << "touches: merges";
+  EXPECT_TRUE(r.contains(SeqNum(100), SeqNum(110)));
+  EXPECT_TRUE(r.contains(SeqNum(120), SeqNum(125)));
+  EXPECT_FALSE(r.contains(SeqNum(124), SeqNum(126))) << "across a hole";
+  EXPECT_FALSE(r.contains(SeqNum(115), SeqNum(116))) << "in a hole";
+  uint16_t n = r.n;
+  r.drop_last();
+  EXPECT_EQ(r.n, n - 1);
+  EXPECT_LT(r.recent, r.n);
 }
 
 class NoOptions : public EstablishedTest {};

@@ -64,6 +64,16 @@ TEST_F(Timers, SecondFullSegmentIsAckedAtOnce) {
   EXPECT_EQ(eng().counters().tcp_delayed_acks, 0u);
 }
 
+TEST_F(Timers, FullSegmentsShortOfTheMssByTheirOptionsCountAsFull) {
+  // A peer sending timestamps fills each segment with its MSS less 12 bytes.
+  const uint32_t full = kPeerMss - 12;
+  ASSERT_EQ(peer_data(0, pattern(full)), Drop::kNone);
+  expect_silent();
+  ASSERT_EQ(peer_data(full, pattern(full, full)), Drop::kNone);
+  EXPECT_EQ(sent_one().ack, rcv(2 * full)) << "the second of them is acknowledged at once";
+  EXPECT_EQ(eng().counters().tcp_delayed_acks, 0u);
+}
+
 TEST_F(Timers, TheTimerRunsFromTheFirstUnackedSegment) {
   ASSERT_EQ(peer_data(0, "a"), Drop::kNone);
   advance(30 * kMillisecond);
@@ -106,6 +116,15 @@ TEST_F(Timers, OutOfOrderAndHoleFillingAreAckedAtOnce) {
   EXPECT_EQ(sent_one().ack, rcv(0)) << "RFC 5681 4.2: a duplicate ACK at once";
   ASSERT_EQ(peer_data(0, pattern(10)), Drop::kNone);
   EXPECT_EQ(sent_one().ack, rcv(15)) << "a hole filled: at once";
+}
+
+TEST_F(Timers, PartOfAHoleFilledIsAckedAtOnce) {
+  ASSERT_EQ(peer_data(20, "later"), Drop::kNone);
+  EXPECT_EQ(sent_one().ack, rcv(0));
+  ASSERT_EQ(peer_data(0, pattern(10)), Drop::kNone);
+  EXPECT_EQ(sent_one().ack, rcv(10)) << "RFC 5681 4.2: all or part of a gap, at once";
+  ASSERT_EQ(peer_data(10, pattern(10, 10)), Drop::kNone);
+  EXPECT_EQ(sent_one().ack, rcv(25));
 }
 
 // ---- Nagle and cork ----
